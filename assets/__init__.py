@@ -1,0 +1,1 @@
+"""Thin Dagster assets, one module per stage: read inputs, call `ops`, write through `storage`, emit metadata."""

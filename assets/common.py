@@ -1,0 +1,46 @@
+"""Helpers shared by the asset modules: partitions and metadata builders."""
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ops.datasets import load_registry
+
+DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
+
+def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
+
+
+def table_metadata(path: Any, schema: Mapping[str, pl.DataType], rows: int, **extra: Any) -> dict[str, Any]:
+    return {
+        # The standard keys the UI renders as row count and column schema (what TableMetadataSet would emit).
+        "dagster/row_count": dg.MetadataValue.int(int(rows)),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(schema)),
+        "path": dg.MetadataValue.path(str(path)),
+        **extra,
+    }
+
+
+def lineage(context: dg.AssetExecutionContext, **extra: Any) -> dict[str, Any]:
+    """File-level metadata written into every Parquet output: which run and code made it."""
+    return {
+        "run_id": context.run.run_id,
+        "partition": context.partition_key if context.has_partition_key else None,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": socket.gethostname(),
+        **extra,
+    }
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    cols = frame.columns
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.iter_rows():
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)

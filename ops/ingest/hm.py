@@ -1,0 +1,224 @@
+"""H&M Personalized Fashion loader: articles.csv, customers.csv, transactions_train.csv.
+
+- articles.csv (~105 k rows): quoted CSV with commas and newlines inside `detail_desc`, read with the csv module.
+  Article ids keep their leading zeros (strings, never ints).
+- customers.csv (~1.4 M rows): only the set of valid customer ids is needed; streamed with polars.
+- transactions_train.csv (31.8 M rows, 3.5 GB): never materialised in memory. It is scanned as raw lines and
+  split with polars (`str.split_exact`) so that a wrong column count, a bad date, an unknown article or customer
+  are detected per line, and kept / quarantined rows are written by two streaming sinks in one pass.
+"""
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from ops.ingest.common import (
+    FileAccount,
+    FormatGuard,
+    IngestError,
+    IngestResult,
+    ItemBuilder,
+    Quarantine,
+    count_records,
+    find_file,
+    is_gzip,
+    open_text,
+    rel,
+)
+from storage.atomic import decompress_gzip
+from storage.schemas import INTERACTION_CORE, QUARANTINE_SCHEMA
+
+ATTRIBUTES = (
+    "detail_desc",
+    "product_type_name",
+    "product_group_name",
+    "graphical_appearance_name",
+    "colour_group_name",
+    "perceived_colour_value_name",
+    "index_name",
+)
+TRANSACTION_COLUMNS = ("t_dat", "customer_id", "article_id", "price", "sales_channel_id")
+CUSTOMER_ID = "customer_id"
+INTERACTION_SCHEMA = {**INTERACTION_CORE, "price": pl.Float64(), "sales_channel_id": pl.Int8()}
+
+
+def _read_header(path: Path) -> list[str]:
+    with open_text(path) as fh:
+        first = fh.readline().rstrip("\r\n")
+    return next(csv.reader([first])) if first else []
+
+
+def _require_columns(path: Path, header: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise IngestError(
+            f"{path} line 1: not an H&M CSV header: missing column(s) {', '.join(missing)}; "
+            f"expected at least {', '.join(required)}, found {', '.join(header[:12]) or 'an empty line'}"
+        )
+
+
+def read_articles(path: Path, name: str, items: ItemBuilder, quarantine: Quarantine) -> FileAccount:
+    account = FileAccount(name, "record", "items")
+    required = ("article_id", *ATTRIBUTES)
+    with open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise IngestError(f"{path}: empty file, expected an H&M articles.csv header") from None
+        _require_columns(path, header, required)
+        idx = [header.index(c) for c in required]
+        guard = FormatGuard(path, f"H&M articles.csv with {len(header)} columns")
+        start = reader.line_num + 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                account.rows_in += 1
+                quarantine.add(name, start, f"CSV error: {exc}", "", account)
+                start = reader.line_num + 1
+                continue
+            line, start = start, reader.line_num + 1
+            if not any(c.strip() for c in row):
+                continue
+            account.rows_in += 1
+            raw = ",".join(row)
+            if len(row) != len(header):
+                problem = f"expected {len(header)} columns, found {len(row)}"
+                guard.record(line, problem)
+                quarantine.add(name, line, problem, raw, account)
+                continue
+            guard.record(line, None)
+            values = [row[i] for i in idx]
+            items.add(values[0].strip(), values[1:], (name, line), raw, quarantine, account)
+        guard.finish()
+    return account
+
+
+def _plain_copy(path: Path, workdir: Path) -> Path:
+    """polars streams plain CSV only; a gzipped file is decompressed once to a temp file (streamed, not in RAM)."""
+    if not is_gzip(path):
+        return path
+    return decompress_gzip(path, workdir / path.name.removesuffix(".gz"))
+
+
+def _raw_lines(path: Path) -> pl.LazyFrame:
+    # Each line as one string column: the unit separator never occurs in these files, no quoting is used.
+    return (
+        pl.scan_csv(path, has_header=False, skip_rows=1, separator="\x1f", quote_char=None,
+                    schema={"raw": pl.String}, truncate_ragged_lines=True)
+        .with_row_index("line", offset=2)
+        .filter(pl.col("raw").str.len_bytes() > 0)
+    )
+
+
+def customer_ids(path: Path, name: str, quarantine: Quarantine) -> tuple[pl.Series, FileAccount]:
+    header = _read_header(path)
+    _require_columns(path, header, (CUSTOMER_ID,))
+    pos = header.index(CUSTOMER_ID)
+    lf = _raw_lines(path).with_columns(
+        pl.col("raw").str.split(",").list.get(pos, null_on_oob=True).str.strip_chars().alias("id"))
+    frame = lf.with_columns(
+        pl.when(pl.col("raw").str.count_matches(",") != len(header) - 1)
+        .then(pl.lit(f"expected {len(header)} columns"))
+        .when(pl.col("id").fill_null("") == "").then(pl.lit("empty customer_id"))
+        .when(pl.col("id").is_first_distinct().not_()).then(pl.lit("duplicate customer_id"))
+        .alias("reason")
+    ).collect()
+    account = FileAccount(name, "line", rows_in=frame.height)
+    bad = frame.filter(pl.col("reason").is_not_null())
+    for line, reason, raw in bad.select("line", "reason", "raw").iter_rows():
+        quarantine.add(name, int(line), reason, raw, account)
+    ids = frame.filter(pl.col("reason").is_null())["id"]
+    account.kept = ids.len()
+    return ids, account
+
+
+def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.Series | None
+                      ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Lazy (kept, quarantined) frames over the transactions file; nothing is read until they are sunk."""
+    header = _read_header(path)
+    if header != list(TRANSACTION_COLUMNS):
+        raise IngestError(f"{path} line 1: expected the H&M transactions header {','.join(TRANSACTION_COLUMNS)}, "
+                          f"found {','.join(header) or 'an empty line'}")
+    f = [pl.col(f"field_{i}") for i in range(6)]
+    lf = _raw_lines(path).with_columns(pl.col("raw").str.split_exact(",", 5).alias("f")).unnest("f")
+    date = f[0].str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+    price = f[3].cast(pl.Float64, strict=False)
+    channel = f[4].cast(pl.Int8, strict=False)
+    reason = (
+        pl.when(f[4].is_null()).then(pl.lit("expected 5 comma-separated columns, found fewer"))
+        .when(f[5].is_not_null()).then(pl.lit("expected 5 comma-separated columns, found more"))
+        .when(date.is_null()).then(pl.lit("bad date, expected YYYY-MM-DD"))
+        .when(f[2].is_in(articles.implode()).not_()).then(pl.lit("unknown article_id"))
+        .when(f[1].str.len_bytes() == 0).then(pl.lit("empty customer_id"))
+    )
+    if customers is not None:
+        reason = reason.when(f[1].is_in(customers.implode()).not_()).then(pl.lit("unknown customer_id"))
+    reason = (reason.when(price.is_null() | (price < 0)).then(pl.lit("bad price"))
+              .when(channel.is_null() | channel.is_in([1, 2]).not_()).then(pl.lit("bad sales_channel_id")))
+    lf = lf.with_columns(reason.alias("reason"))
+    kept = lf.filter(pl.col("reason").is_null()).select(
+        f[1].alias("user_id"),
+        f[2].alias("item_id"),
+        date.cast(pl.Datetime("ms")).dt.epoch("s").alias("timestamp"),
+        pl.lit("purchase").alias("event"),
+        pl.col("line").cast(pl.Int64).alias("seq"),
+        price.alias("price"),
+        channel.alias("sales_channel_id"),
+    )
+    bad = lf.filter(pl.col("reason").is_not_null()).select(
+        pl.lit(name).alias("source_file"), pl.col("line").cast(pl.Int64), "reason", "raw")
+    return kept, bad.cast(QUARANTINE_SCHEMA)
+
+
+def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_customers: bool = True
+            ) -> IngestResult:
+    """Items and the small files are read eagerly; transactions come back as lazy frames to be streamed.
+
+    `IngestResult.finalize(rows_written)` completes the transactions account once storage has sunk them:
+    rows_in is counted independently from the file (non-blank lines minus header).
+    """
+    raw_dir = Path(raw_dir)
+    articles_path = find_file(raw_dir, ["articles.csv"], "H&M articles")
+    tx_path = find_file(raw_dir, ["transactions_train.csv"], "H&M transactions")
+    customers_path = find_file(raw_dir, ["customers.csv"], "H&M customers") if validate_customers else None
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="hm-ingest-"))
+    quarantine = Quarantine()
+    items = ItemBuilder(dataset, ATTRIBUTES)
+    accounts = [read_articles(articles_path, rel(articles_path, raw_dir), items, quarantine)]
+    if not items.rows:
+        raise IngestError(f"H&M: no valid article in {articles_path}")
+    customers = None
+    if customers_path is not None:
+        plain = _plain_copy(customers_path, workdir)
+        customers, c_account = customer_ids(plain, rel(customers_path, raw_dir), quarantine)
+        accounts.append(c_account)
+    tx_name = rel(tx_path, raw_dir)
+    tx_plain = _plain_copy(tx_path, workdir)
+    kept, bad = transactions_plan(tx_plain, tx_name, pl.Series(list(items.rows), dtype=pl.String), customers)
+    tx_account = FileAccount(tx_name, "line", "interactions")
+    accounts.append(tx_account)
+    small_quarantine = quarantine.frame()
+
+    def finalize(rows: dict[str, int]) -> None:
+        tx_account.rows_in = count_records(tx_plain, header=True)
+        tx_account.kept = rows["interactions"]
+        tx_account.quarantined = rows["quarantine"] - small_quarantine.height
+        if tx_plain != tx_path:
+            tx_plain.unlink(missing_ok=True)
+
+    return IngestResult(
+        items.frame(),
+        kept,
+        pl.concat([small_quarantine.lazy(), bad], how="vertical"),
+        accounts,
+        finalize=finalize,
+    )
+
+

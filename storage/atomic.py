@@ -1,0 +1,49 @@
+"""Atomic file writes: write beside the target under a temporary name, fsync, then `os.replace`.
+
+Readers never see a half-written file: either the old version or the new one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it is renamed onto `target`, on error removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory => same filesystem => os.replace is atomic.
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        yield tmp
+        if tmp.is_file():
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def decompress_gzip(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Stream-decompress a .gz file to `target` (constant memory), atomically."""
+    import gzip
+    import shutil
+
+    with atomic_path(target) as tmp, gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, length=16 << 20)
+    return Path(target)

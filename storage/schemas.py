@@ -1,0 +1,36 @@
+"""Canonical table schemas (DESIGN §3). Loaders build frames with these dtypes; checks compare against them."""
+from __future__ import annotations
+
+import polars as pl
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "line": pl.Int64(),
+    "reason": pl.String(),
+    "raw": pl.String(),
+}
+
+# Core interaction columns; loaders may add source-specific extras after them (rating, price, impression_id …).
+INTERACTION_CORE: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    # Unix seconds, UTC. Null only where the source has no time (MIND click histories): order then comes from `seq`.
+    "timestamp": pl.Int64(),
+    "event": pl.String(),
+    # Position of the event within its source file(s): a stable tie-breaker for equal or missing timestamps.
+    "seq": pl.Int64(),
+}
+
+USER_SEQUENCE_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "history": pl.List(pl.String()),
+    "target": pl.String(),
+    "split": pl.String(),
+}
+
+ITEM_CORE = ("item_id", "dataset")  # + one string column per attribute + content_hash
+
+
+def item_schema(attributes: tuple[str, ...]) -> dict[str, pl.DataType]:
+    return {"item_id": pl.String(), "dataset": pl.String(), **{a: pl.String() for a in attributes},
+            "content_hash": pl.String()}

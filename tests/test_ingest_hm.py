@@ -1,0 +1,105 @@
+import csv
+import io
+
+import polars as pl
+import pytest
+
+from ops.ingest.common import IngestError
+from ops.ingest.hm import load_hm
+from ops.sample import ARTICLE_COLUMNS
+from storage import sink_frames
+
+CUST = ["a" * 64, "b" * 64]
+
+
+def _articles(rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(ARTICLE_COLUMNS)
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue().splitlines()
+
+
+def _article(aid, desc, ptype="Trousers", colour="Black"):
+    row = {c: "x" for c in ARTICLE_COLUMNS}
+    row.update(article_id=aid, detail_desc=desc, product_type_name=ptype, colour_group_name=colour)
+    return [row[c] for c in ARTICLE_COLUMNS]
+
+
+@pytest.fixture
+def hm_dir(tmp_path, lines_writer):
+    arts = _articles([
+        _article("0108775015", "Jersey top, with a comma\nand a second line"),  # quoted multi-line field
+        _article("0108775044", "Plain"),
+        ["0999", "too", "few"],
+    ])
+    lines_writer(tmp_path / "articles.csv", arts)
+    lines_writer(tmp_path / "customers.csv",
+                 ["customer_id,FN,Active,club_member_status,fashion_news_frequency,age,postal_code",
+                  f"{CUST[0]},,,ACTIVE,NONE,49,p", f"{CUST[1]},1.0,1.0,ACTIVE,Regularly,25,p"])
+    lines_writer(tmp_path / "transactions_train.csv", [
+        "t_dat,customer_id,article_id,price,sales_channel_id",
+        f"2018-09-20,{CUST[0]},0108775015,0.0508305084745762,2",
+        f"2018-09-21,{CUST[1]},0108775044,0.0304915254237288,1",
+        f"2018-13-45,{CUST[0]},0108775015,0.05,2",  # bad date
+        f"2018-09-21,{CUST[0]},108775015,0.05,2",  # leading zero lost -> unknown article
+        f"2018-09-21,{'c' * 64},0108775015,0.05,2",  # unknown customer
+        f"2018-09-21,{CUST[0]},0108775015,0.05",  # too few columns
+        f"2018-09-21,{CUST[0]},0108775015,0.05,2,9",  # too many
+        f"2018-09-21,{CUST[0]},0108775015,abc,2",  # bad price
+        f"2018-09-22,{CUST[1]},0108775015,0.01,1",
+    ], gz=True)
+    return tmp_path
+
+
+def _run(res, tmp_path):
+    rows = sink_frames({tmp_path / "i.parquet": res.interactions, tmp_path / "q.parquet": res.quarantine})
+    written = {"interactions": rows[str(tmp_path / "i.parquet")], "quarantine": rows[str(tmp_path / "q.parquet")]}
+    res.finalize(written)
+    return pl.read_parquet(tmp_path / "i.parquet"), pl.read_parquet(tmp_path / "q.parquet")
+
+
+def test_hm_articles_keep_leading_zeros_and_multiline(hm_dir, tmp_path):
+    res = load_hm(hm_dir, "t", workdir=tmp_path / "w")
+    assert res.items["item_id"].to_list() == ["0108775015", "0108775044"]
+    assert res.items["detail_desc"][0] == "Jersey top, with a comma and a second line"
+    assert res.items.columns[2:9] == ["detail_desc", "product_type_name", "product_group_name",
+                                      "graphical_appearance_name", "colour_group_name",
+                                      "perceived_colour_value_name", "index_name"]
+
+
+def test_hm_transactions_stream_with_quarantine(hm_dir, tmp_path):
+    (tmp_path / "w").mkdir()
+    res = load_hm(hm_dir, "t", workdir=tmp_path / "w")
+    inter, q = _run(res, tmp_path)
+    assert inter["item_id"].to_list() == ["0108775015", "0108775044", "0108775015"]
+    assert inter["timestamp"][0] == 1537401600  # 2018-09-20 UTC
+    assert inter["sales_channel_id"].to_list() == [2, 1, 1]
+    tx = q.filter(pl.col("source_file") == "transactions_train.csv.gz")
+    assert dict(zip(tx["line"], tx["reason"])) == {
+        4: "bad date, expected YYYY-MM-DD",
+        5: "unknown article_id",
+        6: "unknown customer_id",
+        7: "expected 5 comma-separated columns, found fewer",
+        8: "expected 5 comma-separated columns, found more",
+        9: "bad price",
+    }
+    assert tx.filter(pl.col("line") == 5)["raw"].item() == f"2018-09-21,{CUST[0]},108775015,0.05,2"
+    art = q.filter(pl.col("source_file") == "articles.csv")
+    assert art["line"].to_list() == [5] and art["reason"][0] == "expected 25 columns, found 3"
+    for acc in res.accounts:
+        assert acc.balanced, acc
+    tx_acc = next(a for a in res.accounts if a.table == "interactions")
+    assert (tx_acc.rows_in, tx_acc.kept, tx_acc.quarantined) == (9, 3, 6)
+
+
+def test_hm_wrong_header_and_missing_file(tmp_path, lines_writer):
+    with pytest.raises(IngestError, match="H&M articles: no file articles.csv"):
+        load_hm(tmp_path, "t")
+    lines_writer(tmp_path / "articles.csv", ["article_id;prod_name", "1;x"])
+    lines_writer(tmp_path / "customers.csv", ["customer_id", "a"])
+    lines_writer(tmp_path / "transactions_train.csv", ["t_dat,customer_id,article_id,price,sales_channel_id"])
+    with pytest.raises(IngestError, match=r"articles.csv line 1: not an H&M CSV header: missing column\(s\) "
+                                          r"article_id, detail_desc"):
+        load_hm(tmp_path, "t")

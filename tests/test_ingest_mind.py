@@ -1,0 +1,99 @@
+import json
+
+import polars as pl
+import pytest
+
+from ops.ingest.common import IngestError
+from ops.ingest.mind import load_mind, parse_time
+
+ENT = json.dumps([{"Label": "Football", "Type": "O", "WikidataId": "Q1", "Confidence": 1.0,
+                   "OccurrenceOffsets": [0], "SurfaceForms": ["football"]}])
+NEWS = [
+    f"N1\tsports\tfootball\tTeam wins the cup\tA long match ended late.\thttps://a/N1.html\t{ENT}\t[]",
+    "N2\tfinance\tmarkets\tStocks rally\t\thttps://a/N2.html\t[]\t[]",  # empty abstract is fine
+    "N3\thealth\tmedical\tNew vaccine study\tDoctors report results.\thttps://a/N3.html\t\t",
+    "N4\thealth\tmedical\tOnly five\tcolumns",  # bad column count
+    "N5\tsports\ttennis\tBroken entity\tx\thttps://a/N5.html\t[{\"Label\": \t[]",  # bad JSON (9 cols?)
+    "N6\tsports\ttennis\tBroken entity\tx\thttps://a/N6.html\t[{\"Label\":\t[]",  # bad JSON, 8 cols
+]
+BEHAVIORS = [
+    "1\tU1\t11/11/2019 9:05:58 AM\tN1 N2\tN3-1 N2-0",
+    "2\tU1\t11/12/2019 1:00:00 PM\tN1 N2\tN2-1 N3-0",
+    "3\tU2\t11/13/2019 10:00:00 PM\tN3 N999\tN1-1",  # unknown history item: only that entry quarantined
+    "4\tU3\t13/45/2019 9:99:00 XM\tN1\tN2-1",  # bad timestamp
+    "5\tU4\t11/13/2019 10:00:00 AM\tN1",  # too few columns
+    "6\tU5\t11/14/2019 10:00:00 AM\t\tN1 N2",  # test split: unlabeled impressions, empty history
+    "7\tU6\t11/14/2019 10:00:00 AM\tN2\tN1-7",  # bad impression token
+]
+
+
+@pytest.fixture
+def mind_dir(tmp_path, lines_writer):
+    lines_writer(tmp_path / "news.tsv", NEWS)
+    lines_writer(tmp_path / "behaviors.tsv", BEHAVIORS, gz=True)  # gzipped file is read transparently
+    return tmp_path
+
+
+def test_parse_time():
+    assert parse_time("11/11/2019 9:05:58 AM") == 1573463158
+    assert parse_time("11/11/2019 12:00:00 AM") == parse_time("11/11/2019 12:00:00 PM") - 12 * 3600
+
+
+def test_mind_items_interactions_and_quarantine(mind_dir):
+    res = load_mind(mind_dir, "t")
+    items = res.items
+    assert items["item_id"].to_list() == ["N1", "N2", "N3"]
+    assert items.filter(pl.col("item_id") == "N2")["abstract"].item() == ""
+    assert items.columns == ["item_id", "dataset", "title", "abstract", "category", "subcategory", "content_hash"]
+    q = res.quarantine
+    reasons = dict(zip(zip(q["source_file"], q["line"]), q["reason"]))
+    assert reasons[("news.tsv", 4)].startswith("expected 8 tab-separated columns, found 5")
+    assert reasons[("news.tsv", 6)].startswith("bad JSON in title_entities")
+    assert reasons[("behaviors.tsv.gz", 3)] == "unknown item in history: N999"
+    assert reasons[("behaviors.tsv.gz", 4)].startswith("bad timestamp")
+    assert reasons[("behaviors.tsv.gz", 5)].startswith("expected 5 tab-separated columns")
+    assert reasons[("behaviors.tsv.gz", 7)].startswith("bad impression token")
+    inter = res.interactions
+    u1 = inter.filter(pl.col("user_id") == "U1")
+    # history once (repeated history on line 2 is filtered), then clicks with their impression time
+    assert u1["item_id"].to_list() == ["N1", "N2", "N3", "N2"]
+    assert u1["event"].to_list() == ["history", "history", "click", "click"]
+    assert u1["timestamp"].to_list()[:2] == [None, None]
+    assert u1["timestamp"].to_list()[2] == parse_time("11/11/2019 9:05:58 AM")
+    assert inter.filter(pl.col("user_id") == "U2")["item_id"].to_list() == ["N3", "N1"]
+    for acc in res.accounts:
+        assert acc.balanced, acc
+    entries = next(a for a in res.accounts if a.unit.startswith("history"))
+    assert entries.kept == inter.height
+    assert entries.filtered["unlabeled impression"] == 2
+    assert entries.filtered["history entry repeated on a later impression line"] == 2
+
+
+def test_mind_split_subdirectories(tmp_path, lines_writer):
+    lines_writer(tmp_path / "MINDsmall_train" / "news.tsv", NEWS[:2])
+    lines_writer(tmp_path / "MINDsmall_train" / "behaviors.tsv", ["1\tU1\t11/11/2019 9:05:58 AM\tN1\tN2-1"])
+    # dev lists N1 again (identical: filtered) and N3; its history references train-only N2
+    lines_writer(tmp_path / "MINDsmall_dev" / "news.tsv", [NEWS[0], NEWS[2]])
+    lines_writer(tmp_path / "MINDsmall_dev" / "behaviors.tsv", ["1\tU9\t11/15/2019 9:05:58 AM\tN2\tN3-1"])
+    res = load_mind(tmp_path, "t")
+    assert sorted(res.items["item_id"]) == ["N1", "N2", "N3"]
+    assert res.quarantine.height == 0
+    news = [a for a in res.accounts if a.source_file.endswith("news.tsv")]
+    assert {a.source_file for a in news} == {"MINDsmall_dev/news.tsv", "MINDsmall_train/news.tsv"}
+    assert sum(a.filtered["identical duplicate of an item already read"] for a in news) == 1
+    assert res.interactions.height == 4
+
+
+def test_mind_missing_file_clear_error(tmp_path, lines_writer):
+    with pytest.raises(IngestError, match=r"MIND news: no file news.tsv\[.gz\] in"):
+        load_mind(tmp_path, "t")
+    lines_writer(tmp_path / "news.tsv", NEWS[:1])
+    with pytest.raises(IngestError, match="MIND behaviors: no file behaviors.tsv"):
+        load_mind(tmp_path, "t")
+
+
+def test_mind_wrong_format_is_one_clear_error(tmp_path, lines_writer):
+    lines_writer(tmp_path / "news.tsv", ["id,category,title"] + [f"N{i},sports,title {i}" for i in range(30)])
+    lines_writer(tmp_path / "behaviors.tsv", [])
+    with pytest.raises(IngestError, match=r"news.tsv line 1: not in the expected format \(MIND news.tsv: 8 tab"):
+        load_mind(tmp_path, "t")
