@@ -55,6 +55,6 @@ def sink_frames(
 
 def read_table_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Our lineage metadata of a Parquet file (empty dict when none)."""
-    kv = pq.ParquetFile(Path(path)).schema_arrow.metadata or {}
+    kv = pq.ParquetFile(Path(path)).metadata.metadata or {}  # file-level key/value metadata
     raw = kv.get(META_KEY.encode())
     return json.loads(raw) if raw else {}
