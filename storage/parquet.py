@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -30,27 +30,46 @@ def write_frame(frame: pl.DataFrame, target: str | os.PathLike[str], metadata: M
     return frame.height
 
 
+Frame = pl.LazyFrame | pl.DataFrame
+
+
 def sink_frames(
-    frames: Mapping[str | os.PathLike[str], pl.LazyFrame | pl.DataFrame],
+    frames: Mapping[str | os.PathLike[str], Frame | Sequence[Frame]],
     metadata: Mapping[str, Any] | None = None,
-) -> dict[str, int]:
+    aggregates: Mapping[str, pl.LazyFrame] | None = None,
+) -> dict[str, Any]:
     """Stream several lazy frames to Parquet in one pass over their shared sources, each file atomic.
 
+    A target may be given as a list of parts (e.g. a small in-memory frame and a huge streamed one): each part
+    is sunk on its own and the part files are merged by a streaming scan afterwards. (`pl.concat` of the parts
+    inside the query would make polars materialise the streamed branch: 2x the peak memory at 3 M rows.)
     All targets are renamed only after every sink succeeded, so a failure leaves no partial set behind.
-    Returns rows written per target path.
+    `aggregates` are small lazy results computed in the same query (e.g. a count over the shared scan).
+    Returns rows written per target path, plus each aggregate's DataFrame under its name.
     """
     with ExitStack() as stack:
         tmps = {str(t): stack.enter_context(atomic_path(t)) for t in frames}
+        parts: dict[str, list[Path]] = {}
         sinks = []
-        for target, frame in frames.items():
-            lf = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
-            sinks.append(
-                lf.sink_parquet(tmps[str(target)], compression=COMPRESSION, metadata=_meta(metadata), lazy=True)
-            )
+        for target, value in frames.items():
+            pieces = list(value) if isinstance(value, Sequence) else [value]
+            if len(pieces) == 1:
+                paths = [tmps[str(target)]]
+            else:
+                paths = [Path(f"{tmps[str(target)]}.part{i}") for i in range(len(pieces))]
+                parts[str(target)] = paths
+                stack.callback(lambda ps=paths: [p.unlink(missing_ok=True) for p in ps])  # scratch, always removed
+            for piece, path in zip(pieces, paths):
+                lf = piece.lazy() if isinstance(piece, pl.DataFrame) else piece
+                sinks.append(lf.sink_parquet(path, compression=COMPRESSION, metadata=_meta(metadata), lazy=True))
+        extra = dict(aggregates or {})
         # collect_all runs the sinks in one streaming query, so a shared CSV scan is read once.
-        pl.collect_all(sinks)
-        rows = {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
-    return rows
+        results = pl.collect_all([*sinks, *extra.values()])
+        for target, paths in parts.items():
+            pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION, metadata=_meta(metadata))
+        out: dict[str, Any] = {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
+        out.update(zip(extra, results[len(sinks):]))
+    return out
 
 
 def read_table_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

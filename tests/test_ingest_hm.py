@@ -48,15 +48,17 @@ def hm_dir(tmp_path, lines_writer):
         f"2018-09-21,{CUST[0]},0108775015,0.05",  # too few columns
         f"2018-09-21,{CUST[0]},0108775015,0.05,2,9",  # too many
         f"2018-09-21,{CUST[0]},0108775015,abc,2",  # bad price
+        "",  # a blank line is quarantined too: nothing vanishes
         f"2018-09-22,{CUST[1]},0108775015,0.01,1",
     ], gz=True)
     return tmp_path
 
 
 def _run(res, tmp_path):
-    rows = sink_frames({tmp_path / "i.parquet": res.interactions, tmp_path / "q.parquet": res.quarantine})
-    written = {"interactions": rows[str(tmp_path / "i.parquet")], "quarantine": rows[str(tmp_path / "q.parquet")]}
-    res.finalize(written)
+    out = sink_frames({tmp_path / "i.parquet": res.interactions, tmp_path / "q.parquet": res.quarantine},
+                      aggregates=res.aggregates)
+    written = {"interactions": out[str(tmp_path / "i.parquet")], "quarantine": out[str(tmp_path / "q.parquet")]}
+    res.finalize(written, {k: out[k] for k in res.aggregates})
     return pl.read_parquet(tmp_path / "i.parquet"), pl.read_parquet(tmp_path / "q.parquet")
 
 
@@ -84,6 +86,7 @@ def test_hm_transactions_stream_with_quarantine(hm_dir, tmp_path):
         7: "expected 5 comma-separated columns, found fewer",
         8: "expected 5 comma-separated columns, found more",
         9: "bad price",
+        10: "blank line",
     }
     assert tx.filter(pl.col("line") == 5)["raw"].item() == f"2018-09-21,{CUST[0]},108775015,0.05,2"
     art = q.filter(pl.col("source_file") == "articles.csv")
@@ -91,7 +94,7 @@ def test_hm_transactions_stream_with_quarantine(hm_dir, tmp_path):
     for acc in res.accounts:
         assert acc.balanced, acc
     tx_acc = next(a for a in res.accounts if a.table == "interactions")
-    assert (tx_acc.rows_in, tx_acc.kept, tx_acc.quarantined) == (9, 3, 6)
+    assert (tx_acc.rows_in, tx_acc.kept, tx_acc.quarantined) == (10, 3, 7)
 
 
 def test_hm_wrong_header_and_missing_file(tmp_path, lines_writer):
