@@ -80,19 +80,23 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
         yield dg.MaterializeResult(asset_key=table, metadata=table_metadata(paths[table], schema, rows[table], **extra))
 
 
+_SPLIT = SplitConfig()
+
+
 class SequenceConfig(dg.Config):
     """Split protocol: `user` (LAMIA: random users to train/valid/test, last item = target) or
-    `leave_one_out` (TIGER: last = test, second to last = valid, third to last = train)."""
+    `leave_one_out` (TIGER: last = test, second to last = valid, third to last = train).
+    Mirrors ops.sequences.SplitConfig (the launchpad needs a pydantic schema); defaults come from it."""
 
-    protocol: str = "user"
-    max_history: int = 20
-    min_interactions: int = 2
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_valid_users: int | None = 5000
-    max_test_users: int | None = 5000
-    max_train_users: int | None = None
-    seed: int = 0
+    protocol: str = _SPLIT.protocol
+    max_history: int = _SPLIT.max_history
+    min_interactions: int = _SPLIT.min_interactions
+    valid_fraction: float = _SPLIT.valid_fraction
+    test_fraction: float = _SPLIT.test_fraction
+    max_valid_users: int | None = _SPLIT.max_valid_users
+    max_test_users: int | None = _SPLIT.max_test_users
+    max_train_users: int | None = _SPLIT.max_train_users
+    seed: int = _SPLIT.seed
 
 
 @dg.asset(

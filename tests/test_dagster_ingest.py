@@ -77,3 +77,11 @@ def test_definitions_load():
     assert {"unique_item_ids", "item_text_not_empty", "interactions_reference_known_items",
             "row_accounting_balanced", "sequences_well_formed"} <= checks
     assert {"ingest_job", "full_pipeline_job"} <= {j.name for j in repo.get_all_jobs()}
+
+
+def test_sequence_config_mirrors_split_config():
+    from dataclasses import asdict
+
+    from ops.sequences import SplitConfig
+
+    assert ingest.SequenceConfig().model_dump() == asdict(SplitConfig())
