@@ -59,11 +59,11 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
     paths = {t: store.table_path(spec.name, t) for t in ("items", "interactions", "quarantine")}
     write_frame(result.items, paths["items"], {**meta, "table": "items", "attributes": list(spec.attributes)})
     written = sink_frames({paths["interactions"]: result.interactions, paths["quarantine"]: result.quarantine},
-                          {**meta, "table": "interactions+quarantine"}, aggregates=result.aggregates)
+                          {**meta, "table": "interactions+quarantine"})
     rows = {"items": result.items.height, "interactions": written[str(paths["interactions"])],
             "quarantine": written[str(paths["quarantine"])]}
     if result.finalize is not None:
-        result.finalize(rows, {k: written[k] for k in result.aggregates})
+        result.finalize(rows)
     accounting = result.accounting_frame()
     write_frame(accounting, store.table_path(spec.name, ACCOUNTING), meta)
     elapsed = time.perf_counter() - started

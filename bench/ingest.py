@@ -92,10 +92,9 @@ from ops.ingest.hm import load_hm
 from storage import sink_frames, write_frame
 res = load_hm(D, "bench", workdir=OUT)
 write_frame(res.items, OUT / "items.parquet")
-written = sink_frames({OUT / "interactions.parquet": res.interactions, OUT / "quarantine.parquet": res.quarantine},
-                      aggregates=res.aggregates)
+written = sink_frames({OUT / "interactions.parquet": res.interactions, OUT / "quarantine.parquet": res.quarantine})
 res.finalize({"interactions": written[str(OUT / "interactions.parquet")],
-              "quarantine": written[str(OUT / "quarantine.parquet")]}, {k: written[k] for k in res.aggregates})
+              "quarantine": written[str(OUT / "quarantine.parquet")]})
 assert all(a.balanced for a in res.accounts), [a.as_row() for a in res.accounts]
 rows = written[str(OUT / "interactions.parquet")] + written[str(OUT / "quarantine.parquet")]
 """,

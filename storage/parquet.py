@@ -36,16 +36,14 @@ Frame = pl.LazyFrame | pl.DataFrame
 def sink_frames(
     frames: Mapping[str | os.PathLike[str], Frame | Sequence[Frame]],
     metadata: Mapping[str, Any] | None = None,
-    aggregates: Mapping[str, pl.LazyFrame] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, int]:
     """Stream several lazy frames to Parquet in one pass over their shared sources, each file atomic.
 
     A target may be given as a list of parts (e.g. a small in-memory frame and a huge streamed one): each part
     is sunk on its own and the part files are merged by a streaming scan afterwards. (`pl.concat` of the parts
     inside the query would make polars materialise the streamed branch: 2x the peak memory at 3 M rows.)
     All targets are renamed only after every sink succeeded, so a failure leaves no partial set behind.
-    `aggregates` are small lazy results computed in the same query (e.g. a count over the shared scan).
-    Returns rows written per target path, plus each aggregate's DataFrame under its name.
+    Returns rows written per target path.
     """
     with ExitStack() as stack:
         tmps = {str(t): stack.enter_context(atomic_path(t)) for t in frames}
@@ -62,14 +60,12 @@ def sink_frames(
             for piece, path in zip(pieces, paths):
                 lf = piece.lazy() if isinstance(piece, pl.DataFrame) else piece
                 sinks.append(lf.sink_parquet(path, compression=COMPRESSION, metadata=_meta(metadata), lazy=True))
-        extra = dict(aggregates or {})
-        # collect_all runs the sinks in one streaming query, so a shared CSV scan is read once.
-        results = pl.collect_all([*sinks, *extra.values()])
+        # collect_all runs the sinks in one streaming query, so a shared CSV scan is read once. (Keep every
+        # output a sink of rows: an extra aggregate branch on the shared scan makes polars buffer the whole scan.)
+        pl.collect_all(sinks)
         for target, paths in parts.items():
             pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION, metadata=_meta(metadata))
-        out: dict[str, Any] = {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
-        out.update(zip(extra, results[len(sinks):]))
-    return out
+        return {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
 
 
 def read_table_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -55,10 +55,9 @@ def hm_dir(tmp_path, lines_writer):
 
 
 def _run(res, tmp_path):
-    out = sink_frames({tmp_path / "i.parquet": res.interactions, tmp_path / "q.parquet": res.quarantine},
-                      aggregates=res.aggregates)
+    out = sink_frames({tmp_path / "i.parquet": res.interactions, tmp_path / "q.parquet": res.quarantine})
     written = {"interactions": out[str(tmp_path / "i.parquet")], "quarantine": out[str(tmp_path / "q.parquet")]}
-    res.finalize(written, {k: out[k] for k in res.aggregates})
+    res.finalize(written)
     return pl.read_parquet(tmp_path / "i.parquet"), pl.read_parquet(tmp_path / "q.parquet")
 
 

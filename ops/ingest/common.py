@@ -256,10 +256,8 @@ class IngestResult:
     interactions: pl.LazyFrame | pl.DataFrame
     quarantine: pl.LazyFrame | pl.DataFrame | list[pl.LazyFrame | pl.DataFrame]  # list = parts of one table
     accounts: list[FileAccount]
-    # Small lazy results computed in the same streaming pass as the sinks (e.g. lines scanned).
-    aggregates: dict[str, pl.LazyFrame] = field(default_factory=dict)
-    # Called with (rows written per table, computed aggregates) once streamed outputs are on disk.
-    finalize: Callable[[dict[str, int], dict[str, pl.DataFrame]], None] | None = None
+    # Called with rows written per table once streamed outputs are on disk, to complete the accounting.
+    finalize: Callable[[dict[str, int]], None] | None = None
 
     def accounting_frame(self) -> pl.DataFrame:
         rows = [a.as_row() for a in self.accounts]

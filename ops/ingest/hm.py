@@ -190,7 +190,7 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
             ) -> IngestResult:
     """Items and the small files are read eagerly; transactions come back as lazy frames to be streamed.
 
-    `IngestResult.finalize(rows_written, aggregates)` completes the transactions account once storage has sunk
+    `IngestResult.finalize(rows_written)` completes the transactions account once storage has sunk
     them: rows_in is the file's line count minus the header, counted at byte level in a background thread while
     the sinks run (a third output on the shared scan would make polars buffer the whole file), kept /
     quarantined are what was written.
@@ -219,7 +219,7 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
 
     line_count = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-lines").submit(count_lines, tx_plain)
 
-    def finalize(rows: dict[str, int], aggregates: dict[str, pl.DataFrame]) -> None:
+    def finalize(rows: dict[str, int]) -> None:
         tx_account.rows_in = line_count.result() - 1  # minus the header
         tx_account.kept = rows["interactions"]
         tx_account.quarantined = rows["quarantine"] - small_quarantine.height
