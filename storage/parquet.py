@@ -17,7 +17,7 @@ COMPRESSION = "zstd"
 META_KEY = "semid"  # all our lineage metadata lives under this one JSON-valued key
 
 
-def _meta(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
+def footer_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
     if not metadata:
         return None
     return {META_KEY: json.dumps(metadata, sort_keys=True, default=str)}
@@ -26,7 +26,7 @@ def _meta(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
 def write_frame(frame: pl.DataFrame, target: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None) -> int:
     """Write an in-memory frame atomically; returns the row count."""
     with atomic_path(target) as tmp:
-        frame.write_parquet(tmp, compression=COMPRESSION, metadata=_meta(metadata))
+        frame.write_parquet(tmp, compression=COMPRESSION, metadata=footer_metadata(metadata))
     return frame.height
 
 
@@ -59,12 +59,12 @@ def sink_frames(
                 stack.callback(lambda ps=paths: [p.unlink(missing_ok=True) for p in ps])  # scratch, always removed
             for piece, path in zip(pieces, paths):
                 lf = piece.lazy() if isinstance(piece, pl.DataFrame) else piece
-                sinks.append(lf.sink_parquet(path, compression=COMPRESSION, metadata=_meta(metadata), lazy=True))
+                sinks.append(lf.sink_parquet(path, compression=COMPRESSION, metadata=footer_metadata(metadata), lazy=True))
         # collect_all runs the sinks in one streaming query, so a shared CSV scan is read once. (Keep every
         # output a sink of rows: an extra aggregate branch on the shared scan makes polars buffer the whole scan.)
         pl.collect_all(sinks)
         for target, paths in parts.items():
-            pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION, metadata=_meta(metadata))
+            pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION, metadata=footer_metadata(metadata))
         return {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
 
 

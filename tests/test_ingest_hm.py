@@ -87,7 +87,11 @@ def test_hm_transactions_stream_with_quarantine(hm_dir, tmp_path):
         9: "bad price",
         10: "blank line",
     }
-    assert tx.filter(pl.col("line") == 5)["raw"].item() == f"2018-09-21,{CUST[0]},108775015,0.05,2"
+    raw = dict(zip(tx["line"], tx["raw"]))
+    assert raw[5] == f"2018-09-21,{CUST[0]},108775015,0.05,2"
+    assert raw[7] == f"2018-09-21,{CUST[0]},0108775015,0.05"
+    assert raw[8] == f"2018-09-21,{CUST[0]},0108775015,0.05,2,9"
+    assert raw[10] == ""
     art = q.filter(pl.col("source_file") == "articles.csv")
     assert art["line"].to_list() == [5] and art["reason"][0] == "expected 25 columns, found 3"
     for acc in res.accounts:

@@ -10,6 +10,8 @@ import gzip
 import hashlib
 import io
 import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,24 +64,38 @@ def is_gzip(path: Path) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
-def count_lines(path: Path) -> int:
-    """Lines in a plain file, counted at byte level (C speed, constant memory), independent of any parser."""
-    total = 0
-    last = b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(16 << 20):
-            total += chunk.count(b"\n")
-            last = chunk[-1:]
-    return total + (last != b"\n")  # a final line without its newline still counts
+# Lines of a plain file, counted at byte level (C speed, constant memory), independent of any parser; a final line
+# without its newline still counts.
+_COUNT_SRC = """import sys
+total, last = 0, b"\\n"
+with open(sys.argv[1], "rb") as fh:
+    while chunk := fh.read(16 << 20):
+        total += chunk.count(b"\\n"); last = chunk[-1:]
+print(total + (last != b"\\n"))
+"""
+
+
+class LineCounter:
+    """The byte-level line count in a child process (stdlib only, starts in ~30 ms): it runs on its own core
+    while this process parses other files, instead of competing for the GIL or for a polars worker thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._proc = subprocess.Popen([sys.executable, "-c", _COUNT_SRC, str(path)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+
+    def result(self) -> int:
+        out, err = self._proc.communicate()
+        if self._proc.returncode != 0:
+            raise IngestError(f"{self.path}: could not count lines: {err.decode(errors='replace').strip()}")
+        return int(out)
 
 
 def content_hash(values: Sequence[str | None]) -> str:
-    """Stable hash of an item's text attributes: changes iff some attribute text changes."""
-    h = hashlib.sha256()
-    for v in values:
-        h.update((v or "").encode("utf-8"))
-        h.update(b"\x1f")
-    return h.hexdigest()[:16]
+    """Stable hash of an item's text attributes: changes iff some attribute text changes.
+    (Bytes hashed: each value followed by a unit separator, in attribute order; one update call is ~2x faster
+    than one per value, same digest.)"""
+    return hashlib.sha256("".join(f"{v or ''}\x1f" for v in values).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass

@@ -3,8 +3,8 @@
 - articles.csv (~105 k rows): quoted CSV with commas and newlines inside `detail_desc`, read with the csv module.
   Article ids keep their leading zeros (strings, never ints).
 - customers.csv (~1.4 M rows): only the set of valid customer ids is needed; streamed with polars.
-- transactions_train.csv (31.8 M rows, 3.5 GB): never materialised in memory. It is scanned as raw lines and
-  split with polars (`str.split_exact`) so that a wrong column count, a bad date, an unknown article or customer
+- transactions_train.csv (31.8 M rows, 3.5 GB): never materialised in memory. It is scanned by polars as
+  string fields (plus one overflow field) so that a wrong column count, a bad date, an unknown article or customer
   are detected per line, and kept / quarantined rows are written by two streaming sinks in one pass.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ops.ingest.common import (
     IngestResult,
     ItemBuilder,
     Quarantine,
-    count_lines,
+    LineCounter,
     find_file,
     is_gzip,
     open_text,
@@ -151,28 +151,46 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
     if header != list(TRANSACTION_COLUMNS):
         raise IngestError(f"{path} line 1: expected the H&M transactions header {','.join(TRANSACTION_COLUMNS)}, "
                           f"found {','.join(header) or 'an empty line'}")
+    # polars' own CSV parser over 6 string columns (one more than the header has): a line with more fields
+    # fills the 6th, a short line leaves the 5th null, a blank line is an all-null row, and the row index stays
+    # the physical line number. Faster than splitting each line as one string (measured, bench/ingest.py).
     f = [pl.col(f"field_{i}") for i in range(6)]
-    lf = _raw_lines(path).with_columns(pl.col("raw").str.split_exact(",", 5).alias("f")).unnest("f")
-    date = f[0].str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-    price = f[3].cast(pl.Float64, strict=False)
-    channel = f[4].cast(pl.Int8, strict=False)
-    reason = (
-        pl.when(pl.col("raw").fill_null("") == "").then(pl.lit("blank line"))
-        .when(f[4].is_null()).then(pl.lit("expected 5 comma-separated columns, found fewer"))
-        .when(f[5].is_not_null()).then(pl.lit("expected 5 comma-separated columns, found more"))
-        .when(date.is_null()).then(pl.lit("bad date, expected YYYY-MM-DD"))
-        .when(f[2].is_in(articles.implode()).not_()).then(pl.lit("unknown article_id"))
-        .when(f[1].str.len_bytes() == 0).then(pl.lit("empty customer_id"))
+    lf = (
+        pl.scan_csv(path, has_header=False, skip_rows=1, quote_char=None, truncate_ragged_lines=True,
+                    schema={f"field_{i}": pl.String for i in range(6)}, missing_columns="insert")
+        .with_row_index("line", offset=2)
     )
+    date, price, channel = pl.col("_date"), pl.col("_price"), pl.col("_channel")
+    lf = lf.with_columns(  # parsed once, used by the checks and by the kept rows
+        f[0].str.strptime(pl.Date, "%Y-%m-%d", strict=False).alias("_date"),
+        f[3].cast(pl.Float64, strict=False).alias("_price"),
+        f[4].cast(pl.Int8, strict=False).alias("_channel"),
+    )
+    rules = [  # (row is bad, reason), in the order a reason is assigned
+        ((f[0].fill_null("") == "") & f[1].is_null(), "blank line"),
+        (f[4].is_null(), "expected 5 comma-separated columns, found fewer"),
+        (f[5].is_not_null(), "expected 5 comma-separated columns, found more"),
+        (date.is_null(), "bad date, expected YYYY-MM-DD"),
+        (f[2].is_in(articles.implode()).not_(), "unknown article_id"),
+        (f[1].str.len_bytes() == 0, "empty customer_id"),
+    ]
     if customers is not None:
         # Membership on 64-bit hashes of the 64-char ids: ~2x cheaper per row than on the strings; a false accept
         # needs a hash collision with one of ~1.4 M known ids (probability ~1e-13 per row).
         known = customers.hash(CUSTOMER_HASH_SEED).implode()
-        reason = reason.when(f[1].hash(CUSTOMER_HASH_SEED).is_in(known).not_()).then(pl.lit("unknown customer_id"))
-    reason = (reason.when(price.is_null() | (price < 0)).then(pl.lit("bad price"))
-              .when(channel.is_null() | channel.is_in([1, 2]).not_()).then(pl.lit("bad sales_channel_id")))
-    lf = lf.with_columns(reason.alias("reason"))
-    kept = lf.filter(pl.col("reason").is_null()).select(
+        rules.append((f[1].hash(CUSTOMER_HASH_SEED).is_in(known).not_(), "unknown customer_id"))
+    rules += [
+        (price.is_null() | (price < 0), "bad price"),
+        (channel.is_null() | channel.is_in([1, 2]).not_(), "bad sales_channel_id"),
+    ]
+    # One boolean per row on the hot path; the reason text is built only for the (few) rejected rows.
+    # A null verdict (some field missing) counts as bad, so no row can slip between the two outputs.
+    lf = lf.with_columns(pl.any_horizontal(bad for bad, _ in rules).not_().fill_null(False).alias("_ok"))
+    reason = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
+    for bad, text in rules[1:]:
+        reason = reason.when(bad).then(pl.lit(text))
+    reason = reason.otherwise(pl.lit("unparseable row"))
+    kept = lf.filter(pl.col("_ok")).select(
         f[1].alias("user_id"),
         f[2].alias("item_id"),
         date.cast(pl.Datetime("ms")).dt.epoch("s").alias("timestamp"),
@@ -181,8 +199,10 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
         price.alias("price"),
         channel.alias("sales_channel_id"),
     )
-    bad = lf.filter(pl.col("reason").is_not_null()).select(
-        pl.lit(name).alias("source_file"), pl.col("line").cast(pl.Int64), "reason", pl.col("raw").fill_null(""))
+    bad = lf.filter(pl.col("_ok").not_()).select(
+        pl.lit(name).alias("source_file"), pl.col("line").cast(pl.Int64), reason.alias("reason"),
+        # The line as read, up to its 6th field (the parser keeps no more of an over-long line).
+        pl.concat_str(f, separator=",", ignore_nulls=True).alias("raw"))
     return kept, bad.cast(QUARANTINE_SCHEMA)
 
 
@@ -191,33 +211,38 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
     """Items and the small files are read eagerly; transactions come back as lazy frames to be streamed.
 
     `IngestResult.finalize(rows_written)` completes the transactions account once storage has sunk
-    them: rows_in is the file's line count minus the header, counted at byte level in a background thread while
-    the sinks run (a third output on the shared scan would make polars buffer the whole file), kept /
-    quarantined are what was written.
+    them: rows_in is the file's line count minus the header, counted at byte level by a child process started
+    before the small files are read (a third output on the shared scan would make polars buffer the whole file),
+    kept / quarantined are what was written.
     """
     raw_dir = Path(raw_dir)
     articles_path = find_file(raw_dir, ["articles.csv"], "H&M articles")
     tx_path = find_file(raw_dir, ["transactions_train.csv"], "H&M transactions")
     customers_path = find_file(raw_dir, ["customers.csv"], "H&M customers") if validate_customers else None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hm-ingest-"))
+    tx_name = rel(tx_path, raw_dir)
+    tx_plain = _plain_copy(tx_path, workdir)
+    line_count = LineCounter(tx_plain)  # overlaps the articles / customers reads on another core
     quarantine = Quarantine()
     items = ItemBuilder(dataset, ATTRIBUTES)
+    customers_job = None
+    if customers_path is not None:
+        # polars parses customers.csv without the GIL while the csv module reads articles on this thread.
+        c_quarantine = Quarantine()
+        customers_job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="customers").submit(
+            lambda: customer_ids(_plain_copy(customers_path, workdir), rel(customers_path, raw_dir), c_quarantine))
     accounts = [read_articles(articles_path, rel(articles_path, raw_dir), items, quarantine)]
     if not items.rows:
         raise IngestError(f"H&M: no valid article in {articles_path}")
     customers = None
-    if customers_path is not None:
-        plain = _plain_copy(customers_path, workdir)
-        customers, c_account = customer_ids(plain, rel(customers_path, raw_dir), quarantine)
+    small_quarantine = quarantine.frame()
+    if customers_job is not None:
+        customers, c_account = customers_job.result()
         accounts.append(c_account)
-    tx_name = rel(tx_path, raw_dir)
-    tx_plain = _plain_copy(tx_path, workdir)
+        small_quarantine = pl.concat([small_quarantine, c_quarantine.frame()])
     kept, bad = transactions_plan(tx_plain, tx_name, pl.Series(list(items.rows), dtype=pl.String), customers)
     tx_account = FileAccount(tx_name, "line", "interactions")
     accounts.append(tx_account)
-    small_quarantine = quarantine.frame()
-
-    line_count = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-lines").submit(count_lines, tx_plain)
 
     def finalize(rows: dict[str, int]) -> None:
         tx_account.rows_in = line_count.result() - 1  # minus the header
