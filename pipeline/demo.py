@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         failures += status != "ok"
         print(f"[{status}] {name}: {len(checks)} checks, {len(failed_checks)} failed {failed_checks or ''} "
               f"({time.perf_counter() - started:.1f} s)")
-    print(f"\nraw files:  {storage.raw_root}\ntables:     {storage.storage_root}/<dataset>/<table>.parquet")
+    print(f"\nraw files:  {storage.raw_root}\ntables:     {storage.storage_root}/<dataset>/<table>.parquet"
+          f"\ncodes:      {storage.storage_root}/<dataset>/code_tables/<tokenizer>/latest/codes.parquet")
     if os.environ.get("DAGSTER_HOME"):
         print(f"runs:       {os.environ['DAGSTER_HOME']} (see them with `make ui`)")
     return 1 if failures else 0

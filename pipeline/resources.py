@@ -30,3 +30,18 @@ class StorageResource(dg.ConfigurableResource):
         path = Path(self.storage_root) / "_work" / dataset
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Where model work runs. `auto` = CUDA (bf16, fp16 where bf16 is unsupported) when present, else CPU fp32.
+    On a GPU worker set SEMID_DEVICE=cuda (Dagster does not pick devices; CUDA_VISIBLE_DEVICES does)."""
+
+    device: str = os.environ.get("SEMID_DEVICE", "auto")
+    dtype: str = os.environ.get("SEMID_DTYPE", "auto")
+    torch_threads: int = int(os.environ.get("SEMID_TORCH_THREADS", "0"))  # 0: torch's default (one per core)
+
+    def apply_threads(self) -> None:
+        if self.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)

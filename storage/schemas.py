@@ -34,3 +34,11 @@ ITEM_CORE = ("item_id", "dataset")  # + one string column per attribute + conten
 def item_schema(attributes: tuple[str, ...]) -> dict[str, pl.DataType]:
     return {"item_id": pl.String(), "dataset": pl.String(), **{a: pl.String() for a in attributes},
             "content_hash": pl.String()}
+
+CODE_TABLE_SCHEMA_VERSION = 1
+
+
+def code_table_schema(length: int) -> dict[str, pl.DataType]:
+    """DESIGN §4: what downstream teams read. `codes` is an Arrow FixedSizeList<int32>[L]."""
+    return {"item_id": pl.String(), "codes": pl.Array(pl.Int32(), length), "dedup": pl.Int32(),
+            "semantic_id": pl.String()}

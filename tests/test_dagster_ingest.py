@@ -72,11 +72,13 @@ def test_definitions_load():
 
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"items", "interactions", "quarantine", "user_sequences"} <= keys
+    assert {"items", "interactions", "quarantine", "user_sequences", "item_embeddings", "code_table/pca_kmeans",
+            "code_table/random"} <= keys
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"unique_item_ids", "item_text_not_empty", "interactions_reference_known_items",
-            "row_accounting_balanced", "sequences_well_formed"} <= checks
-    assert {"ingest_job", "full_pipeline_job"} <= {j.name for j in repo.get_all_jobs()}
+            "row_accounting_balanced", "sequences_well_formed", "embeddings_complete_and_finite",
+            "unique_semantic_id", "utilization_above_floor"} <= checks
+    assert {"ingest_job", "tokenize_job", "full_pipeline_job"} <= {j.name for j in repo.get_all_jobs()}
 
 
 def test_sequence_config_mirrors_split_config():

@@ -1,0 +1,114 @@
+"""Stage 2: item text -> pooled LLM embeddings (`item_embeddings`)."""
+
+import time
+from dataclasses import asdict, fields
+
+import dagster as dg
+import numpy as np
+
+from assets.common import DATASETS, lineage, table_metadata
+from ops import datasets
+from ops.embed import EmbedConfig, clear_shards, embed_items, embeddings_frame, item_texts, load_model
+from pipeline.resources import ComputeResource, StorageResource
+from storage import write_frame
+
+GROUP = "embed"
+EMBED_CODE_VERSION = "embed-1"
+_DEFAULTS = EmbedConfig()
+
+
+class EmbeddingConfig(dg.Config):
+    """Run config of `item_embeddings`; defaults come from ops.embed.EmbedConfig (device/dtype: ComputeResource)."""
+
+    model: str = _DEFAULTS.model
+    pooling: str = _DEFAULTS.pooling
+    max_length: int = _DEFAULTS.max_length
+    token_budget: int = _DEFAULTS.token_budget
+    max_batch_size: int = _DEFAULTS.max_batch_size
+    padding_side: str = _DEFAULTS.padding_side
+    normalize: bool = _DEFAULTS.normalize
+    shard_size: int = _DEFAULTS.shard_size
+    attributes: list[str] | None = None  # default: the dataset's content attributes (LAMIA's first r)
+
+    def to_ops(self, compute: ComputeResource) -> EmbedConfig:
+        names = {f.name for f in fields(EmbedConfig)} - {"device", "dtype"}
+        return EmbedConfig(**{n: getattr(self, n) for n in names}, device=compute.device, dtype=compute.dtype)
+
+
+@dg.asset(
+    deps=["items"],
+    partitions_def=DATASETS,
+    group_name=GROUP,
+    kinds={"pytorch", "parquet"},
+    code_version=EMBED_CODE_VERSION,
+    pool="gpu",
+    op_tags={"semid/resource": "gpu"},
+    description="One pooled embedding per item from a Hugging Face model (default: the offline all-MiniLM-L6-v2; "
+                "any encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
+                "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
+                "shards. Columns: item_id, embedding (fixed-size float32 list).",
+)
+def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource,
+                    compute: ComputeResource) -> dg.MaterializeResult:
+    spec = datasets.get(context.partition_key)
+    store = storage.store()
+    items = store.read(spec.name, "items")
+    attributes = config.attributes or list(spec.attributes[: spec.content_attributes])
+    unknown = [a for a in attributes if a not in items.columns]
+    if unknown:
+        raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
+    texts = item_texts(items, attributes)
+    ids = items["item_id"].to_list()
+    cfg = config.to_ops(compute)
+    compute.apply_threads()
+    started = time.perf_counter()
+    lm = load_model(cfg)
+    shard_root = storage.workdir(spec.name) / "embed_shards"
+
+    def progress(done: int, total: int) -> None:
+        context.log.info(f"embedded shard {done}/{total}")
+
+    run = embed_items(lm, ids, texts, cfg, shard_root, on_shard=progress)
+    frame = embeddings_frame(ids, run.vectors)
+    path = store.table_path(spec.name, "item_embeddings")
+    model = lm.describe()
+    write_frame(frame, path, lineage(context, dataset=spec.name, table="item_embeddings",
+                                     code_version=EMBED_CODE_VERSION, attributes=attributes,
+                                     fingerprint=run.fingerprint, **model, config=asdict(cfg)))
+    clear_shards(shard_root, run.fingerprint)
+    s = run.stats
+    return dg.MaterializeResult(metadata=table_metadata(
+        path, frame.schema, frame.height,
+        dataset=spec.name, attributes=", ".join(attributes), example_text=texts[0][:300] if texts else "",
+        **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
+        fingerprint=run.fingerprint,
+        seconds=round(time.perf_counter() - started, 2),
+        items_per_second=round(s.items / s.seconds, 1) if s.seconds else 0.0,
+        tokens_per_second=round(s.tokens / s.seconds) if s.seconds else 0,
+        padding_ratio=round(s.padding_ratio, 4),
+        batches=s.batches, shards_computed=s.shards_computed, shards_reused=s.shards_reused,
+    ))
+
+
+@dg.asset_check(asset=item_embeddings, partitions_def=DATASETS, blocking=True, additional_deps=["items"])
+def embeddings_complete_and_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource
+                                   ) -> dg.AssetCheckResult:
+    """One finite, non-degenerate vector per item of `items`, same order."""
+    ds = context.partition_key
+    store = storage.store()
+    emb = store.read(ds, "item_embeddings")
+    ids = store.scan(ds, "items").select("item_id").collect()["item_id"]
+    x = emb["embedding"].to_numpy().reshape(emb.height, -1)
+    finite = bool(np.isfinite(x).all())
+    spread = float(x.std(axis=0).mean()) if emb.height > 1 else 0.0
+    same_ids = emb["item_id"].equals(ids)
+    return dg.AssetCheckResult(
+        passed=finite and same_ids and spread > 0,
+        description="every item embedded once, in item order; no NaN/inf; vectors not all identical",
+        metadata={"items": ids.len(), "rows": emb.height, "finite": finite, "same_ids_in_order": same_ids,
+                  "mean_std_per_dim": round(spread, 6), "dim": int(x.shape[1]) if x.ndim == 2 else 0},
+    )
+
+
+ASSETS = [item_embeddings]
+CHECKS = [embeddings_complete_and_finite]

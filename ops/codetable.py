@@ -1,0 +1,63 @@
+"""The code table (DESIGN §4) as a frame, and the checks that must pass before it becomes `latest`."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from ops.quantize import code_figures, dedup_index, semantic_ids
+from storage.schemas import code_table_schema
+
+
+def build_code_table(item_ids: Sequence[str], codes: np.ndarray, k: int) -> tuple[pl.DataFrame, dict[str, object]]:
+    """Rows in item order; `dedup` makes every (codes, dedup) unique; figures describe the codes before dedup."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[0] != len(item_ids):
+        raise ValueError(f"codes must be items x L with {len(item_ids)} rows, got shape {codes.shape}")
+    dedup = dedup_index(codes)
+    frame = pl.DataFrame(
+        {"item_id": list(item_ids), "codes": codes.astype(np.int32), "dedup": dedup.astype(np.int32),
+         "semantic_id": semantic_ids(codes, dedup)},
+        schema=code_table_schema(codes.shape[1]),
+    )
+    return frame, code_figures(codes, dedup, k)
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def check_code_table(frame: pl.DataFrame, item_ids: Sequence[str], k: int, length: int,
+                     min_utilization: float) -> list[CheckOutcome]:
+    """The gate for moving `latest`: uniqueness, code range, coverage of `items`, no collapsed codebook."""
+    n = frame.height
+    dup_items = n - frame["item_id"].n_unique()
+    dup_sids = n - frame["semantic_id"].n_unique()
+    flat = frame["codes"].arr.explode() if n else pl.Series([], dtype=pl.Int32)
+    out_of_range = int(((flat < 0) | (flat >= k)).sum()) if n else 0
+    expected = pl.Series(list(item_ids), dtype=pl.String)
+    missing = int((~expected.is_in(frame["item_id"].implode())).sum())
+    extra = int((~frame["item_id"].is_in(expected.implode())).sum())
+    util = []
+    for i in range(length):
+        used = frame["codes"].arr.get(i).n_unique() if n else 0
+        util.append(round(used / min(k, max(n, 1)), 4))  # against the K actually usable
+    worst = min(util) if util else 0.0
+    return [
+        CheckOutcome("unique_item_id", dup_items == 0, "every item_id appears once", {"duplicates": dup_items}),
+        CheckOutcome("unique_semantic_id", dup_sids == 0, "every semantic_id maps to exactly one item",
+                     {"duplicates": dup_sids}),
+        CheckOutcome("codes_in_range", out_of_range == 0 and frame["codes"].dtype == pl.Array(pl.Int32, length),
+                     f"codes are int32[{length}] within [0, {k})", {"out_of_range": out_of_range}),
+        CheckOutcome("covers_all_items", missing == 0 and extra == 0,
+                     "exactly the items of the items table", {"missing": missing, "unknown": extra}),
+        CheckOutcome("utilization_above_floor", worst >= min_utilization,
+                     f"every position uses at least {min_utilization:.0%} of its codes (codebook collapse check)",
+                     {"utilization": util, "floor": min_utilization}),
+    ]

