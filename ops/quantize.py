@@ -19,7 +19,8 @@ import numpy as np
 import polars as pl
 
 
-INIT_METHODS = {"afkmc2": "AFK_MC2", "kmeans++": "KMEANS_PLUS_PLUS", "random": "RANDOM"}
+INIT_METHODS = {"afkmc2": "AFK_MC2", "kmeans++": "KMEANS_PLUS_PLUS", "random": "RANDOM", "greedy_kmeans++": None}
+GREEDY_SAMPLE_PER_CENTROID = 16
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,10 @@ class QuantizeConfig:
     max_points_per_centroid: int = 256  # faiss subsamples training points beyond K x this (faiss default)
     # Seeding. faiss' default (random points) often puts two seeds in one true cluster and k-means never
     # recovers (planted 8-cluster data: ARI 0.44-0.84); AFK-MC2 approximates k-means++ at random-init cost
-    # (ARI 1.0, +4 % time at 200 k x 64, K = 256). The sklearn backend maps it to its k-means++.
-    init: str = "afkmc2"  # afkmc2 | kmeans++ | random
+    # (ARI 1.0, +4 % time at 200 k x 64, K = 256). On K well-separated clusters only *greedy* k-means++
+    # (sklearn's kmeans_plusplus on a 16 K-point sample, then faiss Lloyd) avoids merged clusters, at ~2x the
+    # time (bench/quantize.py). The sklearn backend always uses its own greedy k-means++ unless init=random.
+    init: str = "afkmc2"  # afkmc2 | kmeans++ | random | greedy_kmeans++
 
     def __post_init__(self) -> None:
         if self.backend not in ("faiss", "sklearn"):
@@ -113,13 +116,21 @@ def _kmeans(y: np.ndarray, k: int, cfg: QuantizeConfig) -> np.ndarray:
         return km.cluster_centers_.astype(np.float32)
     import faiss
 
+    method = INIT_METHODS[cfg.init]
+    extra = {"init_method": getattr(faiss, f"ClusteringInitMethod_{method}")} if method else {}
     km = faiss.Kmeans(y.shape[1], k, niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed, verbose=False,
                       gpu=cfg.gpu == "auto" and faiss_gpus() > 0,
-                      max_points_per_centroid=cfg.max_points_per_centroid,
-                      init_method=getattr(faiss, f"ClusteringInitMethod_{INIT_METHODS[cfg.init]}"))
+                      max_points_per_centroid=cfg.max_points_per_centroid, **extra)
+    init = None
+    if method is None:  # greedy k-means++ seeds from a sample, faiss runs Lloyd from them
+        from sklearn.cluster import kmeans_plusplus
+
+        rng = np.random.default_rng(cfg.seed)
+        sample = y[rng.choice(len(y), min(len(y), GREEDY_SAMPLE_PER_CENTROID * k), replace=False)]
+        init = np.ascontiguousarray(kmeans_plusplus(sample, k, random_state=cfg.seed)[0], dtype=np.float32)
     with warnings.catch_warnings():  # faiss warns when n < 39 K (tiny samples); the K cap is reported instead
         warnings.simplefilter("ignore")
-        km.train(y)
+        km.train(y, init_centroids=init)
     return km.centroids.astype(np.float32)
 
 

@@ -26,10 +26,10 @@ def planted(n=800, clusters=8, dim=32, positions=2, seed=0):
     return (x + rng.normal(0, 0.5, x.shape)).astype(np.float32), labels
 
 
-@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
-def test_recovers_planted_clusters_per_position(backend):
+@pytest.mark.parametrize("backend,init", [("faiss", "afkmc2"), ("faiss", "greedy_kmeans++"), ("sklearn", "afkmc2")])
+def test_recovers_planted_clusters_per_position(backend, init):
     x, labels = planted()
-    res = quantize(x, QuantizeConfig(d=8, k=8, backend=backend))
+    res = quantize(x, QuantizeConfig(d=8, k=8, backend=backend, init=init))
     assert res.codes.shape == (800, 2) and res.k == 8
     for p in range(2):
         assert adjusted_rand_score(labels[:, p], res.codes[:, p]) > 0.99
