@@ -99,11 +99,11 @@ TOKENIZERS: dict[str, TokenizerSpec] = {
 }
 
 
-def _utilization_md(figures: dict[str, object]) -> str:
+def _utilization_md(figures: dict) -> str:
     rows = []
-    for i, u in enumerate(figures["utilization"]):  # type: ignore[arg-type]
+    for i, u in enumerate(figures["utilization"]):
         bar = "█" * round(20 * u) + "░" * (20 - round(20 * u))
-        rows.append((i, f"{u:.1%}", bar, figures["perplexity"][i], figures["largest_bucket_share"][i]))  # type: ignore[index]
+        rows.append((i, f"{u:.1%}", bar, figures["perplexity"][i], figures["largest_bucket_share"][i]))
     return markdown_table(pl.DataFrame(rows, schema=["position", "utilization", "", "perplexity",
                                                      "largest bucket"], orient="row"))
 

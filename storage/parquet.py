@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -45,27 +47,60 @@ def sink_frames(
     All targets are renamed only after every sink succeeded, so a failure leaves no partial set behind.
     Returns rows written per target path.
     """
-    with ExitStack() as stack:
-        tmps = {str(t): stack.enter_context(atomic_path(t)) for t in frames}
+    # Every sink writes into a private scratch directory beside its target. On failure the directory is removed:
+    # polars may still create a failed sink's file *after* collect_all has raised (seen in ~10 % of runs), and
+    # with its directory gone that late file cannot appear as litter next to the tables.
+    scratch: dict[Path, Path] = {}
+
+    def scratch_dir(target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in scratch:
+            scratch[target.parent] = Path(tempfile.mkdtemp(prefix=".sink-", dir=target.parent))
+        return scratch[target.parent]
+
+    try:
+        tmps: dict[str, Path] = {}
         parts: dict[str, list[Path]] = {}
         sinks = []
-        for target, value in frames.items():
+        for i, (target, value) in enumerate(frames.items()):
+            tmp = scratch_dir(Path(target)) / f"{i}.parquet"
+            tmps[str(target)] = tmp
             pieces = list(value) if isinstance(value, Sequence) else [value]
-            if len(pieces) == 1:
-                paths = [tmps[str(target)]]
-            else:
-                paths = [Path(f"{tmps[str(target)]}.part{i}") for i in range(len(pieces))]
+            paths = [tmp] if len(pieces) == 1 else [tmp.with_suffix(f".part{j}") for j in range(len(pieces))]
+            if len(pieces) > 1:
                 parts[str(target)] = paths
-                stack.callback(lambda ps=paths: [p.unlink(missing_ok=True) for p in ps])  # scratch, always removed
             for piece, path in zip(pieces, paths):
                 lf = piece.lazy() if isinstance(piece, pl.DataFrame) else piece
-                sinks.append(lf.sink_parquet(path, compression=COMPRESSION, metadata=footer_metadata(metadata), lazy=True))
+                sinks.append(lf.sink_parquet(path, compression=COMPRESSION, metadata=footer_metadata(metadata),
+                                             lazy=True))
         # collect_all runs the sinks in one streaming query, so a shared CSV scan is read once. (Keep every
         # output a sink of rows: an extra aggregate branch on the shared scan makes polars buffer the whole scan.)
         pl.collect_all(sinks)
         for target, paths in parts.items():
-            pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION, metadata=footer_metadata(metadata))
-        return {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
+            pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION,
+                                                metadata=footer_metadata(metadata))
+        rows = {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
+        for target, tmp in tmps.items():
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        for target, tmp in tmps.items():  # only once every sink succeeded
+            os.replace(tmp, target)
+        return rows
+    finally:
+        for d in scratch.values():
+            _remove_tree(d)
+
+
+def _remove_tree(path: Path, attempts: int = 5) -> None:
+    for _ in range(attempts):  # a late polars write can race one rmtree; the next attempt catches it
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def read_table_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
