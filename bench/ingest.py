@@ -147,7 +147,7 @@ def main() -> None:
         for f in out.iterdir():
             f.unlink()
     ours = results.get("ours")
-    print(f"\n| contender | wall s | rows/s | peak RSS GB | ours faster by |")
+    print("\n| contender | wall s | rows/s | peak RSS GB | ours faster by |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"

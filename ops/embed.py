@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -358,6 +357,3 @@ def embeddings_frame(item_ids: Sequence[str], vectors: np.ndarray) -> pl.DataFra
 def embeddings_matrix(frame: pl.DataFrame, column: str = "embedding") -> np.ndarray:
     return frame[column].to_numpy().astype(np.float32, copy=False).reshape(frame.height, -1)
 
-
-def torch_threads() -> int:
-    return int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
