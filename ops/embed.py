@@ -20,7 +20,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -298,7 +298,6 @@ class EmbedRun:
     vectors: np.ndarray  # items x dim, float32, in item order
     stats: EmbedStats
     fingerprint: str
-    model: dict[str, object] = field(default_factory=dict)
 
 
 def embed_items(
@@ -337,7 +336,7 @@ def embed_items(
         if on_shard is not None:
             on_shard(k + 1, len(ranges))
     vectors = np.concatenate(parts) if parts else np.empty((0, lm.dim), dtype=np.float32)
-    return EmbedRun(vectors, stats, fp, {**lm.describe(), "config": asdict(config)})
+    return EmbedRun(vectors, stats, fp)
 
 
 def clear_shards(shard_root: Path, fingerprint: str) -> None:

@@ -80,7 +80,7 @@ def sink_frames(
             pl.scan_parquet(paths).sink_parquet(tmps[target], compression=COMPRESSION,
                                                 metadata=footer_metadata(metadata))
         rows = {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
-        for target, tmp in tmps.items():
+        for tmp in tmps.values():
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         for target, tmp in tmps.items():  # only once every sink succeeded
