@@ -7,13 +7,16 @@ Each contender runs in its own subprocess so that its peak RSS is its own (read 
   ours                   ops.ingest.hm.load_hm + storage.sink_frames: articles, customers and transactions
                          validated line by line, quarantine written, canonical schema, row accounting
 
-Usage: python bench/ingest.py [--rows 3000000] [--real-size]   (--real-size = 31,788,324 rows, ~3.5 GB)
+Usage: python bench/ingest.py [--rows 3000000] [--real-size] [--repeat 3]   (--real-size = 31,788,324 rows, ~3.5 GB)
+With --repeat N the contenders run N rounds, interleaved (wall times on a shared 2-core machine drift by up to
+1.5x between minutes, so each round's ratio compares neighbours); the table shows medians.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,6 +126,7 @@ def main() -> None:
     ap.add_argument("--real-size", action="store_true", help=f"{REAL_ROWS:,} rows like the real file")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--only", nargs="*", choices=sorted(CONTENDERS))
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; medians are reported")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     rows = REAL_ROWS if args.real_size else args.rows
@@ -139,21 +143,25 @@ def main() -> None:
         print(f"generated {rows:,} rows in {time.perf_counter() - t:.1f} s at {data}")
     size_gb = (data / "transactions_train.csv").stat().st_size / 1e9
     print(f"transactions_train.csv: {rows:,} rows, {size_gb:.2f} GB; cores: {os.cpu_count()}")
-    results = {}
-    for name in args.only or CONTENDERS:
-        out = work / f"out_{name}"
-        out.mkdir(exist_ok=True)
-        results[name] = run_contender(name, data, out)
-        for f in out.iterdir():
-            f.unlink()
+    rounds: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.repeat):
+        for name in args.only or CONTENDERS:
+            out = work / f"out_{name}"
+            out.mkdir(exist_ok=True)
+            rounds.setdefault(name, []).append(run_contender(name, data, out))
+            for f in out.iterdir():
+                f.unlink()
+    results = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in rounds.items()}
     ours = results.get("ours")
-    print("\n| contender | wall s | rows/s | peak RSS GB | ours faster by |")
+    print(f"\n| contender | wall s (median of {args.repeat}) | rows/s | peak RSS GB | ours faster by |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
         print(f"| {name} | {r['seconds']:.1f} | {r['rows'] / r['seconds']:,.0f} | {r['peak_rss_gb']:.2f} | {ratio} |")
     if ours and "polars_streaming" in results:
-        print(f"\nours / bare polars streaming wall time: {ours['seconds'] / results['polars_streaming']['seconds']:.2f}")
+        per_round = [o["seconds"] / p["seconds"] for o, p in zip(rounds["ours"], rounds["polars_streaming"])]
+        print(f"\nours / bare polars streaming wall time: {ours['seconds'] / results['polars_streaming']['seconds']:.2f}"
+              f" (medians); per round: {', '.join(f'{x:.2f}' for x in per_round)}")
 
 
 if __name__ == "__main__":
