@@ -16,9 +16,10 @@ import polars as pl
 
 from assets.common import DATASETS, lineage, markdown_table, table_metadata
 from ops import datasets
-from ops.codetable import CheckOutcome, build_code_table, check_code_table
+from ops.codetable import CheckOutcome, aspect_scores, build_code_table, check_code_table
 from ops.embed import embeddings_matrix
-from ops.quantize import QuantizeConfig, Quantizer, quantize_pooled, random_codes
+from ops.palette.train import palette_matrix
+from ops.quantize import QuantizeConfig, Quantizer, quantize, quantize_pooled, random_codes
 from pipeline.resources import StorageResource
 from storage import Store, read_table_metadata
 from storage.codes import CodeTableStore
@@ -81,6 +82,18 @@ def _pca_kmeans(store: Store, ds: str, ids: list[str], cfg: CodeTableConfig) -> 
     return Tokenized(res.codes, res.k, res.quantizer, res.figures, res.warnings)
 
 
+def _lamia(store: Store, ds: str, ids: list[str], cfg: CodeTableConfig) -> Tokenized:
+    pal = store.read(ds, "palette_embeddings")
+    if pal["item_id"].to_list() != ids:
+        raise dg.Failure(f"palette_embeddings of {ds} do not match items (re-materialize palette_embeddings)")
+    x = palette_matrix(pal)
+    if x.shape[1] != cfg.length:
+        raise dg.Failure(f"the palette has {x.shape[1]} positions but the code table length is {cfg.length}: "
+                         "set code_table/lamia's `length` to palette_model's `palette_size`")
+    res = quantize(x, cfg.quantize_config())  # each palette position on its own: PCA D -> d, K-Means K
+    return Tokenized(res.codes, res.k, res.quantizer, res.figures, res.warnings)
+
+
 def _random(store: Store, ds: str, ids: list[str], cfg: CodeTableConfig) -> Tokenized:
     return Tokenized(random_codes(ids, cfg.length, cfg.k, cfg.seed), cfg.k)
 
@@ -91,6 +104,11 @@ TOKENIZERS: dict[str, TokenizerSpec] = {
         "PCA + K-Means on the pooled LLM embedding: one PCA to L x d dims, split into L sub-spaces of d "
         "principal components (coarse to fine, uncorrelated), K-Means with K codes in each (faiss).",
         _pca_kmeans, frozenset({"faiss", "parquet"})),
+    "lamia": TokenizerSpec(
+        "lamia", ("items", "palette_embeddings"),
+        "LAMIA: each of the L positions of the learned item palette quantized on its own (PCA D -> d, then "
+        "K-Means with K codes, faiss), so every code comes from an independently trained aspect embedding.",
+        _lamia, frozenset({"faiss", "parquet"})),
     "random": TokenizerSpec(
         "random", ("items",),
         "Uniform random codes per item (a pure function of seed and item_id): the sanity baseline every "
@@ -106,6 +124,18 @@ def _utilization_md(figures: dict) -> str:
         rows.append((i, f"{u:.1%}", bar, figures["perplexity"][i], figures["largest_bucket_share"][i]))
     return markdown_table(pl.DataFrame(rows, schema=["position", "utilization", "", "perplexity",
                                                      "largest bucket"], orient="row"))
+
+
+def _aspect_metadata(storage: StorageResource, partition: str, frame: pl.DataFrame) -> dict[str, object]:
+    """Where the dataset ships known aspects (the bundled samples' planted_aspects.csv), how well the codes
+    recover them: best-position NMI per aspect, comparable across tokenizers of the same dataset."""
+    truth_path = datasets.get(partition).raw_path(storage.raw_root) / "planted_aspects.csv"
+    if not truth_path.is_file():
+        return {}
+    scores = aspect_scores(frame, pl.read_csv(truth_path, schema_overrides={"item_id": pl.String}))
+    table = scores.with_columns(pl.col("nmi_per_position").cast(pl.List(pl.String)).list.join(" / "))
+    return {"aspect_nmi": dg.MetadataValue.md(markdown_table(table)),
+            **{f"nmi_{r['aspect']}": r["best_nmi"] for r in scores.iter_rows(named=True)}}
 
 
 def _sources(store: Store, ds: str, upstream: tuple[str, ...]) -> dict[str, dict[str, object]]:
@@ -154,6 +184,7 @@ def build_code_table_asset(spec: TokenizerSpec) -> dg.AssetsDefinition:
         else:
             context.log.warning(f"code table {spec.name}/{ds} version {version} failed its checks; "
                                 f"latest stays at {previous}")
+        aspects = _aspect_metadata(storage, context.partition_key, frame)
         metadata = table_metadata(
             path, frame.schema, frame.height, dataset=ds, tokenizer=spec.name, version=version,
             published=published, latest=tables.latest() or "none",
@@ -163,6 +194,7 @@ def build_code_table_asset(spec: TokenizerSpec) -> dg.AssetsDefinition:
             utilization_min=min(figures["utilization"]), seconds=seconds,  # type: ignore[type-var]
             perplexity=str(figures["perplexity"]), warnings="; ".join(out.warnings) or "none",
             **{k: str(v) for k, v in out.figures.items()},
+            **aspects,
         )
         return dg.MaterializeResult(metadata=metadata, check_results=[
             dg.AssetCheckResult(check_name=o.name, passed=o.passed, description=o.description,

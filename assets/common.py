@@ -38,6 +38,25 @@ def lineage(context: dg.AssetExecutionContext, **extra: Any) -> dict[str, Any]:
     }
 
 
+def vector_check(store, dataset: str, table: str, column: str) -> dg.AssetCheckResult:
+    """Shared by the embedding-like tables: one finite, non-degenerate vector (or stack of vectors) per item of
+    `items`, in item order."""
+    import numpy as np
+
+    frame = store.read(dataset, table)
+    ids = store.scan(dataset, "items").select("item_id").collect()["item_id"]
+    x = frame[column].to_numpy().reshape(frame.height, -1).astype(np.float32, copy=False)
+    finite = bool(np.isfinite(x).all())
+    spread = float(x.std(axis=0).mean()) if frame.height > 1 else 0.0
+    same_ids = frame["item_id"].equals(ids)
+    return dg.AssetCheckResult(
+        passed=finite and same_ids and spread > 0,
+        description="every item present once, in item order; no NaN/inf; vectors not all identical",
+        metadata={"items": ids.len(), "rows": frame.height, "finite": finite, "same_ids_in_order": same_ids,
+                  "mean_std_per_dim": round(spread, 6), "values_per_item": int(x.shape[1]) if x.ndim == 2 else 0},
+    )
+
+
 def markdown_table(frame: pl.DataFrame) -> str:
     cols = frame.columns
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -4,9 +4,8 @@ import time
 from dataclasses import asdict, fields
 
 import dagster as dg
-import numpy as np
 
-from assets.common import DATASETS, lineage, table_metadata
+from assets.common import DATASETS, lineage, table_metadata, vector_check
 from ops import datasets
 from ops.embed import EmbedConfig, clear_shards, embed_items, embeddings_frame, item_texts, load_model
 from pipeline.resources import ComputeResource, StorageResource
@@ -94,20 +93,7 @@ def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, 
 def embeddings_complete_and_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource
                                    ) -> dg.AssetCheckResult:
     """One finite, non-degenerate vector per item of `items`, same order."""
-    ds = context.partition_key
-    store = storage.store()
-    emb = store.read(ds, "item_embeddings")
-    ids = store.scan(ds, "items").select("item_id").collect()["item_id"]
-    x = emb["embedding"].to_numpy().reshape(emb.height, -1)
-    finite = bool(np.isfinite(x).all())
-    spread = float(x.std(axis=0).mean()) if emb.height > 1 else 0.0
-    same_ids = emb["item_id"].equals(ids)
-    return dg.AssetCheckResult(
-        passed=finite and same_ids and spread > 0,
-        description="every item embedded once, in item order; no NaN/inf; vectors not all identical",
-        metadata={"items": ids.len(), "rows": emb.height, "finite": finite, "same_ids_in_order": same_ids,
-                  "mean_std_per_dim": round(spread, 6), "dim": int(x.shape[1]) if x.ndim == 2 else 0},
-    )
+    return vector_check(storage.store(), context.partition_key, "item_embeddings", "embedding")
 
 
 ASSETS = [item_embeddings]

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, embed, ingest
+from assets import codes, embed, ingest, palette
 from assets.common import DATASETS
 from pipeline.resources import ComputeResource, StorageResource
 
-ASSETS = [*ingest.ASSETS, *embed.ASSETS, *codes.ASSETS]
-CHECKS = [*ingest.CHECKS, *embed.CHECKS, *codes.CHECKS]
+ASSETS = [*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS, *codes.ASSETS]
+CHECKS = [*ingest.CHECKS, *embed.CHECKS, *palette.CHECKS, *codes.CHECKS]
+LAMIA = dg.AssetKey(["code_table", "lamia"])
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -18,9 +19,16 @@ ingest_job = dg.define_asset_job(
 )
 tokenize_job = dg.define_asset_job(
     "tokenize_job",
-    selection=dg.AssetSelection.groups(embed.GROUP, codes.GROUP),
+    selection=dg.AssetSelection.groups(embed.GROUP, codes.GROUP) - dg.AssetSelection.assets(LAMIA),
     partitions_def=DATASETS,
-    description="items -> item_embeddings -> every code table (ingestion must have run for the partition).",
+    description="items -> item_embeddings -> the code tables that need no training (ingestion must have run).",
+)
+palette_job = dg.define_asset_job(
+    "palette_job",
+    selection=dg.AssetSelection.groups(palette.GROUP) | dg.AssetSelection.assets(LAMIA),
+    partitions_def=DATASETS,
+    description="LAMIA: train the palette model, extract every item's palette, quantize it into code_table/lamia "
+                "(a GPU job for real datasets; configs/lamia_mind_opt350m_gpu.yaml is the paper's recipe).",
 )
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
@@ -32,6 +40,6 @@ full_pipeline_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[ingest_job, tokenize_job, full_pipeline_job],
+    jobs=[ingest_job, tokenize_job, palette_job, full_pipeline_job],
     resources={"storage": StorageResource(), "compute": ComputeResource()},
 )

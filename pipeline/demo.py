@@ -6,16 +6,21 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from ops.datasets import load_registry
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lamia_demo_cpu.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="*", help="partitions to run (default: every bundled sample)")
     ap.add_argument("--job", default="full_pipeline_job")
+    ap.add_argument("--config", default=str(DEMO_CONFIG), help="run config YAML (default: the CPU demo settings)")
     args = ap.parse_args(argv)
 
     from pipeline.definitions import defs
@@ -24,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     storage = StorageResource()
     names = args.datasets or [s.name for s in load_registry().values() if s.sample]
     job = defs.resolve_job_def(args.job)
+    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     failures = 0
     for name in names:
         started = time.perf_counter()
-        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
+                                        run_config=run_config)
         checks = result.get_asset_check_evaluations()
         failed_checks = [c.check_name for c in checks if not c.passed]
         status = "ok" if result.success and not failed_checks else "FAILED"

@@ -1,4 +1,5 @@
-"""item_embeddings and code_table/* through dg.materialize with the real storage resource in a temp dir."""
+"""item_embeddings, palette_model / palette_embeddings and code_table/* through dg.materialize with the real
+storage resource in a temp dir (tiny random BERT for embeddings, tiny random OPT for the palette)."""
 import json
 
 import dagster as dg
@@ -7,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets import codes, embed, ingest
+from assets import codes, embed, ingest, palette
 from ops.sample import generate
 from ops.tiny_models import save_random_model
 from pipeline.resources import ComputeResource, StorageResource
@@ -22,10 +23,16 @@ def env(tmp_path_factory):
     generate("mind", tmp / "raw" / PARTITION, "tiny", seed=0)
     storage = StorageResource(raw_root=str(tmp / "raw"), storage_root=str(tmp / "store"))
     model = str(save_random_model("bert", tmp / "bert"))
+    opt = str(save_random_model("opt", tmp / "opt", causal_lm=True, init_std=0.2))
     resources = {"storage": storage, "compute": ComputeResource(device="cpu", dtype="auto")}
-    result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, *embed.ASSETS, *embed.CHECKS, *codes.ASSETS],
+    palette_cfg = {"model": opt, "lora_rank": 4, "lora_alpha": 8, "lr": 0.01, "batch_size": 32,
+                   "micro_batch_size": 16, "max_steps": 3, "checkpoint_every": 2, "max_content_tokens": 32,
+                   "max_answer_tokens": 8}
+    result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, *embed.ASSETS, *embed.CHECKS, *palette.ASSETS,
+                             *palette.CHECKS, *codes.ASSETS],
                             partition_key=PARTITION, resources=resources,
-                            run_config={"ops": {"item_embeddings": {"config": {"model": model, "shard_size": 32}}}})
+                            run_config={"ops": {"item_embeddings": {"config": {"model": model, "shard_size": 32}},
+                                                "palette_model": {"config": palette_cfg}}})
     return storage, resources, result
 
 
@@ -41,6 +48,7 @@ def test_embeddings_and_code_tables_materialize_with_green_checks(env):
         for name in codes.CHECK_NAMES:
             assert evaluations[(f"code_table/{tok}", name)] is True, (tok, name)
     assert evaluations[("item_embeddings", "embeddings_complete_and_finite")] is True
+    assert evaluations[("palette_embeddings", "palette_complete_and_finite")] is True
     items = storage.store().read(PARTITION, "items")
     emb = storage.store().read(PARTITION, "item_embeddings")
     assert emb["item_id"].to_list() == items["item_id"].to_list() and emb["embedding"].dtype.size == 32
@@ -48,9 +56,18 @@ def test_embeddings_and_code_tables_materialize_with_green_checks(env):
     assert mats["item_embeddings"]["pooling"].value == "mean"
     assert mats["item_embeddings"]["shards_computed"].value == -(-items.height // 32)
     assert 0 < mats["code_table/pca_kmeans"]["utilization_min"].value <= 1
+    # the planted aspects of the sample are scored in every code table's metadata
+    for tok in codes.TOKENIZERS:
+        assert 0 <= mats[f"code_table/{tok}"]["nmi_topic"].value <= 1
+    pm = mats["palette_model"]
+    assert pm["steps"].value == 3 and pm["tasks"].value == "title, abstract, category, subcategory"
+    assert pm["content"].value == "title, abstract" and "| step | loss | gen |" in pm["loss_curve"].value
+    assert pm["checkpoint"].value.endswith("step-0000003") and pm["final_gen"].value > 0
+    pal = storage.store().read(PARTITION, "palette_embeddings")
+    assert pal["item_id"].to_list() == items["item_id"].to_list() and pal["palette"].dtype.shape == (4, 32)
 
 
-@pytest.mark.parametrize("tokenizer", ["pca_kmeans", "random"])
+@pytest.mark.parametrize("tokenizer", ["pca_kmeans", "lamia", "random"])
 def test_code_table_contract_read_with_plain_pyarrow(env, tokenizer):
     storage, _, _ = env
     tables = _tables(storage, tokenizer)
@@ -64,8 +81,10 @@ def test_code_table_contract_read_with_plain_pyarrow(env, tokenizer):
     meta = json.loads(pq.ParquetFile(latest).metadata.metadata[b"semid"])
     items = storage.store().read(PARTITION, "items")
     assert meta["tokenizer"] == tokenizer and meta["length"] == 4 and meta["dataset"] == PARTITION
-    assert meta["k"] == (min(256, items.height) if tokenizer == "pca_kmeans" else 256)
+    assert meta["k"] == (256 if tokenizer == "random" else min(256, items.height))
     assert set(meta["sources"]) >= {"items"} and meta["sources"]["items"]["run_id"]
+    if tokenizer == "lamia":
+        assert meta["sources"]["palette_embeddings"]["fingerprint"] and (tables.dir / version / "quantizer.npz").is_file()
     if tokenizer == "pca_kmeans":
         assert meta["sources"]["item_embeddings"]["fingerprint"] and (tables.dir / version / "quantizer.npz").is_file()
     codes_arr = np.array(table.column("codes").to_pylist())

@@ -200,3 +200,20 @@ def test_checkpoint_round_trip_and_resume(backbones, items, tmp_path):
     for a, b in zip(res.history, resumed.history):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
     np.testing.assert_allclose(extract(load_model(latest_checkpoint(tmp_path / "b")), data), expected, atol=1e-5)
+
+
+def test_restricted_answer_vocabulary_is_a_softmax_over_answer_tokens(backbones, items):
+    model = _model(backbones["opt"], answer_vocabulary="answers").eval()
+    data = _data(model, items, 5)
+    model.restrict_vocabulary(data)
+    vocab = model.vocabulary.tolist()
+    assert vocab == sorted({t for a in data.answers for ans in a for t in ans}) and len(vocab) < 1000
+    h = torch.randn(3, 32)
+    full = model.head(h)
+    torch.testing.assert_close(model.logits(h), full[:, vocab])  # the same scores, other columns dropped
+    with torch.no_grad():
+        palette = model.palette(data, [0, 1])
+        restricted = model.generation_loss(data, [0, 1], palette).item()
+        model.vocabulary = None
+        unrestricted = model.generation_loss(data, [0, 1], palette).item()
+    assert 0 < restricted < unrestricted  # fewer competitors, lower cross-entropy

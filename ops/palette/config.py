@@ -16,6 +16,10 @@ class PaletteConfig:
     max_answer_tokens: int = 32  # answer tokens per task, end-of-text token included
     # LoRA (peft). target_modules None = peft's default for the model family (OPT/LLaMA: q_proj, v_proj;
     # GPT-2: c_attn; BERT: query, value); the resolved list is recorded with the checkpoint.
+    # "full": L_gen is a softmax over the whole vocabulary (the paper). "answers": over the tokens that occur in
+    # some answer of the dataset only, a restricted softmax that makes CPU demos several times cheaper (the
+    # vocabulary projection dominates a small backbone's step); it changes L_gen's scale, not what it rewards.
+    answer_vocabulary: str = "full"
     lora_rank: int = 128
     lora_alpha: int = 128
     lora_dropout: float = 0.0
@@ -46,6 +50,8 @@ class PaletteConfig:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.answer_vocabulary not in ("full", "answers"):
+            raise ValueError(f"answer_vocabulary must be 'full' or 'answers', got {self.answer_vocabulary!r}")
         if self.content_attention not in CONTENT_ATTENTION:
             raise ValueError(f"content_attention must be one of {CONTENT_ATTENTION}, got {self.content_attention!r}")
         if self.palette_size < 1 or self.micro_batch_size < 1 or self.batch_size < 1:

@@ -130,7 +130,14 @@ class PaletteModel(torch.nn.Module):
         self.task = torch.nn.Parameter(init.clone())
         # What LdP holds in pass 1 of the full layout; the mask makes its value irrelevant (tested).
         self.register_buffer("ldp_placeholder", torch.zeros(cfg.palette_size, dim))
+        self.vocabulary: torch.Tensor | None = None  # token ids of a restricted softmax (answer_vocabulary)
         self.to(self.device_)
+
+    def restrict_vocabulary(self, data: PaletteData) -> None:
+        """answer_vocabulary="answers": score only the tokens that occur in some answer."""
+        if self.cfg.answer_vocabulary == "answers":
+            ids = sorted({t for per_item in data.answers for answer in per_item for t in answer})
+            self.vocabulary = torch.tensor(ids, dtype=torch.long, device=self.device_)
 
     # --- building blocks -------------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -162,10 +169,15 @@ class PaletteModel(torch.nn.Module):
         return out.last_hidden_state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Next-token scores; columns = the restricted vocabulary when one is set, else the whole vocabulary."""
         if self.head is not None:
-            return self.head(h)
+            if self.vocabulary is None:
+                return self.head(h)
+            w, b = self.head.weight[self.vocabulary], self.head.bias
+            return F.linear(h, w, None if b is None else b[self.vocabulary])
         # Encoders have no causal-LM head: score against the (tied) input embeddings.
-        return h @ self.backbone.get_input_embeddings().weight.T
+        w = self.backbone.get_input_embeddings().weight
+        return h @ (w if self.vocabulary is None else w[self.vocabulary]).T
 
     # --- the two passes ----------------------------------------------------------------------------------------
     def palette(self, data: PaletteData, idx: Sequence[int]) -> torch.Tensor:
@@ -182,7 +194,10 @@ class PaletteModel(torch.nn.Module):
         labels = packed.labels.to(self.device_)
         sel = labels != IGNORE
         logits = self.logits(hidden[sel])
-        return F.cross_entropy(logits.float(), labels[sel])
+        target = labels[sel]
+        if self.vocabulary is not None:  # token id -> column of the restricted vocabulary
+            target = torch.searchsorted(self.vocabulary, target)
+        return F.cross_entropy(logits.float(), target)
 
     def generation_loss(self, data: PaletteData, idx: Sequence[int], palette: torch.Tensor) -> torch.Tensor:
         """Pass 2: mean next-token cross-entropy over every answer token of every (item, task) of `idx`."""

@@ -151,6 +151,7 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
     """Adam over LoRA + LaP + task tokens. Resumes from `checkpoint_root` when it holds a checkpoint of the same
     run (same config, model revision and data); writes one every `checkpoint_every` steps and at the end."""
     cfg = model.cfg
+    model.restrict_vocabulary(data)
     steps = total_steps(cfg, len(data))
     fingerprint = run_fingerprint(model, data)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
@@ -205,3 +206,9 @@ def extract(model: PaletteModel, data: PaletteData, batch_size: int | None = Non
         idx = order[s: s + batch_size].tolist()
         out[idx] = model.palette(data, idx).cpu().numpy()
     return out
+
+
+def palette_matrix(frame) -> np.ndarray:
+    """The `palette` column of a palette_embeddings table (polars Array[Float32, (L, D)]) as items x L x D."""
+    shape = frame["palette"].dtype.shape
+    return frame["palette"].to_numpy().astype(np.float32, copy=False).reshape(frame.height, *shape)
