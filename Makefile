@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test ui bench-ingest bench-embed bench-quantize clean-data
+.PHONY: demo test ui bench-ingest bench-embed bench-quantize bench-palette clean-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-embed: $(STAMP)
 
 bench-quantize: $(STAMP)
 	$(PY) bench/quantize.py
+
+bench-palette: $(STAMP)
+	$(PY) bench/palette.py
 
 clean-data:
 	rm -rf data/store $(DAGSTER_HOME)

@@ -65,7 +65,7 @@ def loss_terms(model: PaletteModel, data: PaletteData, idx: Sequence[int]) -> tu
     intra = intra_palette_loss(palette, cfg.alpha_intra) if cfg.use_intra else palette.new_zeros(())
     inter = inter_palette_loss(palette, cfg.alpha_inter) if cfg.use_inter else palette.new_zeros(())
     total = (gen if cfg.use_gen else 0.0) + cfg.gamma * (intra + inter)
-    return total, {"gen": gen.item(), "intra": intra.item(), "inter": inter.item(), "loss": float(total),
+    return total, {"gen": gen.item(), "intra": intra.item(), "inter": inter.item(), "loss": float(total.detach()),
                    "correlation": position_correlation(palette.detach())}
 
 
@@ -196,17 +196,25 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
 
 @torch.inference_mode()
 def extract(model: PaletteModel, data: PaletteData, batch_size: int | None = None) -> np.ndarray:
-    """Palettes of all items, (items, L, D) float32, in data order. Items are batched in order of content length
-    (little padding); inference mode, the model's device and autocast dtype."""
-    model.eval()
-    batch_size = batch_size or model.cfg.extract_batch_size
-    order = np.argsort([len(c) for c in data.content], kind="stable")
-    out = np.empty((len(data), model.cfg.palette_size, model.dim), dtype=np.float32)
-    for s in range(0, len(order), batch_size):
-        idx = order[s: s + batch_size].tolist()
-        out[idx] = model.palette(data, idx).cpu().numpy()
-    return out
+    """Palettes of all items, (items, L, D) float32, in data order: inference mode, the model's device and
+    autocast dtype, batches planned like the embedding stage (ops.embed.plan_batches: length-sorted, under a token
+    budget of 2,048 padded tokens on CPU / 65,536 on CUDA, at most `batch_size` items)."""
+    from ops.embed import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, plan_batches
 
+    model.eval()
+    budget = CUDA_TOKEN_BUDGET if model.device_.type == "cuda" else CPU_TOKEN_BUDGET
+    lengths = [len(c) + model.cfg.palette_size for c in data.content]
+    out = np.empty((len(data), model.cfg.palette_size, model.dim), dtype=np.float32)
+    # LoRA merged into the base weights for the duration: same function, no extra adapter matmuls per layer
+    # (unmerging restores the weights up to float rounding; extraction is the last use of a trained model).
+    model.peft.merge_adapter()
+    try:
+        for idx in plan_batches(lengths, max(budget, max(lengths, default=1)),
+                                batch_size or model.cfg.extract_batch_size):
+            out[idx] = model.palette(data, idx.tolist()).cpu().numpy()
+    finally:
+        model.peft.unmerge_adapter()
+    return out
 
 def palette_matrix(frame) -> np.ndarray:
     """The `palette` column of a palette_embeddings table (polars Array[Float32, (L, D)]) as items x L x D."""
