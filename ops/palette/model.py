@@ -24,7 +24,6 @@ from ops.palette.mask import (
     IGNORE,
     LAP,
     Packed,
-    Row,
     additive_mask,
     allowed,
     full_row,
@@ -187,8 +186,13 @@ class PaletteModel(torch.nn.Module):
         h = self.hidden(packed, self.lap.expand(len(idx), -1, -1))
         return h[:, -length:, :].float()
 
-    def _task_rows(self, data: PaletteData, idx: Sequence[int]) -> list[tuple[int, int]]:
-        return [(k, t) for k, i in enumerate(idx) for t in range(len(self.tasks)) if data.answers[i][t]]
+    def _task_rows(self, data: PaletteData, idx: Sequence[int]
+                   ) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+        """(position in idx, task) of every non-empty answer, and the same as two index tensors."""
+        rows = [(k, t) for k, i in enumerate(idx) for t in range(len(self.tasks)) if data.answers[i][t]]
+        k_idx = torch.tensor([k for k, _ in rows], dtype=torch.long, device=self.device_)
+        t_idx = torch.tensor([t for _, t in rows], dtype=torch.long, device=self.device_)
+        return rows, k_idx, t_idx
 
     def _gen(self, packed: Packed, hidden: torch.Tensor) -> torch.Tensor:
         labels = packed.labels.to(self.device_)
@@ -201,26 +205,22 @@ class PaletteModel(torch.nn.Module):
 
     def generation_loss(self, data: PaletteData, idx: Sequence[int], palette: torch.Tensor) -> torch.Tensor:
         """Pass 2: mean next-token cross-entropy over every answer token of every (item, task) of `idx`."""
-        rows = self._task_rows(data, idx)
+        rows, k_idx, t_idx = self._task_rows(data, idx)
         if not rows:
             return palette.new_zeros(())
         length = self.cfg.palette_size
         packed = pack([pass2_row(len(data.content[idx[k]]), length, data.answers[idx[k]][t]) for k, t in rows],
                       self.pad_id, left=False)
-        k_idx = torch.tensor([k for k, _ in rows], device=self.device_)
-        t_idx = torch.tensor([t for _, t in rows], device=self.device_)
         vectors = torch.cat([palette[k_idx], self.task[t_idx][:, None]], dim=1)
         return self._gen(packed, self.hidden(packed, vectors))
 
     def full_layout(self, data: PaletteData, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference: both passes over the paper's single row per (item, task). Returns (palette, L_gen); equal to
         the split passes up to float rounding (tested), at the price of recomputing content for every task."""
-        rows = self._task_rows(data, idx)
+        rows, _, t_idx = self._task_rows(data, idx)
         length = self.cfg.palette_size
         packed: Packed = pack([full_row(data.content[idx[k]], length, data.answers[idx[k]][t]) for k, t in rows],
                               self.pad_id, left=False)
-        k_idx = torch.tensor([k for k, _ in rows], device=self.device_)
-        t_idx = torch.tensor([t for _, t in rows], device=self.device_)
         n = len(rows)
         lap, task = self.lap.expand(n, -1, -1), self.task[t_idx][:, None]
         h1 = self.hidden(packed, torch.cat([lap, self.ldp_placeholder.expand(n, -1, -1), task], dim=1))
