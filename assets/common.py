@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from ops.datasets import load_registry
+from storage import Store
 
 DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
 
@@ -38,11 +40,9 @@ def lineage(context: dg.AssetExecutionContext, **extra: Any) -> dict[str, Any]:
     }
 
 
-def vector_check(store, dataset: str, table: str, column: str) -> dg.AssetCheckResult:
+def vector_check(store: Store, dataset: str, table: str, column: str) -> dg.AssetCheckResult:
     """Shared by the embedding-like tables: one finite, non-degenerate vector (or stack of vectors) per item of
     `items`, in item order."""
-    import numpy as np
-
     frame = store.read(dataset, table)
     ids = store.scan(dataset, "items").select("item_id").collect()["item_id"]
     x = frame[column].to_numpy().reshape(frame.height, -1).astype(np.float32, copy=False)

@@ -82,9 +82,9 @@ def prepare_data(items: pl.DataFrame, tasks: Sequence[str], content_attributes: 
 
 
 class PaletteModel(torch.nn.Module):
-    def __init__(self, cfg: PaletteConfig, tasks: Sequence[str], adapter_dir: str | None = None):
+    def __init__(self, cfg: PaletteConfig, tasks: Sequence[str]):
         super().__init__()
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig, get_peft_model
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
         self.cfg = cfg
@@ -100,13 +100,10 @@ class PaletteModel(torch.nn.Module):
         extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
         lm = (AutoModelForCausalLM if self.decoder_only else AutoModel).from_pretrained(
             self.path, dtype=torch.float32, **extra)
-        if adapter_dir is None:
-            lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                              target_modules=cfg.target_modules)
-            torch.manual_seed(cfg.seed)
-            self.peft = get_peft_model(lm, lora)
-        else:
-            self.peft = PeftModel.from_pretrained(lm, adapter_dir, is_trainable=True)
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.target_modules)
+        torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here
+        self.peft = get_peft_model(lm, lora)
         self.target_modules = sorted(self.peft.peft_config["default"].target_modules)
         # LoRA layers are injected in place, so the backbone object below runs with them.
         self.backbone = lm.base_model

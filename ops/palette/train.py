@@ -117,19 +117,29 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def load_model(checkpoint: Path, cfg: PaletteConfig | None = None) -> PaletteModel:
-    """Backbone from its path + adapter + palette parameters of a checkpoint (cfg overrides device / dtype)."""
+def restore_weights(model: PaletteModel, checkpoint: Path) -> None:
+    """Adapter (peft) and palette parameters of a checkpoint into a model built with the same config."""
+    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = json.loads((Path(checkpoint) / "state.json").read_text())
-    saved = PaletteConfig(**state["config"])
-    if cfg is not None:
-        saved.device, saved.dtype, saved.extract_batch_size = cfg.device, cfg.dtype, cfg.extract_batch_size
-    model = PaletteModel(saved, state["tasks"], adapter_dir=str(Path(checkpoint) / "adapter"))
+    adapter = load_file(Path(checkpoint) / "adapter" / "adapter_model.safetensors", device=str(model.device_))
+    result = set_peft_model_state_dict(model.peft, adapter)
+    if result.unexpected_keys:
+        raise ValueError(f"{checkpoint}: adapter weights that this model does not have: {result.unexpected_keys[:3]}")
     params = load_file(Path(checkpoint) / "palette.safetensors")
     with torch.no_grad():
         model.lap.copy_(params["lap"])
         model.task.copy_(params["task"])
+
+
+def load_model(checkpoint: Path, cfg: PaletteConfig | None = None) -> PaletteModel:
+    """Backbone from its path + adapter + palette parameters of a checkpoint (cfg overrides device / dtype)."""
+    state = json.loads((Path(checkpoint) / "state.json").read_text())
+    saved = PaletteConfig(**state["config"])
+    if cfg is not None:
+        saved.device, saved.dtype, saved.extract_batch_size = cfg.device, cfg.dtype, cfg.extract_batch_size
+    model = PaletteModel(saved, state["tasks"])
+    restore_weights(model, checkpoint)
     return model
 
 
@@ -160,8 +170,7 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
     if checkpoint_root is not None and (ck := latest_checkpoint(checkpoint_root)) is not None:
         state = json.loads((ck / "state.json").read_text())
         if state["fingerprint"] == fingerprint and state["step"] <= steps:
-            resumed = load_model(ck, cfg)
-            model.load_state_dict(resumed.state_dict())
+            restore_weights(model, ck)
             _load_optimizer(ck, optimizer)
             start, history = int(state["step"]), list(state["history"])
     model.train()
