@@ -78,7 +78,16 @@ def test_definitions_load():
     assert {"unique_item_ids", "item_text_not_empty", "interactions_reference_known_items",
             "row_accounting_balanced", "sequences_well_formed", "embeddings_complete_and_finite",
             "unique_semantic_id", "utilization_above_floor"} <= checks
-    assert {"ingest_job", "tokenize_job", "full_pipeline_job"} <= {j.name for j in repo.get_all_jobs()}
+    assert {"ingest_job", "tokenize_job", "palette_job", "full_pipeline_job"} <= {j.name for j in repo.get_all_jobs()}
+    assert {"palette_model", "palette_embeddings", "code_table/lamia"} <= keys
+    assert "palette_complete_and_finite" in checks
+
+    def selected(job: str) -> set[str]:
+        return {k.to_user_string() for k in repo.get_job(job).asset_layer.executable_asset_keys}
+
+    # training is a job of its own (a GPU job on real data); tokenize_job stays cheap
+    assert selected("palette_job") == {"palette_model", "palette_embeddings", "code_table/lamia"}
+    assert "code_table/lamia" not in selected("tokenize_job") and "code_table/random" in selected("tokenize_job")
 
 
 def test_sequence_config_mirrors_split_config():
