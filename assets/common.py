@@ -14,6 +14,9 @@ from ops.datasets import load_registry
 from storage import Store
 
 DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
+# Model-bound assets: the "gpu" concurrency pool (one at a time on a one-GPU host, pipeline/dagster.yaml) and the
+# tag an executor routes to GPU workers. Spread into @dg.asset so that every such asset is routed the same way.
+GPU_ASSET: dict[str, Any] = {"pool": "gpu", "op_tags": {"semid/resource": "gpu"}}
 
 def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])

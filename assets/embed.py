@@ -5,7 +5,7 @@ from dataclasses import asdict, fields
 
 import dagster as dg
 
-from assets.common import DATASETS, lineage, table_metadata, vector_check
+from assets.common import DATASETS, GPU_ASSET, lineage, table_metadata, vector_check
 from ops import datasets
 from ops.embed import EmbedConfig, clear_shards, embed_items, embeddings_frame, item_texts, load_model
 from pipeline.resources import ComputeResource, StorageResource
@@ -40,8 +40,7 @@ class EmbeddingConfig(dg.Config):
     group_name=GROUP,
     kinds={"pytorch", "parquet"},
     code_version=EMBED_CODE_VERSION,
-    pool="gpu",
-    op_tags={"semid/resource": "gpu"},
+    **GPU_ASSET,
     description="One pooled embedding per item from a Hugging Face model (default: the offline all-MiniLM-L6-v2; "
                 "any encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
                 "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "

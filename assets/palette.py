@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 import torch
 
-from assets.common import DATASETS, lineage, markdown_table, table_metadata, vector_check
+from assets.common import DATASETS, GPU_ASSET, lineage, markdown_table, table_metadata, vector_check
 from ops import datasets
 from ops.palette import PaletteConfig, PaletteModel, extract, load_model, position_correlation, prepare_data, train
 from ops.palette.train import run_fingerprint
@@ -92,8 +92,7 @@ def _curve(history: list[dict[str, float]], points: int = 12) -> str:
     group_name=GROUP,
     kinds={"pytorch", "safetensors"},
     code_version=PALETTE_CODE_VERSION,
-    pool="gpu",
-    op_tags={"semid/resource": "gpu"},
+    **GPU_ASSET,
     description="LAMIA item palette model: a causal LM (any HF path; OPT-350M by default) with LoRA (peft), L "
                 "trainable palette tokens and one task token per attribute, trained with L_gen + gamma (L_intra + "
                 "L_inter) under the hierarchical mask (dual forward). Checkpoints (adapter + palette, safetensors) "
@@ -109,7 +108,7 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
     model = PaletteModel(cfg, cfg.tasks)
     data = prepare_data(items, cfg.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
     fingerprint = run_fingerprint(model, data)
-    root = palette_root(store, spec.name) / fingerprint
+    runs = palette_root(store, spec.name)
     every = max(1, cfg.checkpoint_every or 10)
 
     def log(row: dict[str, float]) -> None:
@@ -117,11 +116,10 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
             context.log.info(f"step {int(row['step'])}: " + ", ".join(
                 f"{k} {row[k]:.4f}" for k in ("loss", "gen", "intra", "inter", "correlation")))
 
-    result = train(model, data, root, on_step=log)
+    result = train(model, data, runs / fingerprint, on_step=log)
     if result.checkpoint is None:
         raise dg.Failure("training finished without a checkpoint")
-    rel = Path(result.checkpoint).relative_to(palette_root(store, spec.name))
-    atomic_write_text(palette_root(store, spec.name) / CURRENT, str(rel))
+    atomic_write_text(runs / CURRENT, str(Path(result.checkpoint).relative_to(runs)))
     last = result.history[-1]
     described = model.describe()
     return dg.MaterializeResult(metadata={
@@ -143,8 +141,7 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
     group_name=GROUP,
     kinds={"pytorch", "parquet"},
     code_version=PALETTE_CODE_VERSION,
-    pool="gpu",
-    op_tags={"semid/resource": "gpu"},
+    **GPU_ASSET,
     description="Every item's palette (pass 1 of the trained palette model, inference mode, length-bucketed "
                 "batches): columns item_id, palette (float32 [L][D]).",
 )

@@ -88,6 +88,9 @@ def test_definitions_load():
     # training is a job of its own (a GPU job on real data); tokenize_job stays cheap
     assert selected("palette_job") == {"palette_model", "palette_embeddings", "code_table/lamia"}
     assert "code_table/lamia" not in selected("tokenize_job") and "code_table/random" in selected("tokenize_job")
+    for key in ("item_embeddings", "palette_model", "palette_embeddings"):  # model work is routed to GPU workers
+        asset = defs.get_assets_def(key)
+        assert asset.op.tags["semid/resource"] == "gpu" and asset.op.pool == "gpu", key
 
 
 def test_sequence_config_mirrors_split_config():
