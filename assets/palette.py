@@ -54,6 +54,7 @@ class PaletteModelConfig(dg.Config):
     use_intra: bool = _D.use_intra
     use_inter: bool = _D.use_inter
     content_attention: str = _D.content_attention
+    lap_init: str = _D.lap_init
     attn_implementation: str | None = None
     layout: str = _D.layout
     seed: int = _D.seed

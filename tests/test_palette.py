@@ -217,3 +217,17 @@ def test_restricted_answer_vocabulary_is_a_softmax_over_answer_tokens(backbones,
         model.vocabulary = None
         unrestricted = model.generation_loss(data, [0, 1], palette).item()
     assert 0 < restricted < unrestricted  # fewer competitors, lower cross-entropy
+
+
+def test_summary_lap_init_starts_at_the_summary_token(backbones):
+    random_init, summary = _model(backbones["opt"]), _model(backbones["opt"], lap_init="summary")
+    tok = summary.tokenizer
+    token = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+    word = summary.backbone.get_input_embeddings().weight[token].detach()
+    # Same draw (same seed), scaled by 0.1 and shifted onto the CLS (else BOS) embedding.
+    torch.testing.assert_close(summary.lap.detach(), word + 0.1 * random_init.lap.detach())
+    cos = torch.nn.functional.cosine_similarity(summary.lap.detach(), word[None], dim=-1)
+    assert (cos > 0.9).all() and not torch.equal(summary.lap[0], summary.lap[1])  # near it, positions distinct
+    assert "lap_init" in summary.cfg.training_fields()  # a different init never resumes the other's checkpoint
+    with pytest.raises(ValueError, match="lap_init"):
+        PaletteConfig(lap_init="zeros")

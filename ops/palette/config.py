@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 LAYOUTS = ("split", "full")
 CONTENT_ATTENTION = ("auto", "causal", "bidirectional")
+LAP_INIT = ("random", "summary")
 
 
 @dataclass
@@ -38,6 +39,11 @@ class PaletteConfig:
     # "auto": causal for decoders (the paper), bidirectional inside the content block for encoder backbones,
     # which were pre-trained that way; every other block stays causal.
     content_attention: str = "auto"
+    # "random": LaP are new embeddings drawn at the scale of the word embeddings (the paper). "summary": each LaP
+    # starts at the embedding of the backbone's sequence-summary token (CLS, else BOS) plus 0.1x that random draw,
+    # so an untrained palette already reads the content like that token does; it helps when few steps are
+    # affordable (the CPU demo, bench/RESULTS.md), at the price of more correlated positions at the start.
+    lap_init: str = "random"
     attn_implementation: str | None = None  # transformers' choice when None (sdpa); "eager" works as well
     layout: str = "split"  # "split": two short passes; "full": the paper's one row per pass (same numbers)
     seed: int = 0
@@ -54,6 +60,8 @@ class PaletteConfig:
             raise ValueError(f"answer_vocabulary must be 'full' or 'answers', got {self.answer_vocabulary!r}")
         if self.content_attention not in CONTENT_ATTENTION:
             raise ValueError(f"content_attention must be one of {CONTENT_ATTENTION}, got {self.content_attention!r}")
+        if self.lap_init not in LAP_INIT:
+            raise ValueError(f"lap_init must be one of {LAP_INIT}, got {self.lap_init!r}")
         if self.palette_size < 1 or self.micro_batch_size < 1 or self.batch_size < 1:
             raise ValueError("palette_size, batch_size and micro_batch_size must be positive")
         if not (self.use_gen or self.use_intra or self.use_inter):

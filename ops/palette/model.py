@@ -118,7 +118,13 @@ class PaletteModel(torch.nn.Module):
         g = torch.Generator().manual_seed(cfg.seed)
         scale = float(emb.weight.detach().std())
         # LaP: new embeddings, not vocabulary words; drawn at the scale of the word embeddings.
-        self.lap = torch.nn.Parameter(torch.randn(cfg.palette_size, dim, generator=g) * scale)
+        lap = torch.randn(cfg.palette_size, dim, generator=g) * scale
+        if cfg.lap_init == "summary":
+            summary = _special(self.tokenizer, "cls", "bos")
+            if not summary:
+                raise ValueError(f"lap_init 'summary': the tokenizer of {cfg.model} has neither a CLS nor a BOS token")
+            lap = emb.weight[summary[0]].detach().float().cpu() + 0.1 * lap
+        self.lap = torch.nn.Parameter(lap)
         # Task tokens start as the mean embedding of the attribute's name ("title", "detail_desc", ...).
         with torch.no_grad():
             names = self.tokenizer([t.replace("_", " ") for t in self.tasks], add_special_tokens=False)["input_ids"]
