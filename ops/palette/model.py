@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,7 +104,11 @@ class PaletteModel(torch.nn.Module):
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=cfg.target_modules)
         torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here
-        self.peft = get_peft_model(lm, lora)
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` alias (a FutureWarning in every
+            # run's log that no user can act on); nothing else is silenced.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.peft = get_peft_model(lm, lora)
         self.target_modules = sorted(self.peft.peft_config["default"].target_modules)
         # LoRA layers are injected in place, so the backbone object below runs with them.
         self.backbone = lm.base_model
