@@ -1,10 +1,12 @@
 import csv
 import io
+import mmap
 
 import polars as pl
 import pytest
 
-from ops.ingest.common import IngestError
+from ops.ingest import linecount
+from ops.ingest.common import IngestError, LineCounter
 from ops.ingest.hm import load_hm
 from ops.sample import ARTICLE_COLUMNS
 from storage import sink_frames
@@ -109,3 +111,27 @@ def test_hm_wrong_header_and_missing_file(tmp_path, lines_writer):
     with pytest.raises(IngestError, match=r"articles.csv line 1: not an H&M CSV header: missing column\(s\) "
                                           r"article_id, detail_desc"):
         load_hm(tmp_path, "t")
+
+
+@pytest.mark.parametrize("window", [None, mmap.ALLOCATIONGRANULARITY])
+def test_line_count_is_exact_across_windows(tmp_path, monkeypatch, window):
+    if window:  # a file of several windows, with newlines right at a window's last byte and its first
+        monkeypatch.setattr(linecount, "WINDOW", window)
+    g = mmap.ALLOCATIONGRANULARITY
+    body = bytearray(b"x" * (3 * g + 17))
+    for at in (g - 1, g, 2 * g + 5, 2 * g + 6):
+        body[at] = 10
+    cases = {
+        b"": 0,
+        b"\n": 1,
+        b"a": 1,  # a final line without its newline still counts
+        b"a\r\nb\r\n\r\n": 3,  # CRLF and a blank line
+        bytes(body): 5,
+        bytes(body) + b"\n": 5,
+    }
+    for i, (data, expected) in enumerate(cases.items()):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        assert linecount.count_lines(path) == expected, data[:20]
+    # The same count through the child process that load_hm starts (it runs the module as a script).
+    assert LineCounter(path).result() == 5

@@ -64,24 +64,16 @@ def is_gzip(path: Path) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
-# Lines of a plain file, counted at byte level (C speed, constant memory), independent of any parser; a final line
-# without its newline still counts.
-_COUNT_SRC = """import sys
-total, last = 0, b"\\n"
-with open(sys.argv[1], "rb") as fh:
-    while chunk := fh.read(16 << 20):
-        total += chunk.count(b"\\n"); last = chunk[-1:]
-print(total + (last != b"\\n"))
-"""
+_LINECOUNT_SCRIPT = Path(__file__).with_name("linecount.py")
 
 
 class LineCounter:
-    """The byte-level line count in a child process (stdlib only, starts in ~30 ms): it runs on its own core
-    while this process parses other files, instead of competing for the GIL or for a polars worker thread."""
+    """The byte-level line count (ops/ingest/linecount.py) in a child process that imports only numpy: it runs on
+    its own core while this process parses other files, instead of competing for the GIL or a polars thread."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._proc = subprocess.Popen([sys.executable, "-c", _COUNT_SRC, str(path)], stdout=subprocess.PIPE,
+        self._proc = subprocess.Popen([sys.executable, str(_LINECOUNT_SCRIPT), str(path)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
 
     def result(self) -> int:
