@@ -1,3 +1,4 @@
+import os
 import time
 
 import polars as pl
@@ -5,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage import atomic_path, read_table_metadata, sink_frames, write_frame
+from storage.parquet import _early_writeback
 
 
 def test_atomic_path_leaves_old_file_on_failure(tmp_path):
@@ -36,3 +38,23 @@ def test_sink_frames_all_or_nothing(tmp_path):
         assert list(tmp_path.iterdir()) == [], attempt
     rows = sink_frames({tmp_path / "g.parquet": good, tmp_path / "h.parquet": good.filter(pl.col("a") > 1)})
     assert rows == {str(tmp_path / "g.parquet"): 2, str(tmp_path / "h.parquet"): 1}
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this platform")
+def test_early_writeback_advises_existing_files_until_the_sink_ends(tmp_path, monkeypatch):
+    calls = []
+
+    def record(fd, offset, length, advice):
+        calls.append((os.fstat(fd).st_ino, offset, length, advice))
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    growing, not_yet = tmp_path / "growing.parquet", tmp_path / "later.parquet"
+    growing.write_bytes(b"x" * 4096)
+    with _early_writeback([growing, not_yet], every_s=0.01):
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    done = len(calls)
+    time.sleep(0.05)
+    assert done >= 3 and len(calls) == done  # the loop ran, and stopped with the block
+    assert set(calls) == {(growing.stat().st_ino, 0, 0, os.POSIX_FADV_DONTNEED)}  # the missing file is skipped
