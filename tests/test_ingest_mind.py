@@ -1,9 +1,10 @@
+import hashlib
 import json
 
 import polars as pl
 import pytest
 
-from ops.ingest.common import IngestError
+from ops.ingest.common import FileAccount, IngestError, ItemBuilder, Quarantine, content_hash
 from ops.ingest.mind import load_mind, parse_time
 
 ENT = json.dumps([{"Label": "Football", "Type": "O", "WikidataId": "Q1", "Confidence": 1.0,
@@ -97,3 +98,21 @@ def test_mind_wrong_format_is_one_clear_error(tmp_path, lines_writer):
     lines_writer(tmp_path / "behaviors.tsv", [])
     with pytest.raises(IngestError, match=r"news.tsv line 1: not in the expected format \(MIND news.tsv: 8 tab"):
         load_mind(tmp_path, "t")
+
+
+def test_content_hash_bytes_and_duplicate_items_are_stable():
+    # The hash is persisted (re-tokenisation compares it across runs): pin the exact bytes hashed.
+    assert content_hash(["Team  wins", None, ""]) == hashlib.sha256(b"Team  wins\x1f\x1f\x1f").hexdigest()[:16]
+    items, q = ItemBuilder("d", ("title", "body")), Quarantine()
+    acc = FileAccount("news.tsv", "line")
+    assert items.add("N1", [" Team \n wins ", None], ("news.tsv", 3), "raw1", q, acc)
+    assert not items.add("N1", ["Team wins", ""], ("news.tsv", 4), "raw2", q, acc)  # same text once cleaned
+    assert not items.add("N1", ["Team loses", ""], ("news.tsv", 9), "raw3", q, acc)
+    assert not items.add("N2", [" ", None], ("news.tsv", 10), "raw4", q, acc)
+    frame = items.frame()
+    assert frame.row(0) == ("N1", "d", "Team wins", "", content_hash(["Team wins", ""]))
+    assert q.frame()["reason"].to_list() == [
+        "duplicate item id N1 with different content (first at news.tsv:3)",
+        "empty item text: every attribute is empty"]
+    assert (acc.kept, acc.quarantined, dict(acc.filtered)) == (1, 2, {"identical duplicate of an item already read": 1})
+    assert items.frame(keep=set()).height == 0 and items.frame(keep={"N1"}).equals(frame)
