@@ -124,10 +124,7 @@ class LoadedModel:
     dtype: torch.dtype
     pad_id: int
     takes_position_ids: bool
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+    dim: int  # width of the last hidden state (not always hidden_size: OPT-350M projects 1024 back to 512)
 
     def describe(self) -> dict[str, object]:
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -151,8 +148,10 @@ def load_model(config: EmbedConfig) -> LoadedModel:
     if pad_id is None:  # GPT-2 / LLaMA tokenizers have none; the value is irrelevant under the mask
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     takes_pos = "position_ids" in inspect.signature(model.forward).parameters
+    with torch.inference_mode():  # one token: the output width as the model really produces it
+        dim = model(input_ids=torch.tensor([[int(pad_id)]], device=device)).last_hidden_state.shape[-1]
     return LoadedModel(config.model, path, model_revision(path, model.config), tokenizer, model, decoder, pooling,
-                       device, dtype, int(pad_id), takes_pos)
+                       device, dtype, int(pad_id), takes_pos, int(dim))
 
 
 def item_texts(items: pl.DataFrame, attributes: Sequence[str]) -> list[str]:

@@ -33,7 +33,7 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {f: str(save_random_model(f, root / f)) for f in ("bert", "gpt2", "opt")}
+    return {f: str(save_random_model(f, root / f)) for f in ("bert", "gpt2", "opt", "opt-350m")}
 
 
 def _alone(lm, text, max_length=128):
@@ -44,7 +44,8 @@ def _alone(lm, text, max_length=128):
     return (h.mean(0) if lm.pooling == "mean" else h[-1]).numpy()
 
 
-@pytest.mark.parametrize("family,pooling", [("bert", "auto"), ("gpt2", "auto"), ("gpt2", "mean"), ("opt", "auto")])
+@pytest.mark.parametrize("family,pooling", [("bert", "auto"), ("gpt2", "auto"), ("gpt2", "mean"), ("opt", "auto"),
+                                            ("opt-350m", "auto")])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padded_batches_equal_unpadded_items(models, family, pooling, side):
     # A small token budget forces several batches with padding inside each.
@@ -54,7 +55,8 @@ def test_padded_batches_equal_unpadded_items(models, family, pooling, side):
     assert lm.pooling == (pooling if pooling != "auto" else ("mean" if family == "bert" else "last"))
     assert lm.decoder_only is (family != "bert")
     out = embed_texts(lm, TEXTS, cfg)
-    assert out.shape == (len(TEXTS), 32) and out.dtype == np.float32
+    # OPT-350M's output is projected back to its 16-wide embedding space (project_out)
+    assert out.shape == (len(TEXTS), 16 if family == "opt-350m" else 32) and out.dtype == np.float32
     ref = np.stack([_alone(lm, t, 32) for t in TEXTS])
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-4)
     assert np.abs(out[0] - out[1]).max() > 1e-3  # different texts, different vectors
