@@ -1,10 +1,16 @@
-"""LAMIA palette: mask, losses, the two passes, training, checkpoints (tiny random OPT / GPT-2 / LLaMA)."""
+"""LAMIA palette: mask, losses, the two passes, training, checkpoints (tiny random OPT / GPT-2 / LLaMA, and
+OPT-350M's own layout), and the GPU recipe's settings run on CPU."""
+import dataclasses
 import math
+from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 import torch
 
+from assets.palette import PaletteModelConfig
+from ops import datasets
 from ops.ingest.mind import load_mind
 from ops.palette import PaletteConfig, PaletteModel, extract, latest_checkpoint, load_model, prepare_data, train
 from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
@@ -12,6 +18,8 @@ from ops.palette.mask import CONTENT, LAP, LDP, PAD, TASK, additive_mask, allowe
 from ops.palette.train import batch_indices
 from ops.sample import generate
 from ops.tiny_models import save_random_model
+from pipeline.definitions import defs
+from pipeline.resources import ComputeResource
 
 TASKS = ["title", "abstract", "category", "subcategory"]
 
@@ -27,7 +35,7 @@ def backbones(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
     # init_std 0.2: a frozen random LM head at the usual 0.02 cannot express a peaked next-token distribution
     return {f: str(save_random_model(f, root / f, hidden=32, layers=2, heads=2, causal_lm=True, init_std=0.2))
-            for f in ("opt", "gpt2", "llama")}
+            for f in ("opt", "gpt2", "llama", "opt-350m")}
 
 
 def _model(path, **kw):
@@ -89,7 +97,7 @@ def test_losses_equal_their_formulas_on_hand_made_vectors():
 
 
 # --- the two passes --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["opt", "gpt2", "llama"])
+@pytest.mark.parametrize("family", ["opt", "gpt2", "llama", "opt-350m"])
 def test_split_passes_equal_the_full_layout(backbones, items, family):
     model = _model(backbones[family]).eval()
     data = _data(model, items, 6)
@@ -98,7 +106,8 @@ def test_split_passes_equal_the_full_layout(backbones, items, family):
         palette = model.palette(data, idx)
         gen = model.generation_loss(data, idx, palette)
         palette_full, gen_full = model.full_layout(data, idx)
-    assert palette.shape == (3, 4, 32)
+    # OPT-350M projects its 32-wide hidden states back to the 16-wide embedding space: the palette lives there
+    assert palette.shape == (3, 4, 16 if family == "opt-350m" else 32)
     torch.testing.assert_close(palette, palette_full, atol=2e-5, rtol=1e-4)
     assert gen.item() == pytest.approx(gen_full.item(), abs=1e-5)
     assert gen.item() == pytest.approx(math.log(model.tokenizer.vocab_size), rel=0.25)  # untrained: near uniform
@@ -231,3 +240,34 @@ def test_summary_lap_init_starts_at_the_summary_token(backbones):
     assert "lap_init" in summary.cfg.training_fields()  # a different init never resumes the other's checkpoint
     with pytest.raises(ValueError, match="lap_init"):
         PaletteConfig(lap_init="zeros")
+
+
+# --- the GPU recipe --------------------------------------------------------------------------------------------------
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "lamia_mind_opt350m_gpu.yaml"
+
+
+def test_gpu_recipe_is_valid_run_config_with_the_papers_settings_and_trains_on_opt_350m_layout(backbones, items):
+    import yaml
+
+    run_config = yaml.safe_load(RECIPE.read_text())
+    # raises DagsterInvalidConfigError on an unknown key or a wrong type (a typo would otherwise surface at launch)
+    resolved = dg.validate_run_config(defs.resolve_job_def("palette_job"), run_config)
+    assert resolved["ops"]["code_table__lamia"]["config"]["length"] == 4
+    op = PaletteModelConfig(**run_config["ops"]["palette_model"]["config"])
+    cfg = op.to_ops(ComputeResource(device="cpu", dtype="auto"), datasets.get("mind"))
+    paper = PaletteConfig()  # the defaults are the paper's settings (DESIGN §5)
+    for name in ("model", "palette_size", "lora_rank", "lora_alpha", "lr", "batch_size", "epochs", "gamma",
+                 "alpha_intra", "alpha_inter", "answer_vocabulary", "lap_init", "use_gen", "use_intra", "use_inter"):
+        assert getattr(cfg, name) == getattr(paper, name), name
+    assert cfg.tasks == ["title", "abstract", "category", "subcategory"] and cfg.content_attributes == 2
+    assert cfg.batch_size % cfg.micro_batch_size == 0  # whole micro-batches per step
+    # Every setting of the recipe but the weights (OPT-350M's layout at toy width) and the run length.
+    cfg = dataclasses.replace(cfg, model=backbones["opt-350m"], max_steps=2, batch_size=64, micro_batch_size=16)
+    model = PaletteModel(cfg, cfg.tasks)
+    data = prepare_data(items, cfg.tasks, cfg.content_attributes, model.tokenizer, cfg)
+    res = train(model, data)
+    assert model.vocabulary is None and model.describe()["lora_target_modules"] == ["q_proj", "v_proj"]
+    assert len(res.history) == 2 and res.items_seen == 128
+    assert all(math.isfinite(r["loss"]) and r["gen"] > 0 for r in res.history)
+    palette = extract(model, data, cfg.extract_batch_size)
+    assert palette.shape == (len(items), 4, 16) and np.isfinite(palette).all()
