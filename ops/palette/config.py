@@ -48,7 +48,9 @@ class PaletteConfig:
     layout: str = "split"  # "split": two short passes; "full": the paper's one row per pass (same numbers)
     seed: int = 0
     device: str = "auto"
-    dtype: str = "auto"  # bf16 autocast on CUDA when supported, float32 on CPU
+    # autocast dtype: "auto" = bf16 on CUDA when supported (else fp16), float32 on CPU; "bfloat16" / "float16" force
+    # autocast on any device (fp16 with loss scaling); weights and optimizer state stay float32
+    dtype: str = "auto"
     extract_batch_size: int = 64
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only the final one
     tasks: list[str] = field(default_factory=list)  # filled from the dataset's attributes when empty

@@ -92,8 +92,11 @@ class PaletteModel(torch.nn.Module):
         self.tasks = list(tasks)
         self.path = resolve_model_path(cfg.model)
         self.device_ = select_device(cfg.device)
-        # Weights stay float32; on CUDA the forward runs under bf16/fp16 autocast (mixed precision training).
-        self.autocast_dtype = select_dtype(self.device_, cfg.dtype) if self.device_.type == "cuda" else None
+        # Weights stay float32; the forward runs under autocast (mixed precision training) whenever the dtype is
+        # not float32: "auto" = bf16 (else fp16) on CUDA, float32 on CPU; an explicit "bfloat16" / "float16"
+        # autocasts on CPU too (the GPU path, testable here). fp16 comes with loss scaling (ops.palette.train).
+        amp = select_dtype(self.device_, cfg.dtype)
+        self.autocast_dtype = None if amp == torch.float32 else amp
         hf_config = AutoConfig.from_pretrained(self.path)
         self.decoder_only = is_decoder_only(hf_config)
         self.revision = model_revision(self.path, hf_config)

@@ -77,7 +77,8 @@ def run_fingerprint(model: PaletteModel, data: PaletteData) -> str:
 
 # --- checkpoints ---------------------------------------------------------------------------------------------------
 def save_checkpoint(root: Path, model: PaletteModel, optimizer: torch.optim.Optimizer | None, step: int,
-                    history: list[dict[str, float]], fingerprint: str) -> Path:
+                    history: list[dict[str, float]], fingerprint: str,
+                    scaler: dict[str, object] | None = None) -> Path:
     """`root/step-<n>/` = adapter (peft, safetensors) + palette.safetensors (LaP, task tokens) + optimizer state
     (safetensors + json) + state.json. Written under a temporary name and renamed; `LATEST` moves last."""
     from safetensors.torch import save_file
@@ -99,7 +100,7 @@ def save_checkpoint(root: Path, model: PaletteModel, optimizer: torch.optim.Opti
             save_file(tensors, tmp / "optimizer.safetensors")
             (tmp / "optimizer.json").write_text(json.dumps(state["param_groups"]))
         (tmp / "state.json").write_text(json.dumps({
-            "step": step, "fingerprint": fingerprint, "history": history, "tasks": model.tasks,
+            "step": step, "fingerprint": fingerprint, "history": history, "tasks": model.tasks, "scaler": scaler,
             "config": asdict(model.cfg), "model": model.describe()}, default=str))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
@@ -165,6 +166,9 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
     steps = total_steps(cfg, len(data))
     fingerprint = run_fingerprint(model, data)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    # fp16 autocast (GPUs without bf16) needs loss scaling, or small LoRA gradients underflow to zero; bf16 and
+    # float32 do not (the scaler is then a no-op).
+    scaler = torch.amp.GradScaler(model.device_.type, enabled=model.autocast_dtype == torch.float16)
     history: list[dict[str, float]] = []
     start = 0
     if checkpoint_root is not None and (ck := latest_checkpoint(checkpoint_root)) is not None:
@@ -172,6 +176,8 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
         if state["fingerprint"] == fingerprint and state["step"] <= steps:
             restore_weights(model, ck)
             _load_optimizer(ck, optimizer)
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             start, history = int(state["step"]), list(state["history"])
     model.train()
     began, items_seen, last = time.perf_counter(), 0, None
@@ -182,11 +188,14 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
         for s in range(0, len(idx), cfg.micro_batch_size):
             micro = idx[s: s + cfg.micro_batch_size]
             total, terms = loss_terms(model, data, micro)
-            (total * (len(micro) / len(idx))).backward()
+            scaler.scale(total * (len(micro) / len(idx))).backward()
             for k in row:
                 row[k] += terms[k] * len(micro) / len(idx)
-        optimizer.step()
+        scaler.step(optimizer)  # = optimizer.step() unless fp16; skips a step whose gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if scaler.is_enabled():
+            row["loss_scale"] = scaler.get_scale()
         items_seen += len(idx)
         row.update(step=step + 1, seconds=round(time.perf_counter() - began, 3))
         history.append(row)
@@ -195,7 +204,8 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
         done = step + 1
         if checkpoint_root is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                                             or done == steps):
-            last = save_checkpoint(checkpoint_root, model, optimizer, done, history, fingerprint)
+            last = save_checkpoint(checkpoint_root, model, optimizer, done, history, fingerprint,
+                                   scaler.state_dict() if scaler.is_enabled() else None)
     model.eval()
     if last is None and checkpoint_root is not None:
         last = latest_checkpoint(checkpoint_root)
