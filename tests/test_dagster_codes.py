@@ -1,5 +1,6 @@
 """item_embeddings, palette_model / palette_embeddings and code_table/* through dg.materialize with the real
-storage resource in a temp dir (tiny random BERT for embeddings, tiny random OPT for the palette)."""
+storage resource in a temp dir (tiny random BERT for embeddings; for the palette a tiny random OPT in OPT-350M's
+layout, the paper's backbone, whose palette is as wide as its embeddings (16), not its hidden states (32))."""
 import json
 
 import dagster as dg
@@ -23,7 +24,7 @@ def env(tmp_path_factory):
     generate("mind", tmp / "raw" / PARTITION, "tiny", seed=0)
     storage = StorageResource(raw_root=str(tmp / "raw"), storage_root=str(tmp / "store"))
     model = str(save_random_model("bert", tmp / "bert"))
-    opt = str(save_random_model("opt", tmp / "opt", causal_lm=True, init_std=0.2))
+    opt = str(save_random_model("opt-350m", tmp / "opt", causal_lm=True, init_std=0.2))
     resources = {"storage": storage, "compute": ComputeResource(device="cpu", dtype="auto")}
     palette_cfg = {"model": opt, "lora_rank": 4, "lora_alpha": 8, "lr": 0.01, "batch_size": 32,
                    "micro_batch_size": 16, "max_steps": 3, "checkpoint_every": 2, "max_content_tokens": 32,
@@ -64,7 +65,7 @@ def test_embeddings_and_code_tables_materialize_with_green_checks(env):
     assert pm["content"].value == "title, abstract" and "| step | loss | gen |" in pm["loss_curve"].value
     assert pm["checkpoint"].value.endswith("step-0000003") and pm["final_gen"].value > 0
     pal = storage.store().read(PARTITION, "palette_embeddings")
-    assert pal["item_id"].to_list() == items["item_id"].to_list() and pal["palette"].dtype.shape == (4, 32)
+    assert pal["item_id"].to_list() == items["item_id"].to_list() and pal["palette"].dtype.shape == (4, 16)
 
 
 @pytest.mark.parametrize("tokenizer", ["pca_kmeans", "lamia", "random"])
