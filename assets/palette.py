@@ -120,6 +120,9 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
     result = train(model, data, runs / fingerprint, on_step=log)
     if result.checkpoint is None:
         raise dg.Failure("training finished without a checkpoint")
+    for backoff in result.extra["out_of_memory_backoffs"]:  # type: ignore[attr-defined]
+        context.log.warning(f"out of memory at step {backoff['step']}: micro_batch_size lowered to "
+                            f"{backoff['micro_batch_size']} (same gradients, more passes)")
     atomic_write_text(runs / CURRENT, str(Path(result.checkpoint).relative_to(runs)))
     last = result.history[-1]
     described = model.describe()
@@ -130,6 +133,8 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
         "tasks": ", ".join(cfg.tasks), "content": ", ".join(data.content_attributes),
         "items": len(data), "steps": result.steps, "resumed_from_step": result.resumed_from,
         "train_items_per_second": round(result.items_per_second, 2), "seconds": round(result.seconds, 1),
+        # below the configured value when the device ran out of memory and the steps were redone in halves
+        "micro_batch_size_used": int(result.extra["micro_batch_size"]),  # type: ignore[call-overload]
         **{f"final_{k}": round(float(last[k]), 5) for k in ("loss", "gen", "intra", "inter", "correlation")},
         "loss_curve": dg.MetadataValue.md(_curve(result.history)),
         "config": dg.MetadataValue.json(json.loads(json.dumps(cfg.training_fields(), default=str))),

@@ -163,7 +163,8 @@ def test_batches_are_a_function_of_seed_and_step():
 
 # --- training ------------------------------------------------------------------------------------------------------
 def _train(backbones, items, steps, root=None, **kw):
-    model = _model(backbones["opt"], lr=1e-2, batch_size=16, micro_batch_size=8, max_steps=steps, **kw)
+    model = _model(backbones["opt"], **{"lr": 1e-2, "batch_size": 16, "micro_batch_size": 8, "max_steps": steps,
+                                        **kw})
     data = _data(model, items)
     return model, data, train(model, data, root)
 
@@ -204,6 +205,31 @@ def test_mixed_precision_path_runs_under_cpu_autocast(backbones, items, tmp_path
         assert [h["loss_scale"] for h in res.history] == [2.0 ** 16] * 4 and state["scaler"]["scale"] == 2.0 ** 16
     else:
         assert "loss_scale" not in res.history[-1] and state["scaler"] is None
+
+
+def test_out_of_memory_redoes_the_step_in_smaller_micro_batches(backbones, items, monkeypatch):
+    import importlib
+
+    train_mod = importlib.import_module("ops.palette.train")  # (the package re-exports `train`, the function)
+
+    reference = _train(backbones, items, 3, micro_batch_size=4)  # what a device holding 4 items computes
+    real = train_mod.loss_terms
+
+    def small_device(model, data, idx):  # a device that cannot hold more than 4 items per forward
+        if len(idx) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, data, idx)
+
+    monkeypatch.setattr(train_mod, "loss_terms", small_device)
+    model, data, res = _train(backbones, items, 3)  # configured micro-batch 8
+    assert res.extra["micro_batch_size"] == 4 and res.extra["out_of_memory_backoffs"] == [
+        {"step": 1, "micro_batch_size": 4}]
+    for got, want in zip(res.history, reference[2].history):
+        assert got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    torch.testing.assert_close(model.lap, reference[0].lap)
+    monkeypatch.setattr(train_mod, "loss_terms", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("x")))
+    with pytest.raises(torch.OutOfMemoryError):  # nothing fits even one item: the error is not swallowed
+        _train(backbones, items, 1)
 
 
 def test_checkpoint_round_trip_and_resume(backbones, items, tmp_path):

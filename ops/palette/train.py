@@ -181,16 +181,24 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
             start, history = int(state["step"]), list(state["history"])
     model.train()
     began, items_seen, last = time.perf_counter(), 0, None
+    micro_size, backoffs = cfg.micro_batch_size, []
     for step in range(start, steps):
-        torch.manual_seed(cfg.seed * 7919 + step)  # dropout draws: reproducible across a resume
         idx = batch_indices(cfg, len(data), step)
-        row = dict.fromkeys(("loss", *TERMS, "correlation"), 0.0)
-        for s in range(0, len(idx), cfg.micro_batch_size):
-            micro = idx[s: s + cfg.micro_batch_size]
-            total, terms = loss_terms(model, data, micro)
-            scaler.scale(total * (len(micro) / len(idx))).backward()
-            for k in row:
-                row[k] += terms[k] * len(micro) / len(idx)
+        while True:
+            torch.manual_seed(cfg.seed * 7919 + step)  # dropout draws: reproducible across a resume
+            try:
+                row = _accumulate(model, data, idx, micro_size, scaler)
+                break
+            except torch.OutOfMemoryError:
+                # The step's gradient is a mean over its items whatever the micro-batch, so a GPU that cannot hold
+                # the configured micro-batch redoes the step in halves instead of failing the run.
+                if micro_size == 1:
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if model.device_.type == "cuda":
+                    torch.cuda.empty_cache()
+                micro_size = max(1, micro_size // 2)
+                backoffs.append({"step": step + 1, "micro_batch_size": micro_size})
         scaler.step(optimizer)  # = optimizer.step() unless fp16; skips a step whose gradients overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -210,7 +218,21 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
     if last is None and checkpoint_root is not None:
         last = latest_checkpoint(checkpoint_root)
     return TrainResult(steps, history, start, time.perf_counter() - began, items_seen, fingerprint,
-                       str(last) if last else None)
+                       str(last) if last else None,
+                       {"micro_batch_size": micro_size, "out_of_memory_backoffs": backoffs})
+
+
+def _accumulate(model: PaletteModel, data: PaletteData, idx: Sequence[int], micro_size: int,
+                scaler: torch.amp.GradScaler) -> dict[str, float]:
+    """Gradients of one optimizer step's mean loss, accumulated over micro-batches; the step's mean terms."""
+    row = dict.fromkeys(("loss", *TERMS, "correlation"), 0.0)
+    for s in range(0, len(idx), micro_size):
+        micro = idx[s: s + micro_size]
+        total, terms = loss_terms(model, data, micro)
+        scaler.scale(total * (len(micro) / len(idx))).backward()
+        for k in row:
+            row[k] += terms[k] * len(micro) / len(idx)
+    return row
 
 
 @torch.inference_mode()
