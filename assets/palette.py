@@ -122,7 +122,7 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
         raise dg.Failure("training finished without a checkpoint")
     for backoff in result.extra["out_of_memory_backoffs"]:  # type: ignore[attr-defined]
         context.log.warning(f"out of memory at step {backoff['step']}: micro_batch_size lowered to "
-                            f"{backoff['micro_batch_size']} (same gradients, more passes)")
+                            f"{backoff['micro_batch_size']} (same items per step, fewer in-batch negatives)")
     atomic_write_text(runs / CURRENT, str(Path(result.checkpoint).relative_to(runs)))
     last = result.history[-1]
     described = model.describe()

@@ -190,8 +190,9 @@ def train(model: PaletteModel, data: PaletteData, checkpoint_root: Path | None =
                 row = _accumulate(model, data, idx, micro_size, scaler)
                 break
             except torch.OutOfMemoryError:
-                # The step's gradient is a mean over its items whatever the micro-batch, so a GPU that cannot hold
-                # the configured micro-batch redoes the step in halves instead of failing the run.
+                # A GPU that cannot hold the configured micro-batch redoes the step in halves instead of failing
+                # the run: the step still averages over all its items; only L_inter's in-batch negatives now come
+                # from the smaller micro-batches (as if micro_batch_size had been configured that way).
                 if micro_size == 1:
                     raise
                 optimizer.zero_grad(set_to_none=True)
