@@ -10,7 +10,6 @@ codes later without refitting (and without moving any existing item).
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,7 +119,11 @@ def _kmeans(y: np.ndarray, k: int, cfg: QuantizeConfig) -> np.ndarray:
     extra = {"init_method": getattr(faiss, f"ClusteringInitMethod_{method}")} if method else {}
     km = faiss.Kmeans(y.shape[1], k, niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed, verbose=False,
                       gpu=cfg.gpu == "auto" and faiss_gpus() > 0,
-                      max_points_per_centroid=cfg.max_points_per_centroid, **extra)
+                      max_points_per_centroid=cfg.max_points_per_centroid,
+                      # faiss prints (C++ stderr, no Python warning) "please provide at least 39 K points" below
+                      # 39 points per centroid; it only gates that message (same centroids, tested), and the
+                      # demo samples are that small by design (the K cap is reported in the metadata).
+                      min_points_per_centroid=1, **extra)
     init = None
     if method is None:  # greedy k-means++ seeds from a sample, faiss runs Lloyd from them
         from sklearn.cluster import kmeans_plusplus
@@ -128,9 +131,7 @@ def _kmeans(y: np.ndarray, k: int, cfg: QuantizeConfig) -> np.ndarray:
         rng = np.random.default_rng(cfg.seed)
         sample = y[rng.choice(len(y), min(len(y), GREEDY_SAMPLE_PER_CENTROID * k), replace=False)]
         init = np.ascontiguousarray(kmeans_plusplus(sample, k, random_state=cfg.seed)[0], dtype=np.float32)
-    with warnings.catch_warnings():  # faiss warns when n < 39 K (tiny samples); the K cap is reported instead
-        warnings.simplefilter("ignore")
-        km.train(y, init_centroids=init)
+    km.train(y, init_centroids=init)
     return km.centroids.astype(np.float32)
 
 

@@ -65,6 +65,21 @@ def test_k_is_capped_with_a_warning():
     assert res.warnings == ["K capped from 256 to 50: only 50 items to cluster"]
 
 
+def test_small_samples_keep_faiss_centroids_without_its_stderr_advice(capfd):
+    import faiss
+
+    y = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)  # ~8 points per centroid, < faiss's 39
+    cfg = QuantizeConfig(k=64, d=8, init="random")
+    ours = quantize(y[:, None, :], cfg)
+    assert "WARNING clustering" not in capfd.readouterr().err
+    plain = faiss.Kmeans(8, 64, niter=cfg.niter, nredo=cfg.nredo, seed=cfg.seed, verbose=False,
+                         max_points_per_centroid=cfg.max_points_per_centroid,
+                         init_method=faiss.ClusteringInitMethod_RANDOM)
+    plain.train(ours.quantizer.positions[0].project(y))
+    assert "WARNING clustering 500 points to 64 centroids" in capfd.readouterr().err  # faiss's default prints it
+    np.testing.assert_array_equal(ours.quantizer.positions[0].centroids, plain.centroids)
+
+
 def test_pca_subspaces_are_decorrelated_and_ordered():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(2000, 24)) @ rng.normal(size=(24, 24))).astype(np.float32)
