@@ -6,6 +6,8 @@ import pytest
 
 from ops.ingest.common import FileAccount, IngestError, ItemBuilder, Quarantine, content_hash
 from ops.ingest.mind import load_mind, parse_time
+from ops.ingest.mind_reference import load_mind_line_by_line
+from ops.sample import generate
 
 ENT = json.dumps([{"Label": "Football", "Type": "O", "WikidataId": "Q1", "Confidence": 1.0,
                    "OccurrenceOffsets": [0], "SurfaceForms": ["football"]}])
@@ -83,6 +85,64 @@ def test_mind_split_subdirectories(tmp_path, lines_writer):
     assert {a.source_file for a in news} == {"MINDsmall_dev/news.tsv", "MINDsmall_train/news.tsv"}
     assert sum(a.filtered["identical duplicate of an item already read"] for a in news) == 1
     assert res.interactions.height == 4
+
+
+@pytest.mark.parametrize("slice_lines", [200_000, 1])  # impressions classified in one slice / line by line
+def test_behaviors_entry_rules_across_lines_and_splits(tmp_path, lines_writer, monkeypatch, slice_lines):
+    """Each history / impression entry is kept, filtered or quarantined exactly as a line-by-line reading would:
+    repeats across lines and splits, unknown items on repeated lines, odd whitespace, every token shape."""
+    monkeypatch.setattr("ops.ingest.mind.IMPRESSION_SLICE_LINES", slice_lines)
+    lines_writer(tmp_path / "a_train" / "news.tsv", NEWS[:3])
+    lines_writer(tmp_path / "a_train" / "behaviors.tsv", [
+        "1\tU1\t11/11/2019 9:00:00 AM\tN1  N2 N999 N1\tN3-1 N1-0 N2",  # double space; N1 twice; unknown N999
+        "",  # blank line: not a record, but it keeps its number
+        "2\tU1\t11/11/2019 9:30:00 AM\tN1  N2 N999 N1\t-1 N1- N2-2 N-x-1 N999-1 N2-1\r",  # same history, CRLF
+        "3\tU2\t11/11/2019 10:00:00 AM\tN2\u00a0N3\tN1-1",  # no-break space separates tokens like str.split()
+    ])
+    lines_writer(tmp_path / "b_dev" / "news.tsv", NEWS[:1])
+    lines_writer(tmp_path / "b_dev" / "behaviors.tsv", ["9\tU1\t11/15/2019 9:00:00 AM\tN2 N3\tN3-1"])
+    res = load_mind(tmp_path, "t")
+    inter = res.interactions
+    assert inter.select("user_id", "item_id", "event", "impression_id").rows() == [
+        ("U1", "N1", "history", "1"), ("U1", "N2", "history", "1"), ("U1", "N3", "click", "1"),
+        ("U1", "N2", "click", "2"),
+        ("U2", "N2", "history", "3"), ("U2", "N3", "history", "3"), ("U2", "N1", "click", "3"),
+        ("U1", "N3", "history", "9"), ("U1", "N3", "click", "9")]
+    assert inter["seq"].to_list() == list(range(9))
+    assert inter["timestamp"][2] == parse_time("11/11/2019 9:00:00 AM") and inter["timestamp"][0] is None
+    q = res.quarantine.sort("source_file", "line")
+    assert q.select("line", "reason", "raw").rows() == [
+        (1, "unknown item in history: N999", "N999"),
+        (3, "unknown item in history: N999", "N999"),  # a repeated history is checked again, line by line
+        (3, "bad impression token '-1', expected NEWSID-0 or NEWSID-1", "-1"),
+        (3, "bad impression token 'N1-', expected NEWSID-0 or NEWSID-1", "N1-"),
+        (3, "bad impression token 'N2-2', expected NEWSID-0 or NEWSID-1", "N2-2"),
+        (3, "unknown item in impressions: N-x", "N-x-1"),
+        (3, "unknown item in impressions: N999", "N999-1")]
+    train = [a for a in res.accounts if a.source_file == "a_train/behaviors.tsv"]
+    assert (train[0].rows_in, train[0].kept) == (3, 3)
+    entries = train[1]
+    assert entries.rows_in == 4 + 3 + 4 + 6 + 2 + 1 and entries.kept == 7 and entries.quarantined == 7
+    assert entries.filtered == {"history entry repeated on a later impression line": 4,
+                                "impression not clicked": 1, "unlabeled impression": 1}
+    dev = next(a for a in res.accounts if a.source_file == "b_dev/behaviors.tsv" and a.unit != "line")
+    assert dev.filtered == {"history entry repeated on a later impression line": 1} and dev.kept == 2
+    assert all(a.balanced for a in res.accounts)
+    _same_as_line_by_line(res, load_mind_line_by_line(tmp_path, "t"))
+
+
+def _same_as_line_by_line(res, ref):
+    assert res.interactions.equals(ref.interactions)
+    assert res.quarantine.equals(ref.quarantine)  # same rows, same order
+    assert res.accounts == ref.accounts
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_vectorised_behaviors_equal_the_line_by_line_reading_on_a_sample(tmp_path, gz):
+    raw = generate("mind", tmp_path / "m", "small", seed=5, corrupt=True, gz=gz)
+    res = load_mind(raw, "t")
+    assert res.quarantine.height > 0 and res.interactions.height > 1000
+    _same_as_line_by_line(res, load_mind_line_by_line(raw, "t"))
 
 
 def test_mind_missing_file_clear_error(tmp_path, lines_writer):
