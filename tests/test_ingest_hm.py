@@ -1,4 +1,5 @@
 import csv
+import gzip
 import io
 import mmap
 
@@ -102,6 +103,19 @@ def test_hm_transactions_stream_with_quarantine(hm_dir, tmp_path):
     assert (tx_acc.rows_in, tx_acc.kept, tx_acc.quarantined) == (10, 3, 7)
 
 
+def test_hm_bytes_that_are_not_utf8_are_quarantined_not_fatal(hm_dir, tmp_path):
+    gz = hm_dir / "transactions_train.csv.gz"
+    data = gzip.decompress(gz.read_bytes()) + b"2018-09-22," + b"a" * 63 + b"\xff,0108775015,0.01,1\n"
+    gz.unlink()
+    (hm_dir / "transactions_train.csv").write_bytes(data)
+    res = load_hm(hm_dir, "t", workdir=tmp_path / "w")
+    inter, q = _run(res, tmp_path)
+    assert inter.height == 3
+    bad = q.filter(pl.col("line") == 12)
+    assert bad["reason"].to_list() == ["unknown customer_id"] and "a" * 63 + "\ufffd" in bad["raw"][0]
+    assert all(acc.balanced for acc in res.accounts)
+
+
 def test_hm_wrong_header_and_missing_file(tmp_path, lines_writer):
     with pytest.raises(IngestError, match="H&M articles: no file articles.csv"):
         load_hm(tmp_path, "t")
@@ -134,4 +148,27 @@ def test_line_count_is_exact_across_windows(tmp_path, monkeypatch, window):
         path.write_bytes(data)
         assert linecount.count_lines(path) == expected, data[:20]
     # The same count through the child process that load_hm starts (it runs the module as a script).
-    assert LineCounter(path).result() == 5
+    counter = LineCounter(path)
+    assert counter.result() == 5 and counter.first_invalid_utf8_line() is None
+
+
+@pytest.mark.parametrize("window", [None, mmap.ALLOCATIONGRANULARITY])
+def test_first_line_that_is_not_utf8(tmp_path, monkeypatch, window):
+    if window:  # a multi-byte character split across two windows is still valid
+        monkeypatch.setattr(linecount, "WINDOW", window)
+    g = mmap.ALLOCATIONGRANULARITY
+    euro = "€".encode()
+    split = b"x" * (g - 1) + euro + b"\nline 2\n"  # the 3-byte character starts at the window's last byte
+    cases = {
+        b"plain ascii\n": None,
+        "caf\u00e9\nna\u00efve\n".encode(): None,
+        split: None,
+        split + b"y" * g + b"\xff\n": 3,  # a bad byte two windows later, on line 3
+        b"ok\nbad \xe9 latin-1\nok\n": 2,
+        b"ok\n" + euro[:2]: 2,  # the file ends inside a character
+    }
+    for i, (data, expected) in enumerate(cases.items()):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        assert linecount.scan(path) == (linecount.count_lines(path), expected), data[-20:]
+    assert LineCounter(path).first_invalid_utf8_line() == 2

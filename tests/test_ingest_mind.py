@@ -100,15 +100,17 @@ def test_behaviors_entry_rules_across_lines_and_splits(tmp_path, lines_writer, m
         "3\tU2\t11/11/2019 10:00:00 AM\tN2\u00a0N3\tN1-1",  # no-break space separates tokens like str.split()
     ])
     lines_writer(tmp_path / "b_dev" / "news.tsv", NEWS[:1])
-    lines_writer(tmp_path / "b_dev" / "behaviors.tsv", ["9\tU1\t11/15/2019 9:00:00 AM\tN2 N3\tN3-1"])
+    dev_file = lines_writer(tmp_path / "b_dev" / "behaviors.tsv", ["9\tU1\t11/15/2019 9:00:00 AM\tN2 N3\tN3-1"])
+    with open(dev_file, "ab") as fh:  # a byte that is not UTF-8: replaced by U+FFFD, the line is still read
+        fh.write(b"10\tU\xff7\t11/15/2019 9:00:00 AM\t\tN1-1\n")
     res = load_mind(tmp_path, "t")
     inter = res.interactions
     assert inter.select("user_id", "item_id", "event", "impression_id").rows() == [
         ("U1", "N1", "history", "1"), ("U1", "N2", "history", "1"), ("U1", "N3", "click", "1"),
         ("U1", "N2", "click", "2"),
         ("U2", "N2", "history", "3"), ("U2", "N3", "history", "3"), ("U2", "N1", "click", "3"),
-        ("U1", "N3", "history", "9"), ("U1", "N3", "click", "9")]
-    assert inter["seq"].to_list() == list(range(9))
+        ("U1", "N3", "history", "9"), ("U1", "N3", "click", "9"), ("U\ufffd7", "N1", "click", "10")]
+    assert inter["seq"].to_list() == list(range(10))
     assert inter["timestamp"][2] == parse_time("11/11/2019 9:00:00 AM") and inter["timestamp"][0] is None
     q = res.quarantine.sort("source_file", "line")
     assert q.select("line", "reason", "raw").rows() == [
@@ -126,7 +128,7 @@ def test_behaviors_entry_rules_across_lines_and_splits(tmp_path, lines_writer, m
     assert entries.filtered == {"history entry repeated on a later impression line": 4,
                                 "impression not clicked": 1, "unlabeled impression": 1}
     dev = next(a for a in res.accounts if a.source_file == "b_dev/behaviors.tsv" and a.unit != "line")
-    assert dev.filtered == {"history entry repeated on a later impression line": 1} and dev.kept == 2
+    assert dev.filtered == {"history entry repeated on a later impression line": 1} and dev.kept == 3
     assert all(a.balanced for a in res.accounts)
     _same_as_line_by_line(res, load_mind_line_by_line(tmp_path, "t"))
 

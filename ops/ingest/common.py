@@ -76,11 +76,22 @@ class LineCounter:
         self._proc = subprocess.Popen([sys.executable, str(_LINECOUNT_SCRIPT), str(path)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
 
+        self._out: tuple[int, int | None] | None = None
+
+    def _wait(self) -> tuple[int, int | None]:
+        if self._out is None:
+            out, err = self._proc.communicate()
+            if self._proc.returncode != 0:
+                raise IngestError(f"{self.path}: could not count lines: {err.decode(errors='replace').strip()}")
+            count, bad = out.split()
+            self._out = int(count), (None if bad == b"-" else int(bad))
+        return self._out
+
     def result(self) -> int:
-        out, err = self._proc.communicate()
-        if self._proc.returncode != 0:
-            raise IngestError(f"{self.path}: could not count lines: {err.decode(errors='replace').strip()}")
-        return int(out)
+        return self._wait()[0]
+
+    def first_invalid_utf8_line(self) -> int | None:
+        return self._wait()[1]
 
 
 def content_hash(values: Sequence[str | None]) -> str:

@@ -127,7 +127,8 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
                    .when(pl.col("user") == "").then(pl.lit("user")))
         df = (
             pl.scan_csv(plain, has_header=False, separator="\x1f", quote_char=None, schema={"raw": pl.String},
-                        truncate_ragged_lines=True, raise_if_empty=False)
+                        truncate_ragged_lines=True, raise_if_empty=False,
+                        encoding="utf8-lossy")  # bad bytes become U+FFFD, as the line-by-line reading does
             .with_row_index("line", offset=1)
             .with_columns(pl.col("raw").str.strip_chars_end("\r\n"))
             .filter(pl.col("raw").fill_null("").str.strip_chars() != "")
