@@ -133,6 +133,16 @@ def test_behaviors_entry_rules_across_lines_and_splits(tmp_path, lines_writer, m
     _same_as_line_by_line(res, load_mind_line_by_line(tmp_path, "t"))
 
 
+@pytest.mark.parametrize("behaviors", [[], ["", "   "]])  # empty, or blank lines only: no records
+def test_behaviors_without_records(tmp_path, lines_writer, behaviors):
+    lines_writer(tmp_path / "news.tsv", NEWS[:2])
+    (tmp_path / "behaviors.tsv").write_text("\n".join(behaviors))
+    res = load_mind(tmp_path, "t")
+    assert res.interactions.height == 0 and res.interactions.columns[-1] == "impression_id"
+    assert [(a.rows_in, a.kept) for a in res.accounts[1:]] == [(0, 0), (0, 0)]
+    _same_as_line_by_line(res, load_mind_line_by_line(tmp_path, "t"))
+
+
 def _same_as_line_by_line(res, ref):
     assert res.interactions.equals(ref.interactions)
     assert res.quarantine.equals(ref.quarantine)  # same rows, same order

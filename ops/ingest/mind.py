@@ -8,7 +8,7 @@ impressions (`Nxx-1` clicked / `Nxx-0` shown; the test split has no labels).
 Interactions = each user's history (once per user; order kept, no timestamp) + clicked impressions (timestamp of
 the impression). Non-clicked and unlabeled impressions are counted as filtered, not kept.
 
-news.tsv (~100 k lines) is read line by line; behaviors.tsv (MIND-large: 2.2 M lines, ~100 M entries) with polars
+news.tsv (~100 k lines) is read line by line; behaviors.tsv (MIND-large: 2.2 M lines, ~150 M entries) with polars
 over whole columns. ops/ingest/mind_reference.py keeps the line-by-line reading of behaviors as the specification
 it is tested against (bench/mind.py compares the two).
 """
@@ -216,7 +216,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     # most one slice of tokens is in memory (MIND-large: ~80 M tokens at once would be ~3 GB).
     kinds: Counter[int] = Counter()
     click_parts, rejected_parts = [], []
-    for start in range(0, good.height, IMPRESSION_SLICE_LINES):
+    for start in range(0, max(good.height, 1), IMPRESSION_SLICE_LINES):  # one (empty) slice for an empty file
         imp = tokens(good.slice(start, IMPRESSION_SLICE_LINES), "impressions", "token").with_columns(
             news.alias("item"), kind.alias("kind"))
         kinds.update(dict(imp.group_by("kind").len().iter_rows()))
