@@ -41,6 +41,7 @@ def scan(path: str | os.PathLike[str]) -> tuple[int, int | None]:
                 view = np.frombuffer(window, dtype=np.uint8)
                 if bad_line is None and (int(view.max()) >= 128 or decoder.getstate()[0]):
                     try:
+                        # final on the last window: a file that ends inside a multi-byte character raises here
                         decoder.decode(window[:], final=offset + length == size)
                     except UnicodeDecodeError as exc:  # exc.start counts bytes still buffered from the last window
                         at = max(0, exc.start - len(exc.object) + length)
@@ -48,8 +49,6 @@ def scan(path: str | os.PathLike[str]) -> tuple[int, int | None]:
                 total += int(np.count_nonzero(view == 10))
                 last = int(view[-1])
                 del view  # the buffer export must end before the window can close
-    if bad_line is None and decoder.getstate()[0]:  # the file ends inside a multi-byte character
-        bad_line = total + (last != 10)
     return total + (last != 10), bad_line
 
 
