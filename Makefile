@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test ui bench-ingest bench-mind bench-embed bench-quantize bench-palette clean-data
+.PHONY: demo test ui bench-ingest bench-mind bench-amazon bench-embed bench-quantize bench-palette clean-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-ingest: $(STAMP)
 
 bench-mind: $(STAMP)
 	$(PY) bench/mind.py
+
+bench-amazon: $(STAMP)
+	$(PY) bench/amazon.py
 
 bench-embed: $(STAMP)
 	$(PY) bench/embed.py

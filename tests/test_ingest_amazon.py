@@ -2,6 +2,7 @@ import json
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from ops.ingest.amazon import load_amazon, parse_meta_line
 from ops.ingest.common import IngestError
@@ -93,3 +94,154 @@ def test_amazon_missing_files_and_wrong_format(tmp_path, lines_writer):
         load_amazon(tmp_path, "t", "Beauty", "2014")
     with pytest.raises(IngestError, match="unknown release"):
         load_amazon(tmp_path, "t", "Beauty", "2015")
+
+
+# --- the vectorised reviews reader against the line-by-line specification --------------------------------------
+
+def _edge_lines():
+    """Reviews lines (2014 keys) that polars' JSON reading and json.loads could see differently, with plain ones
+    in between so that blocks mix both paths."""
+    def rec(**kw):
+        base = {"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}
+        base.update(kw)
+        return json.dumps(base)
+
+    return [
+        rec(), rec(reviewerID="A2", summary="caf\u00e9 \u2019ok\u2019"),  # non-ASCII escaped (json.dumps default)
+        json.dumps({"reviewerID": "A3", "asin": "B002", "overall": 4, "unixReviewTime": 1300000001},
+                   ensure_ascii=False) + "  ",  # int rating, trailing spaces
+        '\t{"reviewerID":"A4",\t"asin" : "B001","overall":3.0,"unixReviewTime":1.3e9}',  # tabs, float time
+        '{"reviewerID": "A5", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000, "reviewerID": "A6"}',
+        '{"reviewerID": "A7", "\\u0061sin": "B002", "asin": "B001", "overall": 5.0, "unixReviewTime": 1}',
+        '{"reviewerID": 12, "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',  # number id
+        '{"reviewerID": 1.0, "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',  # str(1.0) = '1.0'
+        '{"reviewerID": true, "asin": "B001", "overall": true, "unixReviewTime": true}',  # 'True', 1.0, 1
+        '{"reviewerID": "A8", "asin": "B001", "overall": "4.0", "unixReviewTime": "1300000000"}',  # strings
+        '{"reviewerID": "A9", "asin": "B001", "overall": 5.0, "unixReviewTime": 9007199254740993}',  # > 2^53
+        '{"reviewerID": "A10", "asin": "B001", "overall": 5.0, "unixReviewTime": -1500.7}',
+        '{"reviewerID": "A11", "asin": "B001", "overall": NaN, "unixReviewTime": 1300000000}',
+        '{"reviewerID": "A12", "asin": "B001", "overall": 1e999, "unixReviewTime": 1300000000}',
+        '{"reviewerID": "A12", "asin": "B001", "overall": 5.0, "unixReviewTime": -1e999}',
+        '{"reviewerID": "", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',  # empty id
+        '{"reviewerID": "A13", "asin": null, "overall": 5.0, "unixReviewTime": 1300000000}',
+        '{"reviewerID": "A14", "asin": "B001", "overall": 5.0}',  # missing time
+        '{"reviewerID": "A\\u0031\\ud83d\\ude00", "asin": "B001", "overall": 2.0, "unixReviewTime": 1300000000}',
+        '{"reviewerID": "A15", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000, '
+        '"related": {"asin": "B002"}}',  # a nested key of the same name
+        '{"summary": "asin", "reviewerID": "A16", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',
+        '{"reviewerID": "A 17 \\"q\\"", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',
+        '{"reviewerID": "\u00c5ngstr\u00f6m", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',
+        '[1, 2]', 'null', '"a string"', '17',
+        '{"reviewerID": "A18", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000} trailing',
+        '{"reviewerID": "A19", "asin": "B001", "overall": 5.0,',  # cut off
+        "{'reviewerID': 'A20', 'asin': 'B001', 'overall': 5.0, 'unixReviewTime': 1300000000}",  # not JSON
+        '{"reviewerID": "A21", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000, "t": "a\tb"}',
+        "", "   ", "\x1c", "\u3000",  # blank for Python (the \x1c and \u3000 ones too): not records
+        '\ufeff{"reviewerID": "A22", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',  # BOM
+        rec(reviewerID="A23", reviewText="x" * 3000),  # longer than a test block
+        rec(reviewerID="A24"),
+    ]
+
+
+def _compare(path, version="2014", category="Beauty"):
+    from ops.ingest.amazon import _read_reviews, read_reviews_line_by_line, release
+    from ops.ingest.common import Quarantine
+
+    rel_ = release(version, category)
+    q_fast, q_ref = Quarantine(), Quarantine()
+    acc_fast, fast = _read_reviews(path, path.name, rel_, q_fast)
+    acc_ref, ref = read_reviews_line_by_line(path, path.name, rel_, q_ref)
+    assert_frame_equal(fast, ref)
+    assert q_fast.frame().rows() == q_ref.frame().rows()
+    assert (acc_fast.rows_in, acc_fast.kept, acc_fast.quarantined, dict(acc_fast.filtered)) == (
+        acc_ref.rows_in, acc_ref.kept, acc_ref.quarantined, dict(acc_ref.filtered))
+    assert acc_fast.balanced
+    return fast, q_fast.frame()
+
+
+@pytest.mark.parametrize("block", [256, 1 << 20])
+@pytest.mark.parametrize("gz", [False, True])
+def test_vectorised_reviews_equal_line_by_line_on_edge_cases(tmp_path, lines_writer, monkeypatch, block, gz):
+    import ops.ingest.amazon as amazon
+
+    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", block)  # 256: many blocks, lines longer than one
+    path = lines_writer(tmp_path / "reviews_Beauty_5.json", _edge_lines() * 3, gz=gz)
+    kept, quarantine = _compare(path)
+    # spot checks of what the specification says (so that both cannot be wrong together)
+    users = kept["user_id"].to_list()
+    assert "A6" in users and "A5" not in users  # json.loads keeps a duplicate key's last value
+    assert {"12", "1.0", "True", "A8", "A 17 \"q\"", "\u00c5ngstr\u00f6m", "A1\U0001F600"} <= set(users)
+    assert kept.filter(pl.col("user_id") == "A9")["timestamp"][0] == 9007199254740992  # through float
+    assert kept.filter(pl.col("user_id") == "A10")["timestamp"][0] == -1500
+    assert kept.filter(pl.col("user_id") == "A4")["timestamp"][0] == 1300000000
+    assert kept.filter(pl.col("user_id") == "A7")["item_id"][0] == "B001"
+    reasons = quarantine["reason"].to_list()
+    assert sum(r.startswith("bad JSON") for r in reasons) == 3 * 9
+    assert sum(r.startswith("bad timestamp or rating") for r in reasons) == 3 * 3  # NaN, inf; "4.0" is fine
+    assert kept["line"].is_sorted() and kept["line"].n_unique() == kept.height
+
+
+def test_vectorised_reviews_certify_valid_json_lines_in_one_block(tmp_path, lines_writer):
+    """Only the lines json.loads accepts, in one block that polars decodes: every odd line has to be told apart
+    by the plain-line test itself (duplicate or escaped keys, ids that are not strings, times beyond 2^53...)."""
+    from ops.ingest.amazon import _vector_block, release
+
+    def valid(line):
+        try:
+            json.loads(line)
+            return True
+        except ValueError:
+            return False
+
+    # (NaN, 1e999, numbers written as strings and top-level arrays, strings or numbers make polars' decoding
+    # fail: their block goes line by line, tested above)
+    lines = [line for line in _edge_lines() if valid(line) and line.strip()[0] in "{n" and not any(
+        s in line for s in ("NaN", "e999", '"4.0"'))]
+    path = lines_writer(tmp_path / "reviews_Beauty_5.json", lines)
+    frame, count = _vector_block(path.read_bytes(), release("2014", "Beauty"))
+    assert count == len(lines) and frame.height == len(lines)
+    plain = dict(zip(frame["line"] + 1, frame["plain"]))
+    assert sum(plain.values()) >= 6 and not all(plain.values())
+    kept, _ = _compare(path)
+    assert kept.height == len(lines) - 4  # empty id, null asin, no time, a "null" line
+
+
+def test_vectorised_reviews_line_breaks_and_bytes_python_reads_differently(tmp_path, monkeypatch):
+    import ops.ingest.amazon as amazon
+
+    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", 200)
+    good = json.dumps({"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000})
+    data = b"".join([
+        good.encode() + b"\r\n", good.encode() + b"\r\n",  # CRLF: polars reads it
+        good.encode() + b"\r" + good.replace("A1", "A2").encode() + b"\n",  # a lone CR: two lines for Python
+        good.encode() + b"\r\r\n",
+        good.replace("A1", "A\xff").encode("latin-1") + b"\n",  # not UTF-8: U+FFFD for Python
+        good.replace("A1", "A\u00e9").encode()[:-20] + b"\n",  # cut inside the record
+        (good.encode() + b"\n") * 4,
+        good.encode(),  # no final newline
+    ])
+    path = tmp_path / "reviews_Beauty_5.json"
+    path.write_bytes(data)
+    kept, quarantine = _compare(path)
+    assert "A2" in kept["user_id"].to_list() and "A\ufffd" in kept["user_id"].to_list()
+    assert kept["line"].max() == 13  # 11 physical lines; the lone CR and the CR CR LF add one each
+
+
+def test_vectorised_reviews_clean_files_never_take_the_per_line_path(tmp_path, monkeypatch):
+    """The fast path is really used: a clean file (each release's keys) reaches parse_review for no line."""
+    import ops.ingest.amazon as amazon
+    from ops.sample import generate
+
+    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", 4096)
+    calls = []
+    real = amazon.parse_review
+    monkeypatch.setattr(amazon, "parse_review", lambda line, rel_: calls.append(line) or real(line, rel_))
+    for version, category in (("2014", "Beauty"), ("2018", "Beauty"), ("2023", "Beauty")):
+        d = generate("amazon", tmp_path / version, "tiny", seed=0, corrupt=False, version=version, gz=True)
+        path = next(p for p in d.iterdir() if not p.name.startswith(("meta_", "planted")))
+        calls.clear()
+        kept, quarantine = _compare(path, version, category)
+        ref_calls = len(calls)  # the line-by-line reading calls it for every line
+        calls.clear()
+        amazon._read_reviews(path, path.name, amazon.release(version, category), amazon.Quarantine())
+        assert calls == [] and ref_calls == kept.height > 100 and quarantine.height == 0
