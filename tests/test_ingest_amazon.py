@@ -245,3 +245,60 @@ def test_vectorised_reviews_clean_files_never_take_the_per_line_path(tmp_path, m
         calls.clear()
         amazon._read_reviews(path, path.name, amazon.release(version, category), amazon.Quarantine())
         assert calls == [] and ref_calls == kept.height > 100 and quarantine.height == 0
+
+
+@pytest.mark.parametrize("version", ["2014", "2023"])
+@pytest.mark.parametrize("block", [160, 1 << 20])
+@pytest.mark.parametrize("odd_bytes", [False, True])
+def test_vectorised_meta_prefilter_equals_line_by_line(tmp_path, monkeypatch, version, block, odd_bytes):
+    """The meta prefilter through polars gives the same items, quarantine and accounts as Python's regex per line,
+    on lines where the two regex engines or line readings could differ."""
+    import ops.ingest.amazon as amazon
+    from ops.ingest.common import ItemBuilder, Quarantine
+
+    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", block)  # 160: lines longer than a block, mixed paths
+    vectorised = []
+    real_block = amazon._meta_block
+    monkeypatch.setattr(amazon, "_meta_block", lambda *a: vectorised.append(real_block(*a)) or vectorised[-1])
+    key = "asin" if version == "2014" else "parent_asin"
+    rel_ = amazon.release(version, "Beauty")
+
+    def meta(item, title="T", **kw):
+        rec = {key: item, "title": title, **kw}
+        return repr(rec) if version == "2014" else json.dumps(rec)
+
+    lines = [
+        meta("B001"), meta("B404"),  # wanted, never reviewed
+        meta("B002", title="x" * 500),
+        meta("B001", title="other"),  # conflicting duplicate of a wanted item: quarantined
+        meta("B404", title="\u00e9"),
+        f'{{"{key}"\x1c: "B404", "title": "odd space"}}',  # Python's \\s matches \x1c, Rust's does not
+        f'{{"{key}"\x1c: "B001", "title": "odd space, wanted"}}',
+        '{"title": "no id"}', "", "  ",
+        f'{{"{key}": "B003", "title": "cut',  # wanted, unparsable: quarantined
+        f'{{"{key}": "B999", "title": "cut',  # unwanted and unparsable: filtered without parsing
+        f"{{'{key}' : 'B003', 'title': 'python literal with spaces'}}",
+        meta("B004"),
+    ]
+    text = "\n".join(lines) + "\r\n" + meta("B005") + "\n" + meta("B404") + "\n" + meta("B006") + "\n"
+    data = text.encode()
+    if odd_bytes:  # a lone CR (a line break for Python only) and a byte that is not UTF-8
+        data += (meta("B404") + "\r" + meta("B404") + "\n").encode() + b'{"x": "\xff"}\n'
+    path = tmp_path / ("meta_Beauty.json" if version == "2014" else "meta_Beauty.jsonl")
+    path.write_bytes(data)
+    wanted = {"B001", "B002", "B003", "B004", "B005", "B006"}
+    results = []
+    for read in (amazon._read_meta, amazon.read_meta_line_by_line):
+        items, quarantine = ItemBuilder("t", amazon.ATTRIBUTES), Quarantine()
+        account = read(path, path.name, rel_, wanted, items, quarantine, False)
+        results.append((items.frame().rows(), quarantine.frame().rows(),
+                        (account.rows_in, account.kept, account.quarantined, dict(account.filtered))))
+    assert results[0] == results[1]
+    if not odd_bytes:  # every block through polars
+        assert vectorised and None not in vectorised
+    elif block == 160:  # both paths in one file
+        assert None in vectorised and any(v is not None for v in vectorised)
+    items, quarantine, (rows_in, kept, quarantined, filtered) = results[0]
+    expected = {"B001", "B002", "B004", "B005", "B006"} | ({"B003"} if version == "2014" else set())
+    assert {r[0] for r in items} == expected  # (the 2014 reader accepts a Python literal with spaces)
+    assert filtered["item has no kept review"] >= 4 and rows_in == kept + quarantined + sum(filtered.values())

@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,36 +252,40 @@ def _review_columns(rel_: Release) -> tuple[list[pl.Expr], pl.Expr]:
     return values, plain.fill_null(False)
 
 
-def _vector_block(block: bytes, rel_: Release) -> tuple[pl.DataFrame, int] | None:
-    """(the block's non-blank lines: `line` (0-based in the block), `plain`, the values of plain lines and the
-    text of the others; the number of lines, blank ones included), or None when polars cannot read the block as
-    Python does: a lone \\r (a line break for Python only), bytes that are not UTF-8, or a line that is not valid
-    JSON (polars' decoding fails for the whole block)."""
+def _block_frame(block: bytes, build: Callable[[pl.LazyFrame], pl.LazyFrame]) -> tuple[pl.DataFrame, int] | None:
+    """(build(the block's non-blank lines `raw` with their 0-based `line`), collected; the number of lines, blank
+    ones included), or None when polars cannot read the block as Python does: a lone \\r (a line break for Python
+    only), bytes that are not UTF-8, or an expression that fails on some line (e.g. a line that is not valid
+    JSON: polars' decoding fails for the whole block)."""
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
         return None
-    values, plain = _review_columns(rel_)
     try:
-        # (without a lone \\r, polars' lines are Python's lines, blank ones included: the row index numbers them)
+        # (without a lone \r, polars' lines are Python's lines, blank ones included: the row index numbers them)
         lines = pl.read_lines(block, name="raw")
-        return (lines.lazy().with_row_index("line")
-                .filter(pl.col("raw").str.strip_chars() != "")  # blank lines are not records
-                .with_columns(*values)
-                .with_columns(plain.alias("plain"))
-                .select("line", "plain", "user_id", "item_id",
-                        (pl.col("ts") // rel_.time_divisor).alias("timestamp"), "rating",
-                        pl.when(pl.col("plain").not_()).then(pl.col("raw")).alias("raw"))
-                .collect()), lines.height
+        frame = build(lines.lazy().with_row_index("line").filter(pl.col("raw").str.strip_chars() != ""))
+        return frame.collect(), lines.height
     except pl.exceptions.PolarsError:
         return None
 
 
-def _vectorised(path: Path, rel_: Release) -> Iterator[tuple[bytes, tuple[pl.DataFrame, int] | None]]:
-    """(block, _vector_block(block)) in file order; the next blocks are read by polars in another thread while
+def _vector_block(block: bytes, rel_: Release) -> tuple[pl.DataFrame, int] | None:
+    """_block_frame with `plain`, the values of plain lines and the text of the others."""
+    values, plain = _review_columns(rel_)
+    return _block_frame(block, lambda lines: (
+        lines.with_columns(*values)
+        .with_columns(plain.alias("plain"))
+        .select("line", "plain", "user_id", "item_id", (pl.col("ts") // rel_.time_divisor).alias("timestamp"),
+                "rating", pl.when(pl.col("plain").not_()).then(pl.col("raw")).alias("raw"))))
+
+
+def _vectorised(path: Path, read_block: Callable[[bytes], tuple[pl.DataFrame, int] | None]
+                ) -> Iterator[tuple[bytes, tuple[pl.DataFrame, int] | None]]:
+    """(block, read_block(block)) in file order; the next blocks are read by polars in another thread while
     this one is handled (polars releases the GIL), at most REVIEW_LOOKAHEAD blocks ahead."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="reviews") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="amazon") as pool:
         pending: deque = deque()
         for block in _blocks(path):
-            pending.append((block, pool.submit(_vector_block, block, rel_)))
+            pending.append((block, pool.submit(read_block, block)))
             if len(pending) > REVIEW_LOOKAHEAD:
                 block, future = pending.popleft()
                 yield block, future.result()
@@ -299,7 +303,7 @@ def _read_reviews(path: Path, name: str, rel_: Release, quarantine: Quarantine) 
     guard = FormatGuard(path, rel_.reviews_format)
     parts: list[pl.DataFrame] = []
     number = 1  # of the block's first line
-    for block, vector in _vectorised(path, rel_):
+    for block, vector in _vectorised(path, lambda b: _vector_block(b, rel_)):
         fast: pl.DataFrame | None = None
         if vector is None:
             texts = _python_lines(block)
@@ -330,11 +334,34 @@ def _read_reviews(path: Path, name: str, rel_: Release, quarantine: Quarantine) 
     return account, _finish_reviews(account, parts or [_review_frame([])])
 
 
-def _read_meta(path: Path, name: str, rel_: Release, wanted: set[str], items: ItemBuilder,
-               quarantine: Quarantine, keep_unreviewed: bool) -> FileAccount:
-    account = FileAccount(name, "line", "items")
+def _meta_line(number: int, line: str, name: str, rel_: Release, wanted: set[str] | None, items: ItemBuilder,
+               quarantine: Quarantine, account: FileAccount) -> str | None:
+    """The rule for one meta line (after the id prefilter): the item is added, filtered or quarantined. Returns
+    the problem the format guard should see, if any. `wanted` None keeps never-reviewed items."""
+    try:
+        meta = parse_meta_line(line, rel_.python_literal_meta)
+    except ValueError as exc:
+        quarantine.add(name, number, str(exc), line, account)
+        return str(exc)
+    item_id = str(meta.get(rel_.meta_item_key) or "")
+    if item_id and wanted is not None and item_id not in wanted:
+        account.filtered["item has no kept review"] += 1
+    else:
+        items.add(item_id, item_text(meta, rel_.version), (name, number), line, quarantine, account)
+    return None if item_id else f"no '{rel_.meta_item_key}' key"
+
+
+def _meta_format(rel_: Release) -> str:
     fmt = "Python-literal dict lines" if rel_.python_literal_meta else "JSON lines"
-    guard = FormatGuard(path, f"Amazon {rel_.version} meta: {fmt} with '{rel_.meta_item_key}'")
+    return f"Amazon {rel_.version} meta: {fmt} with '{rel_.meta_item_key}'"
+
+
+def read_meta_line_by_line(path: Path, name: str, rel_: Release, wanted: set[str], items: ItemBuilder,
+                           quarantine: Quarantine, keep_unreviewed: bool) -> FileAccount:
+    """The meta file as Python reads it: a line whose id (found by a regex, without parsing) no kept review has
+    is filtered; every other line goes through `_meta_line`. The specification `_read_meta` is tested against."""
+    account = FileAccount(name, "line", "items")
+    guard = FormatGuard(path, _meta_format(rel_))
     id_re = _ASIN_RE[rel_.meta_item_key]
     for number, line in iter_lines(path):
         account.rows_in += 1
@@ -344,18 +371,65 @@ def _read_meta(path: Path, name: str, rel_: Release, wanted: set[str], items: It
                 guard.record(number, None)
                 account.filtered["item has no kept review"] += 1
                 continue
-        try:
-            meta = parse_meta_line(line, rel_.python_literal_meta)
-        except ValueError as exc:
-            guard.record(number, str(exc))
-            quarantine.add(name, number, str(exc), line, account)
-            continue
-        item_id = str(meta.get(rel_.meta_item_key) or "")
-        guard.record(number, None if item_id else f"no '{rel_.meta_item_key}' key")
-        if item_id and not keep_unreviewed and item_id not in wanted:
-            account.filtered["item has no kept review"] += 1
-            continue
-        items.add(item_id, item_text(meta, rel_.version), (name, number), line, quarantine, account)
+        guard.record(number, _meta_line(number, line, name, rel_, None if keep_unreviewed else wanted, items,
+                                         quarantine, account))
+    guard.finish()
+    return account
+
+
+def _meta_block(block: bytes, rel_: Release, wanted: pl.Series) -> tuple[pl.DataFrame, int] | None:
+    """_block_frame with `skip` (true: the line's id, found by the prefilter regex, has no kept review; null:
+    left to Python's regex) and the text of the lines not skipped."""
+    raw = pl.col("raw")
+    item = raw.str.extract(_ASIN_RE[rel_.meta_item_key].pattern, 1)
+    # Python's \s also matches \x1c-\x1f, the Rust regex's does not: such a line is left to Python's regex
+    skip = (pl.when(raw.str.contains("[\x1c-\x1f]")).then(None)
+            .otherwise(item.is_not_null() & item.is_in(wanted.implode()).not_()))
+    return _block_frame(block, lambda lines: lines.select(
+        "line", skip.alias("skip"), pl.when(skip.not_() | skip.is_null()).then(raw).alias("raw")))
+
+
+def _read_meta(path: Path, name: str, rel_: Release, wanted: set[str], items: ItemBuilder,
+               quarantine: Quarantine, keep_unreviewed: bool) -> FileAccount:
+    """The meta file with the id prefilter vectorised by polars (the full meta of a category has several times
+    more lines than its 5-core reviews have items, and the id is near the end of a 2018 / 2023 line); the lines
+    it keeps go through `_meta_line` in file order. Same items, quarantine and accounts as
+    read_meta_line_by_line (tested)."""
+    if keep_unreviewed:  # nothing to prefilter
+        return read_meta_line_by_line(path, name, rel_, wanted, items, quarantine, keep_unreviewed)
+    account = FileAccount(name, "line", "items")
+    guard = FormatGuard(path, _meta_format(rel_))
+    id_re = _ASIN_RE[rel_.meta_item_key]
+    wanted_ids = pl.Series(list(wanted), dtype=pl.String)
+    number = 1  # of the block's first line
+    for block, vector in _vectorised(path, lambda b: _meta_block(b, rel_, wanted_ids)):
+        skipped: list[int] = []
+        if vector is None:
+            texts = _python_lines(block)
+            undecided = [(n, t, None) for n, t in enumerate(texts, start=number) if t.strip()]
+            number += len(texts)
+        else:
+            frame = vector[0].with_columns(pl.col("line").cast(pl.Int64) + number)
+            number += vector[1]
+            skipped = frame.filter(pl.col("skip").fill_null(False))["line"].to_list()
+            undecided = frame.filter(pl.col("skip").fill_null(False).not_()).select("line", "raw", "skip").rows()
+        account.rows_in += len(skipped) + len(undecided)
+        records = []
+        for n, text, skip in undecided:
+            if skip is None:  # Python's regex decides
+                m = id_re.search(text)
+                skip = bool(m and m.group(1) not in wanted)
+            if skip:
+                skipped.append(n)
+            else:
+                records.append((n, text))
+        if skipped:
+            account.filtered["item has no kept review"] += len(skipped)
+        problems = [(n, _meta_line(n, t, name, rel_, wanted, items, quarantine, account)) for n, t in records]
+        # the format guard sees the block's first records in line order, skipped or not
+        first = sorted([(n, None) for n in skipped])[:guard.probe] + problems[:guard.probe]
+        for n, problem in sorted(first)[:guard.probe]:
+            guard.record(n, problem)
     guard.finish()
     return account
 
