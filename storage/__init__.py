@@ -1,5 +1,5 @@
 """Storage: paths, Parquet schemas and atomic writes. The only package that opens files for writing."""
-from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_text, decompress_gzip
+from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from storage.parquet import read_table_metadata, sink_frames, write_frame
 from storage.store import Store
 
@@ -8,7 +8,6 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
-    "decompress_gzip",
     "read_table_metadata",
     "sink_frames",
     "write_frame",

@@ -37,13 +37,3 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
-
-
-def decompress_gzip(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
-    """Stream-decompress a .gz file to `target` (constant memory), atomically."""
-    import gzip
-    import shutil
-
-    with atomic_path(target) as tmp, gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, length=16 << 20)
-    return Path(target)

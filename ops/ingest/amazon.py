@@ -14,7 +14,6 @@ polars cannot vouch for, and `read_reviews_line_by_line` the specification the b
 from __future__ import annotations
 
 import ast
-import gzip
 import io
 import json
 import math
@@ -39,6 +38,7 @@ from ops.ingest.common import (
     find_file,
     is_gzip,
     iter_lines,
+    open_binary,
     rel,
 )
 from storage.schemas import INTERACTION_CORE
@@ -200,7 +200,7 @@ def _blocks(path: Path) -> Iterator[bytes]:
     whole line and then seeks back, which saves a copy of each block (copying a block costs about as much as
     reading it from the page cache on this machine)."""
     gz = is_gzip(path)
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+    with open_binary(path) as fh:
         rest = b""
         while chunk := fh.read(REVIEW_BLOCK_BYTES):
             cut = chunk.rfind(b"\n") + 1

@@ -10,8 +10,10 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from storage.atomic import atomic_path
 from storage.schemas import QUARANTINE_SCHEMA
 # Stop after this many leading records fail structurally: the file is in the wrong format, say so once.
 FORMAT_PROBE_RECORDS = 20
@@ -41,13 +44,47 @@ def find_file(directory: Path, candidates: Sequence[str], what: str) -> Path:
     raise IngestError(f"{what}: no file {tried} in {directory}")
 
 
+class _CheckedGzip(io.RawIOBase):
+    """A gzip stream whose damage (cut short, bad CRC, not deflate data) is one IngestError naming the file, not a
+    traceback from inside whichever parser was reading it. A multi-GB download cut short is the usual cause."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._gz = gzip.open(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        try:
+            return self._gz.readinto(buffer)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise IngestError(f"{self.path}: damaged or incomplete gzip file ({exc}); expected a complete .gz "
+                              "file (download it again)") from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self._gz.close()
+        super().close()
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """Open a plain or gzipped file (detected by magic bytes, not by name) as bytes."""
+    if is_gzip(path):
+        return io.BufferedReader(_CheckedGzip(path), buffer_size=1 << 20)
+    return open(path, "rb")
+
+
 def open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzipped text file (detected by magic bytes, not by name) as UTF-8."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+    """Open a plain or gzipped text file as UTF-8 (bytes that are not UTF-8 become U+FFFD)."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace", newline="")
+
+
+def plain_copy(path: Path, target: Path) -> Path:
+    """Decompress a gzipped file to `target` (streamed, atomically), for readers that take plain files only."""
+    with atomic_path(target) as tmp, open_binary(path) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, length=16 << 20)
+    return Path(target)
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -27,9 +27,9 @@ from ops.ingest.common import (
     find_file,
     is_gzip,
     open_text,
+    plain_copy,
     rel,
 )
-from storage.atomic import decompress_gzip
 from storage.schemas import INTERACTION_CORE, QUARANTINE_SCHEMA
 
 ATTRIBUTES = (
@@ -106,7 +106,7 @@ def _plain_copy(path: Path, workdir: Path) -> Path:
     """polars streams plain CSV only; a gzipped file is decompressed once to a temp file (streamed, not in RAM)."""
     if not is_gzip(path):
         return path
-    return decompress_gzip(path, workdir / path.name.removesuffix(".gz"))
+    return plain_copy(path, workdir / path.name.removesuffix(".gz"))
 
 
 def _raw_lines(path: Path) -> pl.LazyFrame:
