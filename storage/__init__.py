@@ -1,5 +1,5 @@
 """Storage: paths, Parquet schemas and atomic writes. The only package that opens files for writing."""
-from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_stream, atomic_write_text
 from storage.parquet import read_table_metadata, sink_frames, write_frame
 from storage.store import Store
 
@@ -7,6 +7,7 @@ __all__ = [
     "Store",
     "atomic_path",
     "atomic_write_bytes",
+    "atomic_write_stream",
     "atomic_write_text",
     "read_table_metadata",
     "sink_frames",

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 @contextlib.contextmanager
@@ -37,3 +39,10 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_stream(target: str | os.PathLike[str], source: BinaryIO) -> Path:
+    """Copy a readable binary stream to `target` (constant memory), atomically."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as dst:
+        shutil.copyfileobj(source, dst, length=16 << 20)
+    return Path(target)

@@ -278,20 +278,38 @@ def _vector_block(block: bytes, rel_: Release) -> tuple[pl.DataFrame, int] | Non
                 "rating", pl.when(pl.col("plain").not_()).then(pl.col("raw")).alias("raw"))))
 
 
-def _vectorised(path: Path, read_block: Callable[[bytes], tuple[pl.DataFrame, int] | None]
-                ) -> Iterator[tuple[bytes, tuple[pl.DataFrame, int] | None]]:
-    """(block, read_block(block)) in file order; the next blocks are read by polars in another thread while
-    this one is handled (polars releases the GIL), at most REVIEW_LOOKAHEAD blocks ahead."""
+def _read_blocks(path: Path, read_block: Callable[[bytes], tuple[pl.DataFrame, int] | None]
+                 ) -> Iterator[tuple[pl.DataFrame | None, list[tuple[int, str]]]]:
+    """Per block in file order: (read_block's frame with file line numbers, []) or, for a block polars cannot
+    read as Python does, (None, its non-blank (line, text) as Python reads them). The next blocks are read by
+    polars in another thread while this one is handled (polars releases the GIL), REVIEW_LOOKAHEAD ahead."""
+    number = 1  # of the block's first line
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="amazon") as pool:
         pending: deque = deque()
-        for block in _blocks(path):
-            pending.append((block, pool.submit(read_block, block)))
-            if len(pending) > REVIEW_LOOKAHEAD:
-                block, future = pending.popleft()
-                yield block, future.result()
-        while pending:
+        blocks = _blocks(path)
+        while True:
+            while len(pending) <= REVIEW_LOOKAHEAD and (block := next(blocks, None)) is not None:
+                pending.append((block, pool.submit(read_block, block)))
+            if not pending:
+                return
             block, future = pending.popleft()
-            yield block, future.result()
+            if (read := future.result()) is None:
+                texts = _python_lines(block)
+                yield None, [(n, t) for n, t in enumerate(texts, start=number) if t.strip()]
+                number += len(texts)
+            else:
+                frame, count = read
+                yield frame.with_columns(pl.col("line").cast(pl.Int64) + number), []
+                number += count
+
+
+def _guard_block(guard: FormatGuard, ok_lines: list[int], outcomes: list[tuple[int, str | None]]) -> None:
+    """Show the format guard a block's first records in line order, whichever path read them: `ok_lines` had no
+    problem, `outcomes` are (line, problem or None) in line order."""
+    if not guard.settled:
+        first = sorted([(n, None) for n in sorted(ok_lines)[:guard.probe]] + outcomes[:guard.probe])
+        for n, problem in first[:guard.probe]:
+            guard.record(n, problem)
 
 
 def _read_reviews(path: Path, name: str, rel_: Release, quarantine: Quarantine) -> tuple[FileAccount, pl.DataFrame]:
@@ -302,26 +320,14 @@ def _read_reviews(path: Path, name: str, rel_: Release, quarantine: Quarantine) 
     account = FileAccount(name, "line", "interactions")
     guard = FormatGuard(path, rel_.reviews_format)
     parts: list[pl.DataFrame] = []
-    number = 1  # of the block's first line
-    for block, vector in _vectorised(path, lambda b: _vector_block(b, rel_)):
-        fast: pl.DataFrame | None = None
-        if vector is None:
-            texts = _python_lines(block)
-            others = [(n, t) for n, t in enumerate(texts, start=number) if t.strip()]
-            number += len(texts)
-            account.rows_in += len(others)
-            plain_lines: list[int] = []
-        else:
-            fast = vector[0].with_columns(pl.col("line").cast(pl.Int64) + number)
-            number += vector[1]
-            account.rows_in += fast.height
+    for fast, others in _read_blocks(path, lambda b: _vector_block(b, rel_)):
+        plain_lines: list[int] = []
+        if fast is not None:
             others = fast.filter(pl.col("plain").not_()).select("line", "raw").rows()
             plain_lines = fast.head(guard.probe).filter("plain")["line"].to_list()
-        # the format guard sees the block's first records in line order, whichever path read them
+        account.rows_in += len(others) if fast is None else fast.height
         verdicts = [(n, t, parse_review(t, rel_)) for n, t in others]
-        for n, problem in sorted([(n, None) for n in plain_lines] + [
-                (n, v if isinstance(v, str) else None) for n, _, v in verdicts[:guard.probe]])[:guard.probe]:
-            guard.record(n, problem)
+        _guard_block(guard, plain_lines, [(n, v if isinstance(v, str) else None) for n, _, v in verdicts])
         for n, text, verdict in verdicts:
             if isinstance(verdict, str):
                 quarantine.add(name, n, verdict, text, account)
@@ -401,35 +407,27 @@ def _read_meta(path: Path, name: str, rel_: Release, wanted: set[str], items: It
     guard = FormatGuard(path, _meta_format(rel_))
     id_re = _ASIN_RE[rel_.meta_item_key]
     wanted_ids = pl.Series(list(wanted), dtype=pl.String)
-    number = 1  # of the block's first line
-    for block, vector in _vectorised(path, lambda b: _meta_block(b, rel_, wanted_ids)):
+    for frame, lines in _read_blocks(path, lambda b: _meta_block(b, rel_, wanted_ids)):
         skipped: list[int] = []
-        if vector is None:
-            texts = _python_lines(block)
-            undecided = [(n, t, None) for n, t in enumerate(texts, start=number) if t.strip()]
-            number += len(texts)
-        else:
-            frame = vector[0].with_columns(pl.col("line").cast(pl.Int64) + number)
-            number += vector[1]
-            skipped = frame.filter(pl.col("skip").fill_null(False))["line"].to_list()
-            undecided = frame.filter(pl.col("skip").fill_null(False).not_()).select("line", "raw", "skip").rows()
+        undecided = [(n, t, None) for n, t in lines]
+        if frame is not None:
+            skip = pl.col("skip").fill_null(False)
+            skipped = frame.filter(skip)["line"].to_list()
+            undecided = frame.filter(skip.not_()).select("line", "raw", "skip").rows()
         account.rows_in += len(skipped) + len(undecided)
         records = []
-        for n, text, skip in undecided:
-            if skip is None:  # Python's regex decides
+        for n, text, skip_line in undecided:
+            if skip_line is None:  # Python's regex decides
                 m = id_re.search(text)
-                skip = bool(m and m.group(1) not in wanted)
-            if skip:
+                skip_line = bool(m and m.group(1) not in wanted)
+            if skip_line:
                 skipped.append(n)
             else:
                 records.append((n, text))
         if skipped:
             account.filtered["item has no kept review"] += len(skipped)
-        problems = [(n, _meta_line(n, t, name, rel_, wanted, items, quarantine, account)) for n, t in records]
-        # the format guard sees the block's first records in line order, skipped or not
-        first = sorted([(n, None) for n in skipped])[:guard.probe] + problems[:guard.probe]
-        for n, problem in sorted(first)[:guard.probe]:
-            guard.record(n, problem)
+        outcomes = [(n, _meta_line(n, t, name, rel_, wanted, items, quarantine, account)) for n, t in records]
+        _guard_block(guard, skipped, outcomes)
     guard.finish()
     return account
 

@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import zlib
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from storage.atomic import atomic_path
+from storage.atomic import atomic_write_stream
 from storage.schemas import QUARANTINE_SCHEMA
 # Stop after this many leading records fail structurally: the file is in the wrong format, say so once.
 FORMAT_PROBE_RECORDS = 20
@@ -80,11 +79,13 @@ def open_text(path: Path) -> io.TextIOBase:
     return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace", newline="")
 
 
-def plain_copy(path: Path, target: Path) -> Path:
-    """Decompress a gzipped file to `target` (streamed, atomically), for readers that take plain files only."""
-    with atomic_path(target) as tmp, open_binary(path) as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, length=16 << 20)
-    return Path(target)
+def plain_file(path: Path, workdir: Path) -> Path:
+    """`path` itself when it is not gzipped, else its decompressed copy in `workdir` (streamed, not in RAM), for
+    readers that take plain files only (polars' CSV scan)."""
+    if not is_gzip(path):
+        return path
+    with open_binary(path) as src:
+        return atomic_write_stream(Path(workdir) / path.name.removesuffix(".gz"), src)
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -202,8 +203,13 @@ class FormatGuard:
         self.ok = 0
         self.first_problem: tuple[int, str] | None = None
 
+    @property
+    def settled(self) -> bool:
+        """A record parsed, or the probe is over: later records cannot change the verdict."""
+        return bool(self.ok) or self.seen >= self.probe
+
     def record(self, line: int, problem: str | None) -> None:
-        if self.ok or self.seen >= self.probe:
+        if self.settled:
             return
         self.seen += 1
         if problem is None:

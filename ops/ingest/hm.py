@@ -25,9 +25,8 @@ from ops.ingest.common import (
     Quarantine,
     LineCounter,
     find_file,
-    is_gzip,
     open_text,
-    plain_copy,
+    plain_file,
     rel,
 )
 from storage.schemas import INTERACTION_CORE, QUARANTINE_SCHEMA
@@ -100,13 +99,6 @@ def read_articles(path: Path, name: str, items: ItemBuilder, quarantine: Quarant
             items.add(values[0].strip(), values[1:], (name, line), raw, quarantine, account)
         guard.finish()
     return account
-
-
-def _plain_copy(path: Path, workdir: Path) -> Path:
-    """polars streams plain CSV only; a gzipped file is decompressed once to a temp file (streamed, not in RAM)."""
-    if not is_gzip(path):
-        return path
-    return plain_copy(path, workdir / path.name.removesuffix(".gz"))
 
 
 def _raw_lines(path: Path) -> pl.LazyFrame:
@@ -225,7 +217,7 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
     customers_path = find_file(raw_dir, ["customers.csv"], "H&M customers") if validate_customers else None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="hm-ingest-"))
     tx_name = rel(tx_path, raw_dir)
-    tx_plain = _plain_copy(tx_path, workdir)
+    tx_plain = plain_file(tx_path, workdir)
     line_count = LineCounter(tx_plain)  # overlaps the articles / customers reads on another core
     quarantine = Quarantine()
     items = ItemBuilder(dataset, ATTRIBUTES)
@@ -234,7 +226,7 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
         # polars parses customers.csv without the GIL while the csv module reads articles on this thread.
         c_quarantine = Quarantine()
         customers_job = ThreadPoolExecutor(max_workers=1, thread_name_prefix="customers").submit(
-            lambda: customer_ids(_plain_copy(customers_path, workdir), rel(customers_path, raw_dir), c_quarantine))
+            lambda: customer_ids(plain_file(customers_path, workdir), rel(customers_path, raw_dir), c_quarantine))
     accounts = [read_articles(articles_path, rel(articles_path, raw_dir), items, quarantine)]
     if not items.rows:
         raise IngestError(f"H&M: no valid article in {articles_path}")

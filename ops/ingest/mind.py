@@ -30,9 +30,8 @@ from ops.ingest.common import (
     ItemBuilder,
     Quarantine,
     find_file,
-    is_gzip,
     iter_lines,
-    plain_copy,
+    plain_file,
     rel,
 )
 from storage.schemas import INTERACTION_CORE
@@ -118,7 +117,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     lines = FileAccount(name, "line")
     entries = FileAccount(name, "history+impression entry", "interactions")
     with tempfile.TemporaryDirectory(prefix="mind-") as tmp:
-        plain = plain_copy(path, Path(tmp) / "behaviors.tsv") if is_gzip(path) else path
+        plain = plain_file(path, Path(tmp))
         # One string per physical line (the unit separator never occurs in MIND; no quoting): the row index is
         # the line number, blank lines included as nulls and dropped below (they are not records).
         cols = pl.col("raw").str.split("\t")
