@@ -212,7 +212,8 @@ def test_vectorised_reviews_line_breaks_and_bytes_python_reads_differently(tmp_p
     monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", 200)
     good = json.dumps({"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000})
     data = b"".join([
-        good.encode() + b"\r\n", good.encode() + b"\r\n",  # CRLF: polars reads it
+        b"\xef\xbb\xbf" + good.encode() + b"\r\n",  # a byte-order mark: kept in the text by both, so bad JSON
+        good.encode() + b"\r\n",  # CRLF: polars reads it
         good.encode() + b"\r" + good.replace("A1", "A2").encode() + b"\n",  # a lone CR: two lines for Python
         good.encode() + b"\r\r\n",
         good.replace("A1", "A\xff").encode("latin-1") + b"\n",  # not UTF-8: U+FFFD for Python
@@ -225,6 +226,7 @@ def test_vectorised_reviews_line_breaks_and_bytes_python_reads_differently(tmp_p
     kept, quarantine = _compare(path)
     assert "A2" in kept["user_id"].to_list() and "A\ufffd" in kept["user_id"].to_list()
     assert kept["line"].max() == 13  # 11 physical lines; the lone CR and the CR CR LF add one each
+    assert quarantine.filter(pl.col("line") == 1)["reason"].item().startswith("bad JSON")
 
 
 def test_vectorised_reviews_clean_files_never_take_the_per_line_path(tmp_path, monkeypatch):
