@@ -164,7 +164,7 @@ def _compare(path, version="2014", category="Beauty"):
 def test_vectorised_reviews_equal_line_by_line_on_edge_cases(tmp_path, lines_writer, monkeypatch, block, gz):
     import ops.ingest.amazon as amazon
 
-    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", block)  # 256: many blocks, lines longer than one
+    monkeypatch.setattr(amazon, "BLOCK_BYTES", block)  # 256: many blocks, lines longer than one
     path = lines_writer(tmp_path / "reviews_Beauty_5.json", _edge_lines() * 3, gz=gz)
     kept, quarantine = _compare(path)
     # spot checks of what the specification says (so that both cannot be wrong together)
@@ -209,7 +209,7 @@ def test_vectorised_reviews_certify_valid_json_lines_in_one_block(tmp_path, line
 def test_vectorised_reviews_line_breaks_and_bytes_python_reads_differently(tmp_path, monkeypatch):
     import ops.ingest.amazon as amazon
 
-    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", 200)
+    monkeypatch.setattr(amazon, "BLOCK_BYTES", 200)
     good = json.dumps({"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000})
     data = b"".join([
         b"\xef\xbb\xbf" + good.encode() + b"\r\n",  # a byte-order mark: kept in the text by both, so bad JSON
@@ -234,7 +234,7 @@ def test_vectorised_reviews_clean_files_never_take_the_per_line_path(tmp_path, m
     import ops.ingest.amazon as amazon
     from ops.sample import generate
 
-    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(amazon, "BLOCK_BYTES", 4096)
     calls = []
     real = amazon.parse_review
     monkeypatch.setattr(amazon, "parse_review", lambda line, rel_: calls.append(line) or real(line, rel_))
@@ -258,7 +258,7 @@ def test_vectorised_meta_prefilter_equals_line_by_line(tmp_path, monkeypatch, ve
     import ops.ingest.amazon as amazon
     from ops.ingest.common import ItemBuilder, Quarantine
 
-    monkeypatch.setattr(amazon, "REVIEW_BLOCK_BYTES", block)  # 160: lines longer than a block, mixed paths
+    monkeypatch.setattr(amazon, "BLOCK_BYTES", block)  # 160: lines longer than a block, mixed paths
     vectorised = []
     real_block = amazon._meta_block
     monkeypatch.setattr(amazon, "_meta_block", lambda *a: vectorised.append(real_block(*a)) or vectorised[-1])

@@ -48,10 +48,10 @@ INTERACTION_SCHEMA = {**INTERACTION_CORE, "rating": pl.Float64()}
 REVIEW_SCHEMA = {**INTERACTION_SCHEMA, "line": pl.Int64()}  # + the line, for a later quarantine
 _BLOCK_SCHEMA = {"line": pl.Int64(), "user_id": pl.String(), "item_id": pl.String(), "timestamp": pl.Int64(),
                  "rating": pl.Float64()}
-# Reviews are read in blocks of whole lines of about this size (~14 k lines of a 2023 file): memory stays flat,
-# and a block polars cannot read as Python does costs only its own lines in the per-line path.
-REVIEW_BLOCK_BYTES = 8 << 20
-REVIEW_LOOKAHEAD = 2  # blocks decoded ahead in a thread while this one is handled (peak RSS grows with it)
+# Reviews and meta are read in blocks of whole lines of about this size (~14 k review lines of a 2023 file):
+# memory stays flat, and a block polars cannot read as Python does costs only its own lines in the per-line path.
+BLOCK_BYTES = 8 << 20
+BLOCK_LOOKAHEAD = 2  # blocks decoded ahead in a thread while this one is handled (peak RSS grows with it)
 VERSIONS = ("2014", "2018", "2023")
 
 
@@ -195,14 +195,14 @@ def _finish_reviews(account: FileAccount, parts: list[pl.DataFrame]) -> pl.DataF
 
 
 def _blocks(path: Path) -> Iterator[bytes]:
-    """The file's bytes in blocks of whole lines (~REVIEW_BLOCK_BYTES each). A gzipped file is decompressed as it
+    """The file's bytes in blocks of whole lines (~BLOCK_BYTES each). A gzipped file is decompressed as it
     is read (no temporary copy: a 2023 category can be tens of GB of JSON); a plain file is read up to the last
     whole line and then seeks back, which saves a copy of each block (copying a block costs about as much as
     reading it from the page cache on this machine)."""
     gz = is_gzip(path)
     with open_binary(path) as fh:
         rest = b""
-        while chunk := fh.read(REVIEW_BLOCK_BYTES):
+        while chunk := fh.read(BLOCK_BYTES):
             cut = chunk.rfind(b"\n") + 1
             if not cut:  # a line longer than a block
                 rest += chunk
@@ -282,13 +282,13 @@ def _read_blocks(path: Path, read_block: Callable[[bytes], tuple[pl.DataFrame, i
                  ) -> Iterator[tuple[pl.DataFrame | None, list[tuple[int, str]]]]:
     """Per block in file order: (read_block's frame with file line numbers, []) or, for a block polars cannot
     read as Python does, (None, its non-blank (line, text) as Python reads them). The next blocks are read by
-    polars in another thread while this one is handled (polars releases the GIL), REVIEW_LOOKAHEAD ahead."""
+    polars in another thread while this one is handled (polars releases the GIL), BLOCK_LOOKAHEAD ahead."""
     number = 1  # of the block's first line
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="amazon") as pool:
         pending: deque = deque()
         blocks = _blocks(path)
         while True:
-            while len(pending) <= REVIEW_LOOKAHEAD and (block := next(blocks, None)) is not None:
+            while len(pending) <= BLOCK_LOOKAHEAD and (block := next(blocks, None)) is not None:
                 pending.append((block, pool.submit(read_block, block)))
             if not pending:
                 return
