@@ -136,6 +136,8 @@ def _edge_lines():
         '{"reviewerID": "A19", "asin": "B001", "overall": 5.0,',  # cut off
         "{'reviewerID': 'A20', 'asin': 'B001', 'overall': 5.0, 'unixReviewTime': 1300000000}",  # not JSON
         '{"reviewerID": "A21", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000, "t": "a\tb"}',
+        '{"reviewerID": "A\\ud800", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000, "s": "\\udc00"}',
+        '{"reviewerID": "A25", "asin": "B001", "overall": 5.0, "unixReviewTime": 1e300}',
         "", "   ", "\x1c", "\u3000",  # blank for Python (the \x1c and \u3000 ones too): not records
         '\ufeff{"reviewerID": "A22", "asin": "B001", "overall": 5.0, "unixReviewTime": 1300000000}',  # BOM
         rec(reviewerID="A23", reviewText="x" * 3000),  # longer than a test block
@@ -170,14 +172,15 @@ def test_vectorised_reviews_equal_line_by_line_on_edge_cases(tmp_path, lines_wri
     # spot checks of what the specification says (so that both cannot be wrong together)
     users = kept["user_id"].to_list()
     assert "A6" in users and "A5" not in users  # json.loads keeps a duplicate key's last value
-    assert {"12", "1.0", "True", "A8", "A 17 \"q\"", "\u00c5ngstr\u00f6m", "A1\U0001F600"} <= set(users)
+    assert {"12", "1.0", "True", "A8", "A 17 \"q\"", "\u00c5ngstr\u00f6m", "A1\U0001F600", "A\ufffd"} <= set(users)
     assert kept.filter(pl.col("user_id") == "A9")["timestamp"][0] == 9007199254740992  # through float
     assert kept.filter(pl.col("user_id") == "A10")["timestamp"][0] == -1500
     assert kept.filter(pl.col("user_id") == "A4")["timestamp"][0] == 1300000000
     assert kept.filter(pl.col("user_id") == "A7")["item_id"][0] == "B001"
     reasons = quarantine["reason"].to_list()
     assert sum(r.startswith("bad JSON") for r in reasons) == 3 * 9
-    assert sum(r.startswith("bad timestamp or rating") for r in reasons) == 3 * 3  # NaN, inf; "4.0" is fine
+    # NaN, inf, 1e300 (beyond Int64); "4.0" is fine
+    assert sum(r.startswith("bad timestamp or rating") for r in reasons) == 3 * 4
     assert kept["line"].is_sorted() and kept["line"].n_unique() == kept.height
 
 
@@ -193,17 +196,17 @@ def test_vectorised_reviews_certify_valid_json_lines_in_one_block(tmp_path, line
         except ValueError:
             return False
 
-    # (NaN, 1e999, numbers written as strings and top-level arrays, strings or numbers make polars' decoding
-    # fail: their block goes line by line, tested above)
+    # (NaN, 1e999, numbers written as strings, a lone surrogate and top-level arrays, strings or numbers make
+    # polars' decoding fail: their block goes line by line, tested above)
     lines = [line for line in _edge_lines() if valid(line) and line.strip()[0] in "{n" and not any(
-        s in line for s in ("NaN", "e999", '"4.0"'))]
+        s in line for s in ("NaN", "e999", '"4.0"', "\\ud800"))]
     path = lines_writer(tmp_path / "reviews_Beauty_5.json", lines)
     frame, count = _vector_block(path.read_bytes(), release("2014", "Beauty"))
     assert count == len(lines) and frame.height == len(lines)
     plain = dict(zip(frame["line"] + 1, frame["plain"]))
     assert sum(plain.values()) >= 6 and not all(plain.values())
     kept, _ = _compare(path)
-    assert kept.height == len(lines) - 4  # empty id, null asin, no time, a "null" line
+    assert kept.height == len(lines) - 5  # empty id, null asin, no time, a time of 1e300, a "null" line
 
 
 def test_vectorised_reviews_line_breaks_and_bytes_python_reads_differently(tmp_path, monkeypatch):
@@ -304,3 +307,28 @@ def test_vectorised_meta_prefilter_equals_line_by_line(tmp_path, monkeypatch, ve
     expected = {"B001", "B002", "B004", "B005", "B006"} | ({"B003"} if version == "2014" else set())
     assert {r[0] for r in items} == expected  # (the 2014 reader accepts a Python literal with spaces)
     assert filtered["item has no kept review"] >= 4 and rows_in == kept + quarantined + sum(filtered.values())
+
+
+def test_amazon_surrogate_escapes_odd_details_and_times_beyond_int64(tmp_path, lines_writer):
+    """Scraped text holds broken emoji: a JSON escape of a lone UTF-16 surrogate decodes to a code point that
+    UTF-8 (polars, Parquet) cannot hold. It becomes U+FFFD, as an undecodable byte does, and a pair written as
+    two escapes in a Python literal becomes its character. A `details` that is not a dict has no brand; a time
+    beyond Int64 is a bad timestamp. None of them is a crash."""
+    lines_writer(tmp_path / "Cat.jsonl", [
+        json.dumps({"user_id": "U\ud800", "parent_asin": "I1", "rating": 5.0, "timestamp": 1600000000000}),
+        json.dumps({"user_id": "U2", "parent_asin": "I2", "rating": 4.0, "timestamp": 1600000000000}),
+        json.dumps({"user_id": "U3", "parent_asin": "I1", "rating": 4.0, "timestamp": 1e300}),
+        json.dumps({"user_id": "U3", "parent_asin": "I1", "rating": 4.0, "timestamp": 2**64 * 1000})])
+    lines_writer(tmp_path / "meta_Cat.jsonl", [
+        json.dumps({"parent_asin": "I1", "title": "Cream \ud83d\ude00 \udc00", "details": ["Brand"]}),
+        json.dumps({"parent_asin": "I2", "title": "Soap", "store": None, "details": {"Brand": "Acme"}})])
+    res = load_amazon(tmp_path, "t", "Cat", "2023")
+    assert res.items.select("item_id", "title", "brand").rows() == [("I1", "Cream \U0001f600 \ufffd", ""),
+                                                                    ("I2", "Soap", "Acme")]
+    assert res.interactions.select("user_id", "item_id").rows() == [("U\ufffd", "I1"), ("U2", "I2")]
+    assert res.quarantine.select("line", "reason").rows() == [
+        (3, "bad timestamp or rating (1e+300, 4.0)"), (4, f"bad timestamp or rating ({2**64 * 1000}, 4.0)")]
+    for frame in (res.items, res.interactions, res.quarantine):
+        frame.write_parquet(tmp_path / "t.parquet")
+    literal = r"{'asin': 'B1', 'title': u'Smile \ud83d\ude00 \udc00', 'brand': 'x'}"
+    assert parse_meta_line(literal, python_literal=True)["title"] == "Smile \U0001f600 \ufffd"

@@ -111,14 +111,32 @@ def item_text(meta: dict[str, Any], version: str) -> tuple[str, str, str, str]:
         return (_join(meta.get("title")), _join(meta.get("description")),
                 _join(meta.get("category"), " > "), _join(meta.get("brand")))
     categories = meta.get("categories") or meta.get("main_category")
-    return (_join(meta.get("title")), _join(meta.get("description")),
-            _join(categories, " > "), _join(meta.get("store") or (meta.get("details") or {}).get("Brand")))
+    details = meta.get("details")  # a dict of product facts in the published files; anything else has no brand
+    brand = meta.get("store") or (details.get("Brand") if isinstance(details, dict) else None)
+    return (_join(meta.get("title")), _join(meta.get("description")), _join(categories, " > "), _join(brand))
 
 
 _ASIN_RE = {
     "asin": re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]"""),
     "parent_asin": re.compile(r"""['"]parent_asin['"]\s*:\s*['"]([^'"]+)['"]"""),
 }
+
+
+# A \ud800-\udfff escape decodes to a surrogate code point, which UTF-8 (polars, Parquet) cannot hold. A cheap
+# test on the line's text: it may also match an escaped backslash (then _mend finds nothing to change).
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u[dD][89a-fA-F]|U0000[dD][89a-fA-F])")
+
+
+def _mend(value: Any) -> Any:
+    """Surrogates in every string of a parsed value: a pair becomes its character (Python literals keep the two
+    halves apart, JSON joins them itself), a lone half U+FFFD, as a byte that is not UTF-8 does."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, dict):
+        return {_mend(k): _mend(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return type(value)(_mend(v) for v in value)
+    return value
 
 
 def parse_meta_line(line: str, python_literal: bool) -> dict[str, Any]:
@@ -139,7 +157,7 @@ def parse_meta_line(line: str, python_literal: bool) -> dict[str, Any]:
             raise ValueError(f"bad JSON: {exc.msg}") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a dict, got {type(value).__name__}")
-    return value
+    return _mend(value) if _SURROGATE_ESCAPE.search(line) else value
 
 
 def parse_review(line: str, rel_: Release) -> tuple[str, str, int, float] | str:
@@ -148,6 +166,8 @@ def parse_review(line: str, rel_: Release) -> tuple[str, str, int, float] | str:
         rec = json.loads(line)
         if not isinstance(rec, dict):
             raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+        if _SURROGATE_ESCAPE.search(line):
+            rec = _mend(rec)
     except (json.JSONDecodeError, ValueError) as exc:
         return f"bad JSON: {getattr(exc, 'msg', exc)}"
     missing = [k for k in rel_.review_keys if rec.get(k) in (None, "")]
@@ -158,6 +178,8 @@ def parse_review(line: str, rel_: Release) -> tuple[str, str, int, float] | str:
         rating = float(rec[rel_.rating_key])
         if not math.isfinite(rating):  # json.loads reads NaN and 1e999
             raise ValueError
+        if not -(2**63) <= ts < 2**63:  # the timestamp column is Int64
+            raise OverflowError
     except (TypeError, ValueError, OverflowError):  # (int(inf) overflows)
         return f"bad timestamp or rating ({rec[rel_.time_key]!r}, {rec[rel_.rating_key]!r})"
     return str(rec[rel_.user_key]), str(rec[rel_.item_key]), ts, rating
