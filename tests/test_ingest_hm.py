@@ -172,3 +172,42 @@ def test_first_line_that_is_not_utf8(tmp_path, monkeypatch, window):
         path.write_bytes(data)
         assert linecount.scan(path) == (linecount.count_lines(path), expected), data[-20:]
     assert LineCounter(path).first_invalid_utf8_line() == 2
+
+
+def test_hm_byte_order_marks_unit_separators_and_an_overlong_first_line(tmp_path, lines_writer):
+    """Files saved by a spreadsheet start with a byte-order mark; a unit separator (\\x1f) inside a line is data
+    (the raw-line reader must not split at it and drop the rest); a first transaction line with 8 fields is a
+    row to quarantine (polars sizes its columns from the first line and would raise a SchemaError)."""
+    lines_writer(tmp_path / "articles.csv", _articles([_article("0108775015", "Top"), _article("0108775044", "Tee")]))
+    lines_writer(tmp_path / "customers.csv", [
+        "customer_id,FN,Active,club_member_status,fashion_news_frequency,age,postal_code",
+        f"{CUST[0]},,,ACTIVE,NONE,49,p", f"{CUST[1]},1.0\x1f,1.0,ACTIVE,Regularly,25,p"])
+    lines_writer(tmp_path / "transactions_train.csv", [
+        "t_dat,customer_id,article_id,price,sales_channel_id",
+        f"2018-09-20,{CUST[0]},0108775015,0.05,2,x,y,z",
+        f"2018-09-20,{CUST[1]},0108775044,0.03,1"])
+    for name in ("articles.csv", "customers.csv", "transactions_train.csv"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    res = load_hm(tmp_path, "t", workdir=tmp_path / "w")
+    assert res.items["item_id"].to_list() == ["0108775015", "0108775044"]
+    inter, q = _run(res, tmp_path)
+    assert inter.select("user_id", "item_id").rows() == [(CUST[1], "0108775044")]
+    assert q.select("source_file", "line", "reason", "raw").rows() == [
+        ("transactions_train.csv", 2, "expected 5 comma-separated columns, found more",
+         f"2018-09-20,{CUST[0]},0108775015,0.05,2,x")]  # (the parser keeps 6 fields of a longer line)
+    assert [(a.source_file, a.rows_in, a.kept) for a in res.accounts] == [
+        ("articles.csv", 2, 2), ("customers.csv", 2, 2), ("transactions_train.csv", 2, 1)]
+    assert all(a.balanced for a in res.accounts)
+
+
+def test_line_field_separator_is_a_byte_the_file_lacks(tmp_path):
+    from ops.ingest.common import line_field_separator
+
+    cases = {b"a\tb\n": "\x1f", b"a\x1fb\n": "\x1e", b"\x1f\x1e\x1d\x1c": "\x01"}
+    for i, (data, expected) in enumerate(cases.items()):
+        (tmp_path / f"f{i}").write_bytes(data)
+        assert line_field_separator(tmp_path / f"f{i}") == expected
+    (tmp_path / "all").write_bytes(bytes(range(1, 128)))
+    with pytest.raises(IngestError, match="every ASCII control character"):
+        line_field_separator(tmp_path / "all")

@@ -25,6 +25,7 @@ from ops.ingest.common import (
     Quarantine,
     LineCounter,
     find_file,
+    line_field_separator,
     open_text,
     plain_file,
     rel,
@@ -47,7 +48,7 @@ INTERACTION_SCHEMA = {**INTERACTION_CORE, "price": pl.Float64(), "sales_channel_
 
 
 def _read_header(path: Path) -> list[str]:
-    with open_text(path) as fh:
+    with open_text(path, table=True) as fh:
         first = fh.readline().rstrip("\r\n")
     return next(csv.reader([first])) if first else []
 
@@ -64,7 +65,7 @@ def _require_columns(path: Path, header: list[str], required: tuple[str, ...]) -
 def read_articles(path: Path, name: str, items: ItemBuilder, quarantine: Quarantine) -> FileAccount:
     account = FileAccount(name, "record", "items")
     required = ("article_id", *ATTRIBUTES)
-    with open_text(path) as fh:
+    with open_text(path, table=True) as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -102,9 +103,9 @@ def read_articles(path: Path, name: str, items: ItemBuilder, quarantine: Quarant
 
 
 def _raw_lines(path: Path) -> pl.LazyFrame:
-    # Each line as one string column: the unit separator never occurs in these files, no quoting is used.
+    # Each line as one string column, split at a byte the file does not hold (no quoting is used).
     return (
-        pl.scan_csv(path, has_header=False, skip_rows=1, separator="\x1f", quote_char=None,
+        pl.scan_csv(path, has_header=False, skip_rows=1, separator=line_field_separator(path), quote_char=None,
                     schema={"raw": pl.String}, truncate_ragged_lines=True, encoding="utf8-lossy")
         .with_row_index("line", offset=2)
     )
@@ -150,6 +151,7 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
     lf = (
         pl.scan_csv(path, has_header=False, skip_rows=1, quote_char=None, truncate_ragged_lines=True,
                     schema={f"field_{i}": pl.String for i in range(6)}, missing_columns="insert",
+                    extra_columns="ignore",  # (else a first line with over 6 fields is a SchemaError, not a row)
                     # lossy: a byte that is not UTF-8 becomes U+FFFD, so its row fails a rule and is quarantined
                     # (strict decoding aborts the whole sink with a bare "invalid utf-8 sequence"); strict is
                     # ~4 % cheaper, so it is used on the files that have no such byte (known before the scan)
