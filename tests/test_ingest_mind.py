@@ -188,3 +188,31 @@ def test_content_hash_bytes_and_duplicate_items_are_stable():
         "empty item text: every attribute is empty"]
     assert (acc.kept, acc.quarantined, dict(acc.filtered)) == (1, 2, {"identical duplicate of an item already read": 1})
     assert items.frame(keep=set()).height == 0 and items.frame(keep={"N1"}).equals(frame)
+
+
+def test_behaviors_read_as_python_reads_them_with_odd_bytes_and_lax_times(tmp_path, lines_writer):
+    """Vectorised and line-by-line readings agree where polars and Python differ by default: a unit separator
+    inside a line (data, and whitespace for str.split), times polars' strptime reads and Python's does not
+    ('-2019', '9: 05'), times of unusual shape Python reads ('am', one-digit minutes), byte-order marks."""
+    lines_writer(tmp_path / "news.tsv", NEWS[:3])
+    lines_writer(tmp_path / "behaviors.tsv", [
+        "1\tU1\t11/11/2019 9:05:58 AM\tN1\x1fN2\tN3-1\x1fN2-1",  # \x1f separates tokens, as str.split() does
+        "2\tU2\x1f\t11/11/2019 9:05:58 AM\tN1\tN2-1",  # ... and is stripped from a field's ends
+        "3\tU3\t11/12/-2019 1:00:00 PM\tN1\tN2-1",
+        "4\tU3\t11/12/2019 9: 05:58 AM\tN1\tN2-1",
+        "5\tU4\t11/12/2019 9:5:58 am\tN1\tN2-1",
+        "6\t\x1c\t11/12/2019 9:05:58 AM\tN1\tN2-1",  # an empty user once stripped
+    ])
+    for name in ("news.tsv", "behaviors.tsv"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    res = load_mind(tmp_path, "t")
+    assert res.items["item_id"].to_list() == ["N1", "N2", "N3"]  # not '\ufeffN1'
+    assert res.interactions.filter(pl.col("event") == "click").select("user_id", "item_id", "timestamp").rows() == [
+        ("U1", "N3", parse_time("11/11/2019 9:05:58 AM")), ("U1", "N2", parse_time("11/11/2019 9:05:58 AM")),
+        ("U2", "N2", parse_time("11/11/2019 9:05:58 AM")), ("U4", "N2", parse_time("11/12/2019 9:05:58 AM"))]
+    assert res.quarantine.select("line", "reason").rows() == [
+        (3, "bad timestamp '11/12/-2019 1:00:00 PM', expected M/D/YYYY H:MM:SS AM"),
+        (4, "bad timestamp '11/12/2019 9: 05:58 AM', expected M/D/YYYY H:MM:SS AM"),
+        (6, "empty user id")]
+    _same_as_line_by_line(res, load_mind_line_by_line(tmp_path, "t"))

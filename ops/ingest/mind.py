@@ -31,6 +31,7 @@ from ops.ingest.common import (
     Quarantine,
     find_file,
     iter_lines,
+    line_field_separator,
     plain_file,
     rel,
 )
@@ -40,6 +41,14 @@ ATTRIBUTES = ("title", "abstract", "category", "subcategory")
 NEWS_COLUMNS = 8
 BEHAVIOR_COLUMNS = 5
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
+# Python's whitespace (str.split / str.strip): Unicode's White_Space, which is what polars' \s and strip_chars()
+# mean, plus the separators \x1c-\x1f.
+PY_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+_TOKEN = r"[^\s\x1c-\x1f]+"
+# The shape of every time in the published files. polars' strptime is laxer than Python's (it reads '11/12/-2019'
+# and '9: 05:58'), so it decides only texts of this shape; any other goes to parse_time, the line-by-line rule.
+USUAL_TIME = (r"^(?:1[0-2]|0?[1-9])/(?:3[01]|[12][0-9]|0?[1-9])/[1-9][0-9]{3} "
+              r"(?:1[0-2]|0?[1-9]):[0-5][0-9]:[0-5][0-9] [AP]M$")
 INTERACTION_SCHEMA = {**INTERACTION_CORE, "impression_id": pl.String()}
 # what an impression token is (behaviors.tsv)
 CLICK, NOT_CLICKED, UNLABELED, BAD, UNKNOWN = range(5)
@@ -68,10 +77,27 @@ def parse_time(text: str) -> int:
     return int(datetime.strptime(text.strip(), TIME_FORMAT).replace(tzinfo=timezone.utc).timestamp())
 
 
+def _times_of_unusual_shape(df: pl.DataFrame) -> pl.DataFrame:
+    """parse_time for the lines whose time polars left undecided (not of the USUAL_TIME shape); a time it reads
+    clears the line's "time" problem (the user check after it still applies)."""
+    parsed: dict[int, int] = {}
+    for line, text in df.filter(pl.col("problem") == "time").select("line", "time_text").iter_rows():
+        try:
+            parsed[line] = parse_time(text)
+        except (TypeError, ValueError):  # (TypeError: no time field at all)
+            pass
+    if not parsed:
+        return df
+    ts = pl.col("line").replace_strict(list(parsed), list(parsed.values()), default=None, return_dtype=pl.Int64)
+    return df.with_columns(pl.coalesce(pl.col("ts"), ts).alias("ts")).with_columns(
+        pl.when(ts.is_null()).then(pl.col("problem"))
+        .when(pl.col("user") == "").then(pl.lit("user")).alias("problem"))
+
+
 def _read_news(path: Path, name: str, items: ItemBuilder, quarantine: Quarantine) -> FileAccount:
     account = FileAccount(name, "line", "items")
     guard = FormatGuard(path, f"MIND news.tsv: {NEWS_COLUMNS} tab-separated columns, no header")
-    for number, line in iter_lines(path):
+    for number, line in iter_lines(path, table=True):
         account.rows_in += 1
         cols = line.split("\t")
         if len(cols) != NEWS_COLUMNS:
@@ -118,29 +144,31 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     entries = FileAccount(name, "history+impression entry", "interactions")
     with tempfile.TemporaryDirectory(prefix="mind-") as tmp:
         plain = plain_file(path, Path(tmp))
-        # One string per physical line (the unit separator never occurs in MIND; no quoting): the row index is
+        # One string per physical line (split at a byte the file does not hold; no quoting): the row index is
         # the line number, blank lines included as nulls and dropped below (they are not records).
         cols = pl.col("raw").str.split("\t")
         problem = (pl.when(pl.col("n") != BEHAVIOR_COLUMNS).then(pl.lit("columns"))
                    .when(pl.col("ts").is_null()).then(pl.lit("time"))
                    .when(pl.col("user") == "").then(pl.lit("user")))
         df = (
-            pl.scan_csv(plain, has_header=False, separator="\x1f", quote_char=None, schema={"raw": pl.String},
-                        truncate_ragged_lines=True, raise_if_empty=False,
+            pl.scan_csv(plain, has_header=False, separator=line_field_separator(plain), quote_char=None,
+                        schema={"raw": pl.String}, truncate_ragged_lines=True, raise_if_empty=False,
                         encoding="utf8-lossy")  # bad bytes become U+FFFD, as the line-by-line reading does
             .with_row_index("line", offset=1)
             .with_columns(pl.col("raw").str.strip_chars_end("\r\n"))
-            .filter(pl.col("raw").fill_null("").str.strip_chars() != "")
-            .with_columns(cols.list.len().alias("n"),
-                          *[cols.list.get(i, null_on_oob=True).str.strip_chars().alias(c) for i, c in enumerate(
-                              ("imp", "user", "time_text", "history", "impressions"))])
-            .with_columns(pl.col("time_text").str.strptime(pl.Datetime("us"), TIME_FORMAT, strict=False)
+            .filter(pl.col("raw").fill_null("").str.strip_chars(PY_SPACE) != "")
+            .with_columns(cols.list.len().alias("n"), *[
+                cols.list.get(i, null_on_oob=True).str.strip_chars(PY_SPACE).alias(c)
+                for i, c in enumerate(("imp", "user", "time_text", "history", "impressions"))])
+            .with_columns(pl.when(pl.col("time_text").str.contains(USUAL_TIME))
+                          .then(pl.col("time_text").str.strptime(pl.Datetime("us"), TIME_FORMAT, strict=False))
                           .dt.epoch("s").alias("ts"))
             .with_columns(problem.alias("problem"))
             # the raw text is kept for the quarantine of rejected lines only
             .with_columns(pl.when(pl.col("problem").is_not_null()).then(pl.col("raw")).alias("raw"))
             .collect()
         )
+    df = _times_of_unusual_shape(df)
     lines.rows_in = df.height
 
     def line_reason(problem: str, n: int, time_text: str | None) -> str:
@@ -169,11 +197,11 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     # Tokens as Python's str.split() makes them (runs of non-whitespace). MIND separates them by single spaces:
     # splitting on " " and dropping empty strings is then the same and ~3x faster than the regex, which stays
     # for a file with other whitespace inside its fields.
-    odd_space = bool(good.select(pl.any_horizontal(pl.col("history", "impressions").str.contains(r"[^\S ]"))
-                                 .any()).item())
+    odd_space = bool(good.select(pl.any_horizontal(
+        pl.col("history", "impressions").str.contains(r"[^\S ]|[\x1c-\x1f]")).any()).item())
 
     def tokens(frame: pl.DataFrame, column: str, alias: str) -> pl.DataFrame:
-        split = pl.col(column).str.extract_all(r"\S+") if odd_space else pl.col(column).str.split(" ")
+        split = pl.col(column).str.extract_all(_TOKEN) if odd_space else pl.col(column).str.split(" ")
         out = frame.select("g", split.alias(alias)).explode(alias)
         return out.filter(pl.col(alias).fill_null("") != "").with_row_index("k")
 
@@ -193,7 +221,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     if seen.height:  # pairs kept from an earlier split's file
         first = first.join(seen, on=["user", "item"], how="anti", maintain_order="left")
     again = good.filter(~first_line)
-    again_tokens = int(again.select(pl.col("history").str.count_matches(r"\S+").sum()).item() or 0)
+    again_tokens = int(again.select(pl.col("history").str.count_matches(_TOKEN).sum()).item() or 0)
     # ... and an unknown entry on a repeating line is quarantined again, with that line's number
     unknown = with_line(hist.filter(~pl.col("known")), "uid", "history")
     again_bad = again.join(unknown.select("uid", "history").unique(), on=["uid", "history"], how="semi")

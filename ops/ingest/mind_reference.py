@@ -40,7 +40,7 @@ def read_behaviors_line_by_line(
     lines = FileAccount(name, "line")
     entries = FileAccount(name, "history+impression entry", "interactions")
     guard = FormatGuard(path, BEHAVIORS_FORMAT)
-    for number, line in iter_lines(path):
+    for number, line in iter_lines(path, table=True):
         lines.rows_in += 1
         cols = line.split("\t")
         if len(cols) != BEHAVIOR_COLUMNS:
