@@ -193,8 +193,9 @@ def test_content_hash_bytes_and_duplicate_items_are_stable():
 def test_behaviors_read_as_python_reads_them_with_odd_bytes_and_lax_times(tmp_path, lines_writer):
     """Vectorised and line-by-line readings agree where polars and Python differ by default: a unit separator
     inside a line (data, and whitespace for str.split), times polars' strptime reads and Python's does not
-    ('-2019', '9: 05'), times of unusual shape Python reads ('am', one-digit minutes), byte-order marks."""
-    lines_writer(tmp_path / "news.tsv", NEWS[:3])
+    ('-2019', '9: 05'), times of unusual shape Python reads ('am', one-digit minutes), byte-order marks, and a
+    lone CR, which is data inside a line (as for polars and the byte-level line count), not a line break."""
+    lines_writer(tmp_path / "news.tsv", NEWS[:3] + ["N7\tsports\ttennis\tCR\tfirst\rsecond\thttps://a/N7.html\t[]\t[]"])
     lines_writer(tmp_path / "behaviors.tsv", [
         "1\tU1\t11/11/2019 9:05:58 AM\tN1\x1fN2\tN3-1\x1fN2-1",  # \x1f separates tokens, as str.split() does
         "2\tU2\x1f\t11/11/2019 9:05:58 AM\tN1\tN2-1",  # ... and is stripped from a field's ends
@@ -202,15 +203,20 @@ def test_behaviors_read_as_python_reads_them_with_odd_bytes_and_lax_times(tmp_pa
         "4\tU3\t11/12/2019 9: 05:58 AM\tN1\tN2-1",
         "5\tU4\t11/12/2019 9:5:58 am\tN1\tN2-1",
         "6\t\x1c\t11/12/2019 9:05:58 AM\tN1\tN2-1",  # an empty user once stripped
+        "7\tU5\t11/12/2019 9:05:58 AM\tN1\rN2\tN7-1",
     ])
     for name in ("news.tsv", "behaviors.tsv"):
         path = tmp_path / name
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     res = load_mind(tmp_path, "t")
-    assert res.items["item_id"].to_list() == ["N1", "N2", "N3"]  # not '\ufeffN1'
+    assert res.items["item_id"].to_list() == ["N1", "N2", "N3", "N7"]  # not '\ufeffN1'
+    assert res.items["abstract"][3] == "first second"
     assert res.interactions.filter(pl.col("event") == "click").select("user_id", "item_id", "timestamp").rows() == [
         ("U1", "N3", parse_time("11/11/2019 9:05:58 AM")), ("U1", "N2", parse_time("11/11/2019 9:05:58 AM")),
-        ("U2", "N2", parse_time("11/11/2019 9:05:58 AM")), ("U4", "N2", parse_time("11/12/2019 9:05:58 AM"))]
+        ("U2", "N2", parse_time("11/11/2019 9:05:58 AM")), ("U4", "N2", parse_time("11/12/2019 9:05:58 AM")),
+        ("U5", "N7", parse_time("11/12/2019 9:05:58 AM"))]
+    assert res.interactions.filter(pl.col("user_id") == "U5", pl.col("event") == "history")["item_id"].to_list() == [
+        "N1", "N2"]
     assert res.quarantine.select("line", "reason").rows() == [
         (3, "bad timestamp '11/12/-2019 1:00:00 PM', expected M/D/YYYY H:MM:SS AM"),
         (4, "bad timestamp '11/12/2019 9: 05:58 AM', expected M/D/YYYY H:MM:SS AM"),

@@ -92,8 +92,12 @@ def plain_file(path: Path, workdir: Path) -> Path:
 
 
 def iter_lines(path: Path, table: bool = False) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline), blank lines skipped (they are not records)."""
+    """(1-based line number, line without its newline), blank lines skipped (they are not records). A `table`
+    (TSV) line ends at \n only, as for polars' CSV reader and the byte-level line count: a lone \r inside a
+    field is data there, not the universal-newline line break it is for Python's text files."""
     with open_text(path, table) as fh:
+        if table:
+            fh.reconfigure(newline="\n")
         for number, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if line.strip():
