@@ -185,7 +185,7 @@ def test_vectorised_reviews_equal_line_by_line_on_edge_cases(tmp_path, lines_wri
 
 
 def test_vectorised_reviews_certify_valid_json_lines_in_one_block(tmp_path, lines_writer):
-    """Only the lines json.loads accepts, in one block that polars decodes: every odd line has to be told apart
+    """Only the lines json.loads accepts, in one block that polars reads: every odd line has to be told apart
     by the plain-line test itself (duplicate or escaped keys, ids that are not strings, times beyond 2^53...)."""
     from ops.ingest.amazon import _vector_block, release
 
@@ -196,17 +196,37 @@ def test_vectorised_reviews_certify_valid_json_lines_in_one_block(tmp_path, line
         except ValueError:
             return False
 
-    # (NaN, 1e999, numbers written as strings, a lone surrogate and top-level arrays, strings or numbers make
-    # polars' decoding fail: their block goes line by line, tested above)
-    lines = [line for line in _edge_lines() if valid(line) and line.strip()[0] in "{n" and not any(
-        s in line for s in ("NaN", "e999", '"4.0"', "\\ud800"))]
+    # (NaN, 1e999, a lone surrogate, a rating or time of another JSON type, lines that are not objects: polars'
+    # NDJSON reader rejects them and their block goes line by line, tested above)
+    lines = [line for line in _edge_lines() if valid(line) and line.strip()[0] == "{" and not any(
+        s in line for s in ("NaN", "e999", "e300", '"4.0"', "\\ud800", ": true", "1.3e9", "-1500.7"))]
     path = lines_writer(tmp_path / "reviews_Beauty_5.json", lines)
     frame, count = _vector_block(path.read_bytes(), release("2014", "Beauty"))
     assert count == len(lines) and frame.height == len(lines)
     plain = dict(zip(frame["line"] + 1, frame["plain"]))
     assert sum(plain.values()) >= 6 and not all(plain.values())
     kept, _ = _compare(path)
-    assert kept.height == len(lines) - 5  # empty id, null asin, no time, a time of 1e300, a "null" line
+    assert kept.height == len(lines) - 3  # empty id, null asin, no time
+
+
+def test_vectorised_reviews_lines_that_polars_would_join(tmp_path, lines_writer):
+    """A line cut inside a string with the rest of it on the next line, and a line holding two objects. Parsed as
+    one text (polars' str.json_decode on the column of lines) the cut line came out whole and was kept, and rows
+    can merge or split. Each line is read on its own instead: both are bad JSON, as for json.loads."""
+    import ops.ingest.amazon as amazon
+
+    def rec(user, rating, ts):
+        return json.dumps({"reviewerID": user, "asin": "B001", "overall": rating, "unixReviewTime": ts, "t": "fine"})
+
+    cut = [rec("A2", 2.0, 2)[:-3], 'ine"}', rec("A3", 3.0, 3), rec("A4", 4.0, 4)]
+    two = [rec("A1", 1.0, 1), '{"reviewerID": "A5", "asin": "B001"}, {"overall": 9.0, "unixReviewTime": 9}',
+           rec("A6", 5.0, 6)]
+    for name, lines, kept_users, bad_lines in [("cut", cut, ["A3", "A4"], [1, 2]), ("two", two, ["A1", "A6"], [2])]:
+        path = lines_writer(tmp_path / name / "reviews_Beauty_5.json", lines)
+        assert amazon._vector_block(path.read_bytes(), amazon.release("2014", "Beauty")) is None
+        kept, quarantine = _compare(path)
+        assert kept["user_id"].to_list() == kept_users
+        assert quarantine["line"].to_list() == bad_lines and all(r.startswith("bad JSON") for r in quarantine["reason"])
 
 
 def test_vectorised_reviews_line_breaks_and_bytes_python_reads_differently(tmp_path, monkeypatch):

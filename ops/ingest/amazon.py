@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +250,7 @@ def _python_lines(block: bytes) -> list[str]:
 
 def _review_columns(rel_: Release) -> tuple[list[pl.Expr], pl.Expr]:
     """(the values as polars reads them, is the line plain). A plain line is one whose values polars' JSON
-    reading and a regex give exactly as `parse_review` would: a JSON object (the block decoded without error)
+    reading and a regex give exactly as `parse_review` would: a JSON object (the block's NDJSON reading succeeded)
     whose 4 keys each occur once, spelled without escapes, ids as strings without escapes, rating and time as
     numbers, the time within 2^53 (parse_review goes through float). Every other line goes through parse_review."""
     raw = pl.col("raw")
@@ -258,9 +258,8 @@ def _review_columns(rel_: Release) -> tuple[list[pl.Expr], pl.Expr]:
     def plain_string(key: str) -> pl.Expr:  # a JSON string with no escape: its text is its value
         return raw.str.extract(rf'"{key}"[ \t]*:[ \t]*"([^"\\]+)"', 1)
 
-    numbers = raw.str.json_decode(pl.Struct({rel_.rating_key: pl.Float64, rel_.time_key: pl.Int64}))
     values = [plain_string(rel_.user_key).alias("user_id"), plain_string(rel_.item_key).alias("item_id"),
-              numbers.struct.field(rel_.time_key).alias("ts"), numbers.struct.field(rel_.rating_key).alias("rating")]
+              pl.col(rel_.time_key).alias("ts"), pl.col(rel_.rating_key).alias("rating")]
     keys = "|".join(rel_.review_keys)
     plain = (
         raw.str.strip_chars_start().str.starts_with("{")
@@ -269,23 +268,35 @@ def _review_columns(rel_: Release) -> tuple[list[pl.Expr], pl.Expr]:
         & raw.str.contains(r"\\u00[2-7][0-9A-Fa-f]").not_()
         & (raw.str.count_matches(f'"(?:{keys})"') == len(rel_.review_keys))
         & pl.all_horizontal(pl.col("user_id", "item_id", "ts", "rating").is_not_null())
+        & pl.col("rating").is_finite()
         & (pl.col("ts").abs() <= 2**53)
     )
     return values, plain.fill_null(False)
 
 
-def _block_frame(block: bytes, build: Callable[[pl.LazyFrame], pl.LazyFrame]) -> tuple[pl.DataFrame, int] | None:
-    """(build(the block's non-blank lines `raw` with their 0-based `line`), collected; the number of lines, blank
-    ones included), or None when polars cannot read the block as Python does: a lone \\r (a line break for Python
-    only), bytes that are not UTF-8, or an expression that fails on some line (e.g. a line that is not valid
-    JSON: polars' decoding fails for the whole block)."""
+def _block_frame(block: bytes, build: Callable[[pl.LazyFrame], pl.LazyFrame],
+                 ndjson: Mapping[str, pl.DataType] | None = None) -> tuple[pl.DataFrame, int] | None:
+    """(build(the block's non-blank lines `raw` with their 0-based `line`, and the `ndjson` fields of each),
+    collected; the number of lines, blank ones included), or None when polars cannot read the block as Python
+    does: a lone \r (a line break for Python only), bytes that are not UTF-8, a line its NDJSON reader rejects
+    (not a JSON object, or a field of another type), or an expression that fails on some line.
+
+    The fields are read by polars' NDJSON reader, which parses each line on its own. (`str.json_decode` on the
+    column of lines parses them joined into one text: a line cut inside a string swallows the next one, a line
+    holding two objects yields two rows, and the values of the lines after it shift silently.)"""
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
         return None
     try:
         # (without a lone \r, polars' lines are Python's lines, blank ones included: the row index numbers them)
         lines = pl.read_lines(block, name="raw")
-        frame = build(lines.lazy().with_row_index("line").filter(pl.col("raw").str.strip_chars() != ""))
-        return frame.collect(), lines.height
+        records = lines.lazy().with_row_index("line").filter(pl.col("raw").str.strip_chars() != "")
+        if ndjson is not None:
+            fields = pl.read_ndjson(block, schema=dict(ndjson))
+            records = records.collect()
+            if fields.height != records.height:  # (it skips only lines of JSON whitespace, all blank here too)
+                return None
+            records = records.hstack(fields).lazy()
+        return build(records).collect(), lines.height
     except pl.exceptions.PolarsError:
         return None
 
@@ -297,7 +308,8 @@ def _vector_block(block: bytes, rel_: Release) -> tuple[pl.DataFrame, int] | Non
         lines.with_columns(*values)
         .with_columns(plain.alias("plain"))
         .select("line", "plain", "user_id", "item_id", (pl.col("ts") // rel_.time_divisor).alias("timestamp"),
-                "rating", pl.when(pl.col("plain").not_()).then(pl.col("raw")).alias("raw"))))
+                "rating", pl.when(pl.col("plain").not_()).then(pl.col("raw")).alias("raw"))),
+        ndjson={rel_.rating_key: pl.Float64(), rel_.time_key: pl.Int64()})
 
 
 def _read_blocks(path: Path, read_block: Callable[[bytes], tuple[pl.DataFrame, int] | None]
