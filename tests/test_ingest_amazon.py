@@ -72,13 +72,16 @@ def test_amazon_2018(tmp_path, lines_writer):
     assert res.interactions["user_id"].to_list() == ["A1", "A2"]
 
 
-def test_amazon_2023_millisecond_timestamps_and_parent_asin(tmp_path, lines_writer):
-    lines_writer(tmp_path / "All_Beauty.jsonl", [json.dumps(
-        {"rating": 4.0, "asin": "B1-RED", "parent_asin": "P1", "user_id": "U1", "timestamp": 1588687728923})])
-    lines_writer(tmp_path / "meta_All_Beauty.jsonl", [json.dumps(
+@pytest.mark.parametrize("tree", [False, True])  # files side by side, or as the release's download lays them out
+def test_amazon_2023_millisecond_timestamps_and_parent_asin(tmp_path, lines_writer, tree):
+    lines_writer(tmp_path / ("review_categories" if tree else "") / "All_Beauty.jsonl", [json.dumps(
+        {"rating": 4.0, "asin": "B1-RED", "parent_asin": "P1", "user_id": "U1", "timestamp": 1588687728923})],
+        gz=tree)
+    lines_writer(tmp_path / ("meta_categories" if tree else "") / "meta_All_Beauty.jsonl", [json.dumps(
         {"main_category": "All Beauty", "title": "Lip oil", "description": [], "store": "Brand",
          "categories": [], "parent_asin": "P1"})])
     res = load_amazon(tmp_path, "t", "All_Beauty", "2023")
+    assert res.accounts[0].source_file == ("review_categories/All_Beauty.jsonl.gz" if tree else "All_Beauty.jsonl")
     assert res.interactions.row(0, named=True)["timestamp"] == 1588687728
     assert res.interactions.row(0, named=True)["item_id"] == "P1"
     item = res.items.row(0, named=True)

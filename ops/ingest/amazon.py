@@ -85,7 +85,9 @@ def release(version: str, category: str) -> Release:
         return Release("2018", (f"{category}_5.json", f"{category}.json"), (f"meta_{category}.json",),
                        "reviewerID", "asin", "overall", "unixReviewTime", 1, "asin", False)
     if version == "2023":
-        return Release("2023", (f"{category}.jsonl",), (f"meta_{category}.jsonl",),
+        # (the release's own download tree keeps reviews and meta in these two folders under raw/)
+        return Release("2023", (f"{category}.jsonl", f"review_categories/{category}.jsonl"),
+                       (f"meta_{category}.jsonl", f"meta_categories/meta_{category}.jsonl"),
                        "user_id", "parent_asin", "rating", "timestamp", 1000, "parent_asin", False)
     raise IngestError(f"Amazon: unknown release {version!r}; expected one of {', '.join(VERSIONS)}")
 
