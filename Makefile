@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test ui bench-ingest bench-mind bench-amazon bench-embed bench-quantize bench-palette clean-data
+.PHONY: demo test ui bench-ingest bench-codec bench-mind bench-amazon bench-embed bench-quantize bench-palette clean-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 bench-ingest: $(STAMP)
 	$(PY) bench/ingest.py
+
+bench-codec: $(STAMP)
+	$(PY) bench/codec.py
 
 bench-mind: $(STAMP)
 	$(PY) bench/mind.py

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from storage.atomic import atomic_write_text
-from storage.parquet import COMPRESSION, footer_metadata
+from storage.parquet import PARQUET_OPTIONS, footer_metadata
 
 CODES_FILE = "codes.parquet"
 MANIFEST = "MANIFEST.json"
@@ -65,7 +65,7 @@ class CodeTableStore:
         tmp = self.dir / f".{version}.tmp-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            frame.write_parquet(tmp / CODES_FILE, compression=COMPRESSION, metadata=footer_metadata(metadata))
+            frame.write_parquet(tmp / CODES_FILE, **PARQUET_OPTIONS, metadata=footer_metadata(metadata))
             for name, writer in (extra or {}).items():
                 writer(tmp / name)
             manifest = {"version": version, "files": sorted(p.name for p in tmp.iterdir()), "rows": frame.height,
