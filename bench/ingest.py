@@ -3,7 +3,10 @@
 Each contender runs in its own subprocess so that its peak RSS is its own (read from the child's rusage):
   pandas_read_csv        pandas.read_csv of the transactions file (ids as strings), nothing written
   pandas_to_parquet      pandas.read_csv + DataFrame.to_parquet (zstd)
-  polars_streaming       polars scan_csv().sink_parquet(), no validation (the bare conversion)
+  polars_streaming       polars scan_csv().sink_parquet(), no validation (the bare conversion, ANCHORS.md's anchor:
+                         polars' default zstd level 3)
+  polars_streaming_zstd1 the same bare conversion at our storage's codec setting (zstd level 1), for comparing
+                         the validation work alone
   ours                   ops.ingest.hm.load_hm + storage.sink_frames: articles, customers and transactions
                          validated line by line, quarantine written, canonical schema, row accounting
 
@@ -90,6 +93,13 @@ pl.scan_csv(D / "transactions_train.csv", schema_overrides={"customer_id": pl.St
             ).sink_parquet(OUT / "polars.parquet", compression="zstd")
 rows = pl.scan_parquet(OUT / "polars.parquet").select(pl.len()).collect().item()
 """,
+    "polars_streaming_zstd1": """
+import polars as pl
+from storage.parquet import PARQUET_OPTIONS
+pl.scan_csv(D / "transactions_train.csv", schema_overrides={"customer_id": pl.String, "article_id": pl.String}
+            ).sink_parquet(OUT / "polars.parquet", **PARQUET_OPTIONS)
+rows = pl.scan_parquet(OUT / "polars.parquet").select(pl.len()).collect().item()
+""",
     "ours": """
 from ops.ingest.hm import load_hm
 from storage import sink_frames, write_frame
@@ -151,21 +161,27 @@ def main() -> None:
         for name in args.only or CONTENDERS:
             out = work / f"out_{name}"
             out.mkdir(exist_ok=True)
-            rounds.setdefault(name, []).append(run_contender(name, data, out))
+            result = run_contender(name, data, out)
+            # Parquet written (ours: interactions + quarantine + items), so a codec choice shows its size cost too
+            result["out_gb"] = sum(f.stat().st_size for f in out.glob("*.parquet")) / 1e9
+            rounds.setdefault(name, []).append(result)
             for f in out.iterdir():
                 f.unlink()
     results = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in rounds.items()}
     ours = results.get("ours")
-    print(f"\n| contender | wall s (median of {args.repeat}) | CPU s | rows/s | peak RSS GB | ours faster by |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| contender | wall s (median of {args.repeat}) | CPU s | rows/s | peak RSS GB | Parquet GB "
+          "| ours faster by |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
         print(f"| {name} | {r['seconds']:.1f} | {r['cpu_s']:.1f} | {r['rows'] / r['seconds']:,.0f} "
-              f"| {r['peak_rss_gb']:.2f} | {ratio} |")
-    if ours and "polars_streaming" in results:
+              f"| {r['peak_rss_gb']:.2f} | {r['out_gb']:.3f} | {ratio} |")
+    for base in ("polars_streaming", "polars_streaming_zstd1"):
+        if not ours or base not in results:
+            continue
         for key, what in (("seconds", "wall time"), ("cpu_s", "CPU time")):
-            per_round = [o[key] / p[key] for o, p in zip(rounds["ours"], rounds["polars_streaming"])]
-            print(f"ours / bare polars streaming {what}: {ours[key] / results['polars_streaming'][key]:.2f}"
+            per_round = [o[key] / p[key] for o, p in zip(rounds["ours"], rounds[base])]
+            print(f"ours / {base} {what}: {ours[key] / results[base][key]:.2f}"
                   f" (medians); per round: {', '.join(f'{x:.2f}' for x in per_round)}")
 
 
