@@ -22,9 +22,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import generate  # noqa: E402
-from ops.ingest.hm import load_hm  # noqa: E402
-from storage import sink_frames, write_frame  # noqa: E402
+from bench.ingest import generate, ingest_ours  # noqa: E402
 from storage.parquet import PARQUET_OPTIONS  # noqa: E402
 
 BASELINE_LEVEL = 3  # polars' default zstd level
@@ -41,11 +39,7 @@ def ingested_tables(rows: int, work: Path) -> list[Path]:
         generate(data, rows)
     out = work / "codec_tables"
     out.mkdir(exist_ok=True)
-    res = load_hm(data, "bench", workdir=out)
-    write_frame(res.items, out / "items.parquet")
-    written = sink_frames({out / "interactions.parquet": res.interactions, out / "quarantine.parquet": res.quarantine})
-    res.finalize({"interactions": written[str(out / "interactions.parquet")],
-                  "quarantine": written[str(out / "quarantine.parquet")]})
+    ingest_ours(data, out)
     return [out / "interactions.parquet", out / "items.parquet"]
 
 

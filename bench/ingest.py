@@ -101,17 +101,24 @@ pl.scan_csv(D / "transactions_train.csv", schema_overrides={"customer_id": pl.St
 rows = pl.scan_parquet(OUT / "polars.parquet").select(pl.len()).collect().item()
 """,
     "ours": """
-from ops.ingest.hm import load_hm
-from storage import sink_frames, write_frame
-res = load_hm(D, "bench", workdir=OUT)
-write_frame(res.items, OUT / "items.parquet")
-written = sink_frames({OUT / "interactions.parquet": res.interactions, OUT / "quarantine.parquet": res.quarantine})
-res.finalize({"interactions": written[str(OUT / "interactions.parquet")],
-              "quarantine": written[str(OUT / "quarantine.parquet")]})
-assert all(a.balanced for a in res.accounts), [a.as_row() for a in res.accounts]
-rows = written[str(OUT / "interactions.parquet")] + written[str(OUT / "quarantine.parquet")]
+from bench.ingest import ingest_ours
+rows = ingest_ours(D, OUT)
 """,
 }
+
+
+def ingest_ours(data: Path, out: Path) -> int:
+    """Our ingestion of an H&M directory into `out` (items, interactions, quarantine .parquet); rows written."""
+    from ops.ingest.hm import load_hm
+    from storage import sink_frames, write_frame
+
+    res = load_hm(data, "bench", workdir=out)
+    write_frame(res.items, out / "items.parquet")
+    written = sink_frames({out / "interactions.parquet": res.interactions, out / "quarantine.parquet": res.quarantine})
+    res.finalize({"interactions": written[str(out / "interactions.parquet")],
+                  "quarantine": written[str(out / "quarantine.parquet")]})
+    assert all(a.balanced for a in res.accounts), [a.as_row() for a in res.accounts]
+    return written[str(out / "interactions.parquet")] + written[str(out / "quarantine.parquet")]
 
 
 def run_contender(name: str, data: Path, out: Path) -> dict[str, float]:

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from storage.atomic import atomic_path
 
 # zstd level 1, not polars' default 3: on our interactions tables (64-char hex user ids dominate) level 1 takes
-# ~40 % less CPU to write and the files come out ~3 % *smaller*; text-heavy items tables grow ~5 % (they are small).
-# Decompression speed does not depend on the level. Measured by bench/codec.py, recorded in bench/RESULTS.md.
+# about half the CPU to write, the files come out ~3 % *smaller* and read back no slower; only the small text-heavy
+# items tables grow (~5 %). Measured by bench/codec.py, recorded in bench/RESULTS.md.
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
 META_KEY = "semid"  # all our lineage metadata lives under this one JSON-valued key
 
