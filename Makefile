@@ -9,7 +9,8 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: demo test ui bench-ingest bench-codec bench-mind bench-amazon bench-embed bench-quantize bench-palette clean-data
+BENCHES := ingest codec mind amazon embed quantize palette  # bench/<name>.py, run by make bench-<name>
+.PHONY: demo test ui $(addprefix bench-,$(BENCHES)) clean-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,26 +33,8 @@ test: $(STAMP)
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
-bench-ingest: $(STAMP)
-	$(PY) bench/ingest.py
-
-bench-codec: $(STAMP)
-	$(PY) bench/codec.py
-
-bench-mind: $(STAMP)
-	$(PY) bench/mind.py
-
-bench-amazon: $(STAMP)
-	$(PY) bench/amazon.py
-
-bench-embed: $(STAMP)
-	$(PY) bench/embed.py
-
-bench-quantize: $(STAMP)
-	$(PY) bench/quantize.py
-
-bench-palette: $(STAMP)
-	$(PY) bench/palette.py
+$(addprefix bench-,$(BENCHES)): bench-%: $(STAMP)
+	$(PY) bench/$*.py
 
 clean-data:
 	rm -rf data/store $(DAGSTER_HOME)
