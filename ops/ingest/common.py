@@ -134,6 +134,18 @@ def line_field_separator(path: Path) -> str:
                       "is it a text file of the expected format?")
 
 
+def scan_raw_lines(path: Path, first_line: int = 1) -> pl.LazyFrame:
+    """Each physical line of a plain file from `first_line` on as one string `raw` (null for a blank line), with
+    its 1-based `line` number: polars' CSV reader without quoting, split at a byte the file does not hold; bytes
+    that are not UTF-8 become U+FFFD, as in the Python readers."""
+    return (
+        pl.scan_csv(path, has_header=False, skip_rows=first_line - 1, separator=line_field_separator(path),
+                    quote_char=None, schema={"raw": pl.String}, truncate_ragged_lines=True, raise_if_empty=False,
+                    encoding="utf8-lossy")
+        .with_row_index("line", offset=first_line)
+    )
+
+
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"

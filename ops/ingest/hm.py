@@ -25,10 +25,10 @@ from ops.ingest.common import (
     Quarantine,
     LineCounter,
     find_file,
-    line_field_separator,
     open_text,
     plain_file,
     rel,
+    scan_raw_lines,
 )
 from storage.schemas import INTERACTION_CORE, QUARANTINE_SCHEMA
 
@@ -102,20 +102,11 @@ def read_articles(path: Path, name: str, items: ItemBuilder, quarantine: Quarant
     return account
 
 
-def _raw_lines(path: Path) -> pl.LazyFrame:
-    # Each line as one string column, split at a byte the file does not hold (no quoting is used).
-    return (
-        pl.scan_csv(path, has_header=False, skip_rows=1, separator=line_field_separator(path), quote_char=None,
-                    schema={"raw": pl.String}, truncate_ragged_lines=True, encoding="utf8-lossy")
-        .with_row_index("line", offset=2)
-    )
-
-
 def customer_ids(path: Path, name: str, quarantine: Quarantine) -> tuple[pl.Series, FileAccount]:
     header = _read_header(path)
     _require_columns(path, header, (CUSTOMER_ID,))
     pos = header.index(CUSTOMER_ID)
-    lf = _raw_lines(path).with_columns(
+    lf = scan_raw_lines(path, first_line=2).with_columns(
         pl.col("raw").str.split(",").list.get(pos, null_on_oob=True).str.strip_chars().alias("id"))
     reason = (
         pl.when(pl.col("raw").fill_null("") == "").then(pl.lit("blank line"))

@@ -31,9 +31,9 @@ from ops.ingest.common import (
     Quarantine,
     find_file,
     iter_lines,
-    line_field_separator,
     plain_file,
     rel,
+    scan_raw_lines,
 )
 from storage.schemas import INTERACTION_CORE
 
@@ -151,10 +151,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
                    .when(pl.col("ts").is_null()).then(pl.lit("time"))
                    .when(pl.col("user") == "").then(pl.lit("user")))
         df = (
-            pl.scan_csv(plain, has_header=False, separator=line_field_separator(plain), quote_char=None,
-                        schema={"raw": pl.String}, truncate_ragged_lines=True, raise_if_empty=False,
-                        encoding="utf8-lossy")  # bad bytes become U+FFFD, as the line-by-line reading does
-            .with_row_index("line", offset=1)
+            scan_raw_lines(plain)  # (bad bytes become U+FFFD, as the line-by-line reading does)
             .with_columns(pl.col("raw").str.strip_chars_end("\r\n"))
             .filter(pl.col("raw").fill_null("").str.strip_chars(PY_SPACE) != "")
             .with_columns(cols.list.len().alias("n"), *[
