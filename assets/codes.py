@@ -7,26 +7,34 @@ when all pass does `latest` move to the new version, so a bad table is kept for 
 """
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
-from assets.common import DATASETS, lineage, markdown_table, table_metadata
-from ops import datasets
-from ops.codetable import CheckOutcome, aspect_scores, build_code_table, check_code_table
-from ops.embed import embeddings_matrix
-from ops.palette.train import palette_matrix
-from ops.quantize import QuantizeConfig, Quantizer, quantize, quantize_pooled, random_codes
+from assets.common import (
+    DATASETS,
+    OpsConfig,
+    code_version,
+    config_class,
+    frame_version,
+    job_tag,
+    lineage,
+    markdown_table,
+    table_metadata,
+)
+from ops import datasets, tokenizers
+from ops.codetable import CheckOutcome, CodeTableChecks, aspect_scores, build_code_table, check_code_table
+from ops.tokenizers import TokenizerEntry
 from pipeline.resources import StorageResource
 from storage import Store, read_table_metadata
+from storage.artifacts import new_version
 from storage.codes import CodeTableStore
 from storage.schemas import CODE_TABLE_SCHEMA_VERSION
 
 GROUP = "tokenize"
-CODES_CODE_VERSION = "codes-1"
+CODES_MODULE = "ops.codetable"  # + the tokenizer's own module: the code behind every code table (code_version)
+# Code tables whose source is made by a trained model run in that model's job; the rest in `tokenize_job`.
+TRAINED_SOURCES = {"palette_embeddings": "palette"}
 CHECK_NAMES = {
     "unique_item_id": "every item_id appears once",
     "unique_semantic_id": "every semantic_id maps to exactly one item",
@@ -34,87 +42,22 @@ CHECK_NAMES = {
     "covers_all_items": "exactly the items of the items table",
     "utilization_above_floor": "no collapsed codebook: each position uses at least the floor share of its codes",
 }
-_Q = QuantizeConfig()
 
 
-class CodeTableConfig(dg.Config):
-    """Shared by every tokenizer asset. Defaults: LAMIA's L = 4 positions, K = 256, PCA to d = 64."""
-
-    length: int = 4
-    k: int = _Q.k
-    d: int = _Q.d
-    niter: int = _Q.niter
-    seed: int = _Q.seed
-    backend: str = _Q.backend
-    # Quality over speed here: greedy k-means++ costs ~0.2 s per position at 65 k items (nothing next to the
-    # embedding stage) and does not merge well-separated clusters (bench/quantize.py); `afkmc2` is the fast one.
-    init: str = "greedy_kmeans++"
-    min_utilization: float = 0.1  # the collapse floor for the utilization check
-
-    def quantize_config(self) -> QuantizeConfig:
-        return QuantizeConfig(d=self.d, k=self.k, niter=self.niter, seed=self.seed, backend=self.backend,
-                              init=self.init)
+def code_table_config(entry: TokenizerEntry) -> type[OpsConfig]:
+    """Run config of `code_table/<name>`: the tokenizer's own config plus the checks' settings."""
+    camel = "".join(part.title() for part in entry.name.split("_"))
+    return config_class(f"{camel}CodeTableConfig", entry.config_type, CodeTableChecks)
 
 
-@dataclass
-class Tokenized:
-    codes: np.ndarray  # items x L, item order of `items`
-    k: int
-    quantizer: Quantizer | None = None
-    figures: dict[str, object] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TokenizerSpec:
-    name: str
-    upstream: tuple[str, ...]  # table/asset names read, recorded as lineage
-    description: str
-    run: Callable[[Store, str, list[str], CodeTableConfig], Tokenized]
-    kinds: frozenset[str] = frozenset({"parquet"})
-
-
-def _pca_kmeans(store: Store, ds: str, ids: list[str], cfg: CodeTableConfig) -> Tokenized:
-    emb = store.read(ds, "item_embeddings")
-    if emb["item_id"].to_list() != ids:
-        raise dg.Failure(f"item_embeddings of {ds} do not match items (re-materialize item_embeddings)")
-    res = quantize_pooled(embeddings_matrix(emb), cfg.length, cfg.quantize_config())
-    return Tokenized(res.codes, res.k, res.quantizer, res.figures, res.warnings)
-
-
-def _lamia(store: Store, ds: str, ids: list[str], cfg: CodeTableConfig) -> Tokenized:
-    pal = store.read(ds, "palette_embeddings")
-    if pal["item_id"].to_list() != ids:
-        raise dg.Failure(f"palette_embeddings of {ds} do not match items (re-materialize palette_embeddings)")
-    x = palette_matrix(pal)
-    if x.shape[1] != cfg.length:
-        raise dg.Failure(f"the palette has {x.shape[1]} positions but the code table length is {cfg.length}: "
-                         "set code_table/lamia's `length` to palette_model's `palette_size`")
-    res = quantize(x, cfg.quantize_config())  # each palette position on its own: PCA D -> d, K-Means K
-    return Tokenized(res.codes, res.k, res.quantizer, res.figures, res.warnings)
-
-
-def _random(store: Store, ds: str, ids: list[str], cfg: CodeTableConfig) -> Tokenized:
-    return Tokenized(random_codes(ids, cfg.length, cfg.k, cfg.seed), cfg.k)
-
-
-TOKENIZERS: dict[str, TokenizerSpec] = {
-    "pca_kmeans": TokenizerSpec(
-        "pca_kmeans", ("items", "item_embeddings"),
-        "PCA + K-Means on the pooled LLM embedding: one PCA to L x d dims, split into L sub-spaces of d "
-        "principal components (coarse to fine, uncorrelated), K-Means with K codes in each (faiss).",
-        _pca_kmeans, frozenset({"faiss", "parquet"})),
-    "lamia": TokenizerSpec(
-        "lamia", ("items", "palette_embeddings"),
-        "LAMIA: each of the L positions of the learned item palette quantized on its own (PCA D -> d, then "
-        "K-Means with K codes, faiss), so every code comes from an independently trained aspect embedding.",
-        _lamia, frozenset({"faiss", "parquet"})),
-    "random": TokenizerSpec(
-        "random", ("items",),
-        "Uniform random codes per item (a pure function of seed and item_id): the sanity baseline every "
-        "semantic tokenizer must beat.",
-        _random),
-}
+def _fit_rows(store: Store, ds: str, ids: list[str], entry: TokenizerEntry):
+    """What the tokenizer fits on: the `column` of its source table as an array in item order (None: ids only)."""
+    if entry.source is None:
+        return None
+    frame = store.read(ds, entry.source)
+    if frame["item_id"].to_list() != ids:
+        raise dg.Failure(f"{entry.source} of {ds} does not match items (re-materialize {entry.source})")
+    return frame[entry.column].to_numpy()
 
 
 def _utilization_md(figures: dict) -> str:
@@ -144,59 +87,64 @@ def _sources(store: Store, ds: str, upstream: tuple[str, ...]) -> dict[str, dict
             for t in upstream}
 
 
-def build_code_table_asset(spec: TokenizerSpec) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["code_table", spec.name])
+def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["code_table", entry.name])
+    Config = code_table_config(entry)
+    version_of_code = code_version(CODES_MODULE, entry.tokenizer.__module__)
 
     @dg.asset(
         key=key,
-        deps=list(spec.upstream),
+        deps=list(entry.upstream),
         partitions_def=DATASETS,
         group_name=GROUP,
-        kinds=set(spec.kinds),
-        code_version=CODES_CODE_VERSION,
-        description=f"Code table `{spec.name}`: {spec.description} Columns item_id, codes (int32[L]), dedup, "
+        kinds=set(entry.kinds),
+        tags=job_tag(TRAINED_SOURCES.get(entry.source or "", "tokenize")),
+        code_version=version_of_code,
+        description=f"Code table `{entry.name}`: {entry.description} Columns item_id, codes (int32[L]), dedup, "
                     "semantic_id (`c1-…-cL/dedup`); a new immutable version per run, `latest` moved only when "
                     "every check passes.",
         check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True)
                      for name, text in CHECK_NAMES.items()],
     )
-    def _asset(context: dg.AssetExecutionContext, config: CodeTableConfig, storage: StorageResource):
+    def _asset(context: dg.AssetExecutionContext, config: Config, storage: StorageResource):  # type: ignore[valid-type]
         ds = datasets.get(context.partition_key).name
         store = storage.store()
         ids = store.scan(ds, "items").select("item_id").collect()["item_id"].to_list()
         started = time.perf_counter()
-        out = spec.run(store, ds, ids, config)
-        frame, figures = build_code_table(ids, out.codes, out.k)
+        tokenizer = entry.tokenizer(config.build(entry.config_type))
+        codes = tokenizer.fit(_fit_rows(store, ds, ids, entry), ids)
+        frame, figures = build_code_table(ids, codes, tokenizer.k)
         seconds = round(time.perf_counter() - started, 3)
-        tables = CodeTableStore(store.root, ds, spec.name)
-        version = tables.new_version(context.run.run_id)
-        meta = lineage(context, schema_version=CODE_TABLE_SCHEMA_VERSION, dataset=ds, tokenizer=spec.name,
-                       config=config.model_dump(), length=config.length, k=out.k, code_version=CODES_CODE_VERSION,
-                       version=version, sources=_sources(store, ds, spec.upstream), figures=figures,
-                       warnings=out.warnings)
-        extra = {"quantizer.npz": out.quantizer.save} if out.quantizer is not None else {}
-        path = tables.write(version, frame, meta, extra)
-        outcomes: list[CheckOutcome] = check_code_table(frame, ids, out.k, config.length, config.min_utilization)
+        tables = CodeTableStore(store.root, ds, entry.name)
+        version = new_version(context.run.run_id)
+        meta = lineage(context, schema_version=CODE_TABLE_SCHEMA_VERSION, dataset=ds, tokenizer=entry.name,
+                       config=config.model_dump(), length=tokenizer.length, k=tokenizer.k,
+                       code_version=version_of_code, version=version, sources=_sources(store, ds, entry.upstream),
+                       figures=figures, warnings=tokenizer.warnings)
+        path = tables.write_table(version, frame, meta, tokenizer.save)
+        checks = config.build(CodeTableChecks)
+        outcomes: list[CheckOutcome] = check_code_table(frame, ids, tokenizer.k, tokenizer.length,
+                                                        checks.min_utilization)
         previous = tables.latest()
         published = all(o.passed for o in outcomes)
         if published:
             tables.publish(version)
         else:
-            context.log.warning(f"code table {spec.name}/{ds} version {version} failed its checks; "
+            context.log.warning(f"code table {entry.name}/{ds} version {version} failed its checks; "
                                 f"latest stays at {previous}")
         aspects = _aspect_metadata(storage, context.partition_key, frame)
         metadata = table_metadata(
-            path, frame.schema, frame.height, dataset=ds, tokenizer=spec.name, version=version,
+            path, frame.schema, frame.height, dataset=ds, tokenizer=entry.name, version=version,
             published=published, latest=tables.latest() or "none",
-            length=config.length, k=out.k, collision_rate=figures["collision_rate"],
+            length=tokenizer.length, k=tokenizer.k, collision_rate=figures["collision_rate"],
             max_dedup=figures["max_dedup"], prefix_balance=figures["prefix_balance"],
             utilization=dg.MetadataValue.md(_utilization_md(figures)),
             utilization_min=min(figures["utilization"]), seconds=seconds,  # type: ignore[type-var]
-            perplexity=str(figures["perplexity"]), warnings="; ".join(out.warnings) or "none",
-            **{k: str(v) for k, v in out.figures.items()},
+            perplexity=str(figures["perplexity"]), warnings="; ".join(tokenizer.warnings) or "none",
+            **{k: str(v) for k, v in tokenizer.figures.items()},
             **aspects,
         )
-        return dg.MaterializeResult(metadata=metadata, check_results=[
+        return dg.MaterializeResult(metadata=metadata, data_version=frame_version(frame), check_results=[
             dg.AssetCheckResult(check_name=o.name, passed=o.passed, description=o.description,
                                 metadata={k: str(v) if isinstance(v, list) else v for k, v in o.metadata.items()})
             for o in outcomes])
@@ -204,5 +152,10 @@ def build_code_table_asset(spec: TokenizerSpec) -> dg.AssetsDefinition:
     return _asset
 
 
-ASSETS = [build_code_table_asset(spec) for spec in TOKENIZERS.values()]
+def code_table_assets() -> list[dg.AssetsDefinition]:
+    """One asset per registered tokenizer (ops.tokenizers.REGISTRY), in registration order."""
+    return [build_code_table_asset(entry) for entry in tokenizers.REGISTRY.values()]
+
+
+ASSETS = code_table_assets()
 CHECKS: list = []  # the code-table checks are declared on each asset (check_specs) and evaluated in its body

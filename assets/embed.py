@@ -1,37 +1,21 @@
 """Stage 2: item text -> pooled LLM embeddings (`item_embeddings`)."""
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import dagster as dg
 
-from assets.common import DATASETS, GPU_ASSET, lineage, table_metadata, vector_check
+from assets.common import DATASETS, GPU_ASSET, code_version, config_class, job_tag, lineage, table_metadata, vector_check
 from ops import datasets
 from ops.embed import EmbedConfig, clear_shards, embed_items, embeddings_frame, item_texts, load_model
 from pipeline.resources import ComputeResource, StorageResource
 from storage import write_frame
 
 GROUP = "embed"
-EMBED_CODE_VERSION = "embed-1"
-_DEFAULTS = EmbedConfig()
-
-
-class EmbeddingConfig(dg.Config):
-    """Run config of `item_embeddings`; defaults come from ops.embed.EmbedConfig (device/dtype: ComputeResource)."""
-
-    model: str = _DEFAULTS.model
-    pooling: str = _DEFAULTS.pooling
-    max_length: int = _DEFAULTS.max_length
-    token_budget: int = _DEFAULTS.token_budget
-    max_batch_size: int = _DEFAULTS.max_batch_size
-    padding_side: str = _DEFAULTS.padding_side
-    normalize: bool = _DEFAULTS.normalize
-    shard_size: int = _DEFAULTS.shard_size
-    attributes: list[str] | None = None  # default: the dataset's content attributes (LAMIA's first r)
-
-    def to_ops(self, compute: ComputeResource) -> EmbedConfig:
-        names = {f.name for f in fields(EmbedConfig)} - {"device", "dtype"}
-        return EmbedConfig(**{n: getattr(self, n) for n in names}, device=compute.device, dtype=compute.dtype)
+EMBED_CODE_VERSION = code_version("ops.embed")
+EmbeddingConfig = config_class("EmbeddingConfig", EmbedConfig, exclude=("device", "dtype"),
+                               doc="Run config of `item_embeddings` (ops.embed.EmbedConfig; device and dtype come "
+                                   "from the compute resource).")
 
 
 @dg.asset(
@@ -39,6 +23,7 @@ class EmbeddingConfig(dg.Config):
     partitions_def=DATASETS,
     group_name=GROUP,
     kinds={"pytorch", "parquet"},
+    tags=job_tag("tokenize"),
     code_version=EMBED_CODE_VERSION,
     **GPU_ASSET,
     description="One pooled embedding per item from a Hugging Face model (default: the offline all-MiniLM-L6-v2; "
@@ -46,7 +31,8 @@ class EmbeddingConfig(dg.Config):
                 "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
                 "shards. Columns: item_id, embedding (fixed-size float32 list).",
 )
-def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource,
+def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig,  # type: ignore[valid-type]
+                    storage: StorageResource,
                     compute: ComputeResource) -> dg.MaterializeResult:
     spec = datasets.get(context.partition_key)
     store = storage.store()
@@ -57,8 +43,7 @@ def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, 
         raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
     texts = item_texts(items, attributes)
     ids = items["item_id"].to_list()
-    cfg = config.to_ops(compute)
-    compute.apply_threads()
+    cfg = config.build(device=compute.device, dtype=compute.dtype, attributes=attributes)
     started = time.perf_counter()
     lm = load_model(cfg)
     shard_root = storage.workdir(spec.name) / "embed_shards"
@@ -75,7 +60,7 @@ def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, 
                                      fingerprint=run.fingerprint, **model, config=asdict(cfg)))
     clear_shards(shard_root, run.fingerprint)
     s = run.stats
-    return dg.MaterializeResult(metadata=table_metadata(
+    return dg.MaterializeResult(data_version=dg.DataVersion(run.data_fingerprint), metadata=table_metadata(
         path, frame.schema, frame.height,
         dataset=spec.name, attributes=", ".join(attributes), example_text=texts[0][:300] if texts else "",
         **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},

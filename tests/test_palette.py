@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from assets.palette import PaletteModelConfig
+from assets.palette import PaletteModelConfig, palette_config
 from ops import datasets
 from ops.ingest.mind import load_mind
 from ops.palette import PaletteConfig, PaletteModel, extract, latest_checkpoint, load_model, prepare_data, train
@@ -300,9 +300,11 @@ def test_gpu_recipe_is_valid_run_config_with_the_papers_settings_and_trains_on_o
     run_config = yaml.safe_load(RECIPE.read_text())
     # raises DagsterInvalidConfigError on an unknown key or a wrong type (a typo would otherwise surface at launch)
     resolved = dg.validate_run_config(defs.resolve_job_def("palette_job"), run_config)
-    assert resolved["ops"]["code_table__lamia"]["config"]["length"] == 4
+    # code_table/lamia takes L from the palette (no `length` of its own that could disagree with palette_size)
+    assert resolved["ops"]["palette_model"]["config"]["palette_size"] == 4
+    assert "length" not in resolved["ops"]["code_table__lamia"]["config"]
     op = PaletteModelConfig(**run_config["ops"]["palette_model"]["config"])
-    cfg = op.to_ops(ComputeResource(device="cpu", dtype="auto"), datasets.get("mind"))
+    cfg = palette_config(op, ComputeResource(device="cpu", dtype="auto"), datasets.get("mind"))
     paper = PaletteConfig()  # the defaults are the paper's settings (DESIGN §5)
     for name in ("model", "palette_size", "lora_rank", "lora_alpha", "lr", "batch_size", "epochs", "gamma",
                  "alpha_intra", "alpha_inter", "answer_vocabulary", "lap_init", "use_gen", "use_intra", "use_inter"):

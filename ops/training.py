@@ -1,0 +1,245 @@
+"""The training loop every trainer shares: seeded batch order, gradient accumulation, autocast with loss scaling,
+the out-of-memory back-off, and fingerprinted, resumable safetensors checkpoints in the artifact store.
+
+A trainer supplies a model that follows `Trainable` (its parameters, how to save and load its weights, its
+device and autocast dtype) and a loss function over a micro-batch of item indices; `fit` does the rest. A
+checkpoint is one immutable version `<prefix>step-<n>` of an ArtifactStore (storage.artifacts):
+
+    <prefix>step-0000050/
+        ...                     the model's own files (Trainable.save_weights; e.g. a peft adapter)
+        optimizer.safetensors   optimizer state tensors; optimizer.json its param groups
+        state.json              step, run fingerprint, loss history, loss-scaler state + the trainer's own state
+        MANIFEST.json
+
+A run resumes from the newest checkpoint of its prefix whose fingerprint (everything that determines the trained
+weights: config, model revision, data) equals its own, and then sees exactly the batches the uninterrupted run
+would have seen (batches and dropout draws are pure functions of seed and step).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ops.models import Dtype, select_dtype
+from storage.artifacts import ArtifactStore
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of the shared loop; a trainer's config extends it with its own fields and defaults."""
+
+    lr: float = 1e-4  # Adam
+    batch_size: int = 128  # items per optimizer step
+    micro_batch_size: int = 16  # items per forward; gradients accumulate up to batch_size
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    seed: int = 0
+    checkpoint_every: int = 50  # steps between checkpoints; 0 = only the final one
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # autocast dtype: "auto" = bf16 on CUDA when supported (else fp16), float32 on CPU; "bfloat16" / "float16" force
+    # autocast on any device (fp16 with loss scaling); weights and optimizer state stay float32
+    dtype: Dtype = "auto"
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_size < 1 or self.batch_size < 1:
+            raise ValueError("batch_size and micro_batch_size must be positive")
+
+
+class Trainable(Protocol):
+    device_: torch.device
+    autocast_dtype: torch.dtype | None  # None: float32, no autocast
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
+    def save_weights(self, directory: Path) -> None: ...
+    def load_weights(self, directory: Path) -> None: ...
+    def train(self, mode: bool = True) -> object: ...
+    def eval(self) -> object: ...
+
+
+LossFn = Callable[[Sequence[int]], tuple[torch.Tensor, Mapping[str, float]]]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict[str, float]]  # one row per optimizer step: step, loss, the loss function's terms, seconds
+    resumed_from: int = 0
+    seconds: float = 0.0
+    items_seen: int = 0
+    fingerprint: str = ""
+    checkpoint: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items_seen / self.seconds if self.seconds else 0.0
+
+
+def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
+    """The autocast dtype for a device and a configured dtype; None for float32 (no autocast)."""
+    amp = select_dtype(device, dtype)
+    return None if amp == torch.float32 else amp
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def total_steps(cfg: TrainingConfig, n_items: int) -> int:
+    return cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * n_items / cfg.batch_size))
+
+
+def batch_indices(cfg: TrainingConfig, n_items: int, step: int) -> list[int]:
+    """Items of optimizer step `step`: a pure function of (seed, step) — one seeded permutation per epoch, read
+    as one stream — so a resumed run sees exactly the batches the uninterrupted run would have seen."""
+    out: list[int] = []
+    start = step * cfg.batch_size
+    while len(out) < min(cfg.batch_size, n_items):
+        epoch, offset = divmod(start + len(out), n_items)
+        perm = torch.randperm(n_items, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        out.extend(perm[offset: offset + cfg.batch_size - len(out)].tolist())
+    return out
+
+
+def checkpoint_name(prefix: str, step: int) -> str:
+    return f"{prefix}step-{step:07d}"
+
+
+def as_store(checkpoints: ArtifactStore | str | Path | None) -> ArtifactStore | None:
+    return checkpoints if checkpoints is None or isinstance(checkpoints, ArtifactStore) else ArtifactStore(checkpoints)
+
+
+def latest_checkpoint(checkpoints: ArtifactStore | str | Path, prefix: str = "") -> Path | None:
+    """The newest complete checkpoint under `prefix`, or None."""
+    store = as_store(checkpoints)
+    version = store.newest(f"{prefix}step-") if store is not None else None
+    return store.path(version) if version else None
+
+
+def read_state(checkpoint: Path) -> dict[str, object]:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+def save_checkpoint(store: ArtifactStore, name: str, model: Trainable, optimizer: torch.optim.Optimizer,
+                    state: Mapping[str, object]) -> Path:
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        model.save_weights(tmp)
+        opt = optimizer.state_dict()
+        tensors = {f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+                   for i, s in opt["state"].items() for k, v in s.items()}
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "optimizer.json").write_text(json.dumps(opt["param_groups"]))
+        (tmp / STATE_FILE).write_text(json.dumps(dict(state), default=str))
+
+    return store.write(name, write, {"step": state["step"], "fingerprint": state["fingerprint"]})
+
+
+def _load_optimizer(checkpoint: Path, optimizer: torch.optim.Optimizer) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(Path(checkpoint) / "optimizer.safetensors")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    groups = json.loads((Path(checkpoint) / "optimizer.json").read_text())
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fingerprint: str,
+        checkpoints: ArtifactStore | str | Path | None = None, prefix: str = "",
+        state: Mapping[str, object] | None = None,
+        on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Adam over `model.trainable_parameters()` for `total_steps(cfg, n_items)` steps of `cfg.batch_size` items,
+    each the mean of `loss_fn` over micro-batches. Resumes from the newest checkpoint of `prefix` when its
+    fingerprint matches; writes one every `cfg.checkpoint_every` steps and at the end, with `state` (the trainer's
+    own, e.g. its config) in state.json."""
+    store = as_store(checkpoints)
+    steps = total_steps(cfg, n_items)
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    # fp16 autocast (GPUs without bf16) needs loss scaling, or small gradients underflow to zero; bf16 and
+    # float32 do not (the scaler is then a no-op).
+    scaler = torch.amp.GradScaler(model.device_.type, enabled=model.autocast_dtype == torch.float16)
+    history: list[dict[str, float]] = []
+    start = 0
+    ck = latest_checkpoint(store, prefix) if store is not None else None
+    if ck is not None:
+        saved = read_state(ck)
+        if saved["fingerprint"] == fingerprint and int(saved["step"]) <= steps:  # type: ignore[call-overload]
+            model.load_weights(ck)
+            _load_optimizer(ck, optimizer)
+            if saved.get("scaler"):
+                scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
+            start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
+        else:  # its step names would collide with this run's, and versions are immutable
+            raise FileExistsError(f"{ck} is a checkpoint of another run (fingerprint {saved['fingerprint']}): give "
+                                  "each run its own prefix (its fingerprint) or checkpoint directory")
+    model.train()
+    began, items_seen, last = time.perf_counter(), 0, None
+    micro_size, backoffs = cfg.micro_batch_size, []
+    for step in range(start, steps):
+        idx = batch_indices(cfg, n_items, step)
+        while True:
+            torch.manual_seed(cfg.seed * 7919 + step)  # dropout draws: reproducible across a resume
+            try:
+                row = _accumulate(loss_fn, idx, micro_size, scaler)
+                break
+            except torch.OutOfMemoryError:
+                # A GPU that cannot hold the configured micro-batch redoes the step in halves instead of failing
+                # the run: the step still averages over all its items; only in-batch terms (negatives) now come
+                # from the smaller micro-batches (as if micro_batch_size had been configured that way).
+                if micro_size == 1:
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if model.device_.type == "cuda":
+                    torch.cuda.empty_cache()
+                micro_size = max(1, micro_size // 2)
+                backoffs.append({"step": step + 1, "micro_batch_size": micro_size})
+        scaler.step(optimizer)  # = optimizer.step() unless fp16; skips a step whose gradients overflowed
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler.is_enabled():
+            row["loss_scale"] = scaler.get_scale()
+        items_seen += len(idx)
+        row.update(step=step + 1, seconds=round(time.perf_counter() - began, 3))
+        history.append(row)
+        if on_step is not None:
+            on_step(row)
+        done = step + 1
+        if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps):
+            last = save_checkpoint(store, checkpoint_name(prefix, done), model, optimizer, {
+                **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+    model.eval()
+    if last is None and store is not None:
+        last = latest_checkpoint(store, prefix)
+    return TrainResult(steps, history, start, time.perf_counter() - began, items_seen, fingerprint,
+                       str(last) if last else None,
+                       {"micro_batch_size": micro_size, "out_of_memory_backoffs": backoffs})
+
+
+def _accumulate(loss_fn: LossFn, idx: Sequence[int], micro_size: int,
+                scaler: torch.amp.GradScaler) -> dict[str, float]:
+    """Gradients of one optimizer step's mean loss, accumulated over micro-batches; the step's mean terms."""
+    row: dict[str, float] = {}
+    for s in range(0, len(idx), micro_size):
+        micro = idx[s: s + micro_size]
+        total, terms = loss_fn(micro)
+        scaler.scale(total * (len(micro) / len(idx))).backward()
+        for k, v in terms.items():
+            row[k] = row.get(k, 0.0) + v * len(micro) / len(idx)
+    return row
+
