@@ -229,7 +229,7 @@ def quantize(x: np.ndarray, cfg: QuantizeConfig) -> QuantizeResult:
 
 
 def pca_subspaces(x: np.ndarray, length: int, d: int, cfg: QuantizeConfig
-                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pooled vector per item -> L views: PCA to L*d dims, position i = components [i*d, (i+1)*d).
 
     Positions are then decorrelated by construction (principal components are uncorrelated) and ordered by
@@ -238,8 +238,9 @@ def pca_subspaces(x: np.ndarray, length: int, d: int, cfg: QuantizeConfig
     n, dim = x.shape
     d = max(1, min(d, dim // length, max(n - 1, 1) // length))
     mean, comps, _ = _pca(x, length * d, replace(cfg, d=length * d))
-    if comps is None:  # already narrow: split the raw dims
-        return x[:, : length * d].reshape(n, length, d), None, None
+    if comps is None:  # already narrow: split the raw dims; the projection that does so is kept for new items
+        return (x[:, : length * d].reshape(n, length, d), np.zeros(dim, np.float32),
+                np.eye(length * d, dim, dtype=np.float32))
     y = ((x - mean) @ comps.T).astype(np.float32)
     return y.reshape(n, length, d), mean, comps
 

@@ -1,6 +1,7 @@
 """item_embeddings, palette_model / palette_embeddings and code_table/* through dg.materialize with the real
 storage resource in a temp dir (tiny random BERT for embeddings; for the palette a tiny random OPT in OPT-350M's
 layout, the paper's backbone, whose palette is as wide as its embeddings (16), not its hidden states (32))."""
+import dataclasses
 import json
 
 import dagster as dg
@@ -11,7 +12,7 @@ import pytest
 
 from assets import codes, embed, ingest, palette
 from ops.sample import generate
-from ops.tokenizers import REGISTRY
+from ops.tokenizers import REGISTRY, Tokenizer, TokenizerEntry
 from ops.tiny_models import save_random_model
 from pipeline.resources import ComputeResource, StorageResource
 from storage.codes import CodeTableStore
@@ -108,3 +109,65 @@ def test_failed_check_leaves_latest_where_it_was(env):
     assert tables.latest() == before
     assert len(tables.versions()) == 2  # the failed version is kept for inspection, never served
     assert (tables.dir / "latest").resolve().name == before
+
+
+# --- the tokenizer registry: a new tokenizer is one class + one registry entry --------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SignConfig:
+    """Test-only tokenizer: code l = the sign of embedding dimension l."""
+
+    length: int = 3
+
+
+class SignCodes(Tokenizer):
+    config_type = SignConfig
+
+    def fit(self, x, item_ids):
+        self.length, self.k = self.config.length, 2
+        self.figures = {"positive_share": round(float((x[:, : self.length] > 0).mean()), 4)}
+        return self.encode(x, item_ids)
+
+    def encode(self, x, item_ids):
+        return (np.asarray(x)[:, : self.config.length] > 0).astype(np.int64)
+
+
+def test_a_tokenizer_registered_in_a_test_gets_a_code_table_checks_and_lineage(env, monkeypatch):
+    storage, resources, _ = env
+    entry = TokenizerEntry("sign", SignCodes, "Sign of the first L embedding dims (test only).",
+                           source="item_embeddings", column="embedding")
+    monkeypatch.setitem(REGISTRY, "sign", entry)
+    asset = next(a for a in codes.code_table_assets() if a.key == dg.AssetKey(["code_table", "sign"]))
+    assert {d.to_user_string() for d in asset.asset_deps[asset.key]} == {"items", "item_embeddings"}
+    result = dg.materialize([asset], partition_key=PARTITION, resources=resources,
+                            run_config={"ops": {"code_table__sign": {"config": {"length": 2,
+                                                                                "min_utilization": 0.5}}}})
+    assert result.success
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations == dict.fromkeys(codes.CHECK_NAMES, True)
+    tables = _tables(storage, "sign")
+    latest = tables.latest_path()
+    meta = json.loads(pq.ParquetFile(latest / "codes.parquet").metadata.metadata[b"semid"])
+    assert meta["tokenizer"] == "sign" and meta["length"] == 2 and meta["k"] == 2
+    assert meta["config"] == {"length": 2, "min_utilization": 0.5}
+    assert meta["sources"]["item_embeddings"]["fingerprint"] and meta["code_version"] == asset.code_versions_by_key[asset.key]
+    table = storage.store().read(PARTITION, "item_embeddings")
+    x = table["embedding"].to_numpy()
+    written = tables.read()
+    np.testing.assert_array_equal(np.stack(written["codes"].to_numpy()), (x[:, :2] > 0).astype(np.int32))
+    reloaded = SignCodes.load(latest)  # the fitted tokenizer is saved with the version and assigns new rows
+    assert reloaded.length == 2 and reloaded.k == 2
+    np.testing.assert_array_equal(reloaded.encode(x, written["item_id"].to_list()), (x[:, :2] > 0))
+    mats = {m.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
+    assert mats["code_table/sign"].metadata["positive_share"].value and mats["code_table/sign"].tags[
+        "dagster/data_version"]
+
+
+@pytest.mark.parametrize("tokenizer", ["pca_kmeans", "lamia", "random"])
+def test_saved_tokenizer_assigns_the_codes_of_its_table(env, tokenizer):
+    storage, _, _ = env
+    entry = REGISTRY[tokenizer]
+    tables = _tables(storage, tokenizer)
+    loaded = entry.tokenizer.load(tables.latest_path())
+    frame = tables.read()
+    x = storage.store().read(PARTITION, entry.source)[entry.column].to_numpy() if entry.source else None
+    np.testing.assert_array_equal(loaded.encode(x, frame["item_id"].to_list()), np.stack(frame["codes"].to_numpy()))

@@ -131,3 +131,11 @@ def test_checks_catch_each_contract_violation():
     dup = dup.with_columns(dup["semantic_id"].head(1).extend(dup["semantic_id"].head(1)))
     names = {o.name: o.passed for o in check_code_table(dup, ["a"], 2, 2, 0.0)}
     assert names["unique_item_id"] is False and names["unique_semantic_id"] is False
+
+
+def test_pooled_quantizer_assigns_narrow_embeddings_as_the_fit_did(tmp_path):
+    """D <= L x d: the raw dims are split without a PCA, and a saved quantizer must split new rows the same way."""
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    res = quantize_pooled(x, 4, QuantizeConfig(k=8, d=64))
+    res.quantizer.save(tmp_path / "q.npz")
+    np.testing.assert_array_equal(Quantizer.load(tmp_path / "q.npz").assign(x), res.codes)
