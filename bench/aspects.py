@@ -26,12 +26,16 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ops import tokenizers  # noqa: E402
 from ops.codetable import aspect_scores, build_code_table  # noqa: E402
-from ops.embed import embeddings_matrix  # noqa: E402
-from ops.palette.train import palette_matrix  # noqa: E402
-from ops.quantize import QuantizeConfig, quantize, quantize_pooled, random_codes  # noqa: E402
 
-LENGTH, K = 4, 256
+LENGTH, K = 4, 256  # the tokenizers' defaults (L = 4 for pca_kmeans / random; lamia's L is the palette's)
+
+
+def codes_of(name: str, x: np.ndarray | None, ids: list[str], seed: int) -> np.ndarray:
+    """A registered tokenizer at its defaults (greedy k-means++, d = 64) with this seed, fitted on x."""
+    entry = tokenizers.get(name)
+    return entry.tokenizer(entry.config_type(seed=seed)).fit(x, ids)
 
 
 def published(store: Path, raw: Path) -> None:
@@ -61,13 +65,10 @@ def seed_study(store: Path, raw: Path, seeds: int) -> None:
         emb = pl.read_parquet(store / ds / "item_embeddings.parquet")
         pal = pl.read_parquet(store / ds / "palette_embeddings.parquet")
         assert emb["item_id"].to_list() == ids and pal["item_id"].to_list() == ids
-        x_emb, x_pal = embeddings_matrix(emb), palette_matrix(pal)
+        x = {"random": None, "pca_kmeans": emb["embedding"].to_numpy(), "lamia": pal["palette"].to_numpy()}
         nmi: dict[str, list[dict[str, float]]] = {"random": [], "pca_kmeans": [], "lamia": []}
         for seed in range(seeds):
-            cfg = QuantizeConfig(k=K, seed=seed, init="greedy_kmeans++")
-            codes = {"random": random_codes(ids, LENGTH, K, seed),
-                     "pca_kmeans": quantize_pooled(x_emb, LENGTH, cfg).codes,
-                     "lamia": quantize(x_pal, cfg).codes}
+            codes = {tok: codes_of(tok, x[tok], ids, seed) for tok in nmi}
             for tok, c in codes.items():
                 scores = aspect_scores(build_code_table(ids, c, K)[0], aspects)
                 nmi[tok].append(dict(zip(scores["aspect"], scores["best_nmi"])))
@@ -103,7 +104,6 @@ def training_study(store: Path, raw: Path, seeds: int) -> None:
           "quantization seed 0), against `pca_kmeans` with quantization seed 0\n")
     print("| dataset | aspect | pca_kmeans | lamia | lamia per training seed |")
     print("|---|---|---|---|---|")
-    cfg = QuantizeConfig(k=K, seed=0, init="greedy_kmeans++")
     with tempfile.TemporaryDirectory(prefix="aspects-") as tmp:
         for truth in sorted(raw.glob("*/planted_aspects.csv")):
             ds = truth.parent.name
@@ -114,12 +114,12 @@ def training_study(store: Path, raw: Path, seeds: int) -> None:
             ids = items["item_id"].to_list()
             emb = pl.read_parquet(store / ds / "item_embeddings.parquet")
             assert emb["item_id"].to_list() == ids
-            base = aspect_scores(build_code_table(ids, quantize_pooled(embeddings_matrix(emb), LENGTH, cfg).codes,
+            base = aspect_scores(build_code_table(ids, codes_of("pca_kmeans", emb["embedding"].to_numpy(), ids, 0),
                                                   K)[0], aspects)
             runs = []
             for seed in range(seeds):
                 x = _demo_palette(items, ds, seed, Path(tmp))
-                scores = aspect_scores(build_code_table(ids, quantize(x, cfg).codes, K)[0], aspects)
+                scores = aspect_scores(build_code_table(ids, codes_of("lamia", x, ids, 0), K)[0], aspects)
                 runs.append(dict(zip(scores["aspect"], scores["best_nmi"])))
             for aspect, pca in zip(base["aspect"], base["best_nmi"]):
                 values = np.array([run[aspect] for run in runs])

@@ -29,7 +29,6 @@ OFFLINE_MODELS = {MINILM: MINILM, f"sentence-transformers/{MINILM}": MINILM,
                   SMOLLM2: SMOLLM2, f"HuggingFaceTB/{SMOLLM2}": SMOLLM2}
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
-Device = str  # auto | cpu | cuda | cuda:N
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 

@@ -1,1 +1,1 @@
-"""Dagster wiring: Definitions, resources, jobs, schedules, sensors and executors."""
+"""Dagster wiring: Definitions, resources, jobs and the demo runner."""

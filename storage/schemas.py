@@ -28,12 +28,6 @@ USER_SEQUENCE_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),
 }
 
-ITEM_CORE = ("item_id", "dataset")  # + one string column per attribute + content_hash
-
-
-def item_schema(attributes: tuple[str, ...]) -> dict[str, pl.DataType]:
-    return {"item_id": pl.String(), "dataset": pl.String(), **{a: pl.String() for a in attributes},
-            "content_hash": pl.String()}
 
 CODE_TABLE_SCHEMA_VERSION = 1
 

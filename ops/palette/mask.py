@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 
 PAD, CONTENT, LAP, LDP, TASK = -1, 0, 1, 2, 3
-BLOCK_NAMES = {PAD: "pad", CONTENT: "content", LAP: "LaP", LDP: "LdP", TASK: "task"}
 SLOT = -1  # an input position filled with a vector (LaP / LdP / task token) instead of a token embedding
 IGNORE = -100  # label of a position that predicts nothing
 
@@ -67,10 +66,6 @@ class Packed:
 
     def to(self, device: torch.device) -> Packed:
         return Packed(*(t.to(device) for t in (self.ids, self.blocks, self.positions, self.labels, self.slots)))
-
-    @property
-    def tokens(self) -> int:
-        return int((self.blocks != PAD).sum())
 
 
 def pack(rows: Sequence[Row], pad_id: int, left: bool) -> Packed:
