@@ -11,16 +11,19 @@ Users with fewer than `min_interactions` events are dropped and counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
 
 from storage.schemas import USER_SEQUENCE_SCHEMA
 
+Protocol = Literal["user", "leave_one_out"]
+
 
 @dataclass(frozen=True)
 class SplitConfig:
-    protocol: str = "user"  # "user" | "leave_one_out"
+    protocol: Protocol = "user"
     max_history: int = 20
     min_interactions: int = 2
     valid_fraction: float = 0.1
@@ -54,7 +57,7 @@ def _cap(n: int, fraction: float, cap: int | None) -> int:
 
 def build_user_sequences(interactions: pl.LazyFrame, config: SplitConfig = SplitConfig()
                          ) -> tuple[pl.DataFrame, SequenceStats]:
-    if config.protocol not in ("user", "leave_one_out"):
+    if config.protocol not in get_args(Protocol):
         raise ValueError(f"unknown split protocol {config.protocol!r}")
     min_n = max(config.min_interactions, 3 if config.protocol == "leave_one_out" else 2)
     per_user = ordered_events(interactions).group_by("user_id", maintain_order=True).agg(pl.col("item_id")).collect()
