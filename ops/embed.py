@@ -43,8 +43,8 @@ from storage.atomic import atomic_path
 
 Pooling = Literal["auto", "mean", "last", "cls"]
 POOLINGS = get_args(Pooling)
-# On CPU small batches win (they stay in cache): 2,048 tokens/batch was fastest of 512 … 32,768 for MiniLM on
-# 2 cores (11.1 s vs 13.6 s at 8,192 and 20.3 s at 32,768; bench/embed.py texts). A GPU wants big batches.
+# On CPU small batches win (they stay in cache): 2,048 tokens/batch was the fastest budget for MiniLM on 2 cores
+# (bench/RESULTS.md, "Figures behind design choices"). A GPU wants big batches.
 CPU_TOKEN_BUDGET = 2048
 CUDA_TOKEN_BUDGET = 65536
 

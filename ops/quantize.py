@@ -33,10 +33,10 @@ class QuantizeConfig:
     gpu: Literal["auto", "never"] = "auto"  # auto: a faiss GPU index when faiss-gpu sees a CUDA device
     max_points_per_centroid: int = 256  # faiss subsamples training points beyond K x this (faiss default)
     # Seeding. faiss' default (random points) often puts two seeds in one true cluster and k-means never
-    # recovers (planted 8-cluster data: ARI 0.44-0.84); AFK-MC2 approximates k-means++ at random-init cost
-    # (ARI 1.0, +4 % time at 200 k x 64, K = 256). On K well-separated clusters only *greedy* k-means++
-    # (sklearn's kmeans_plusplus on a 16 K-point sample, then faiss Lloyd) avoids merged clusters, at ~2x the
-    # time (bench/quantize.py). The sklearn backend always uses its own greedy k-means++ unless init=random.
+    # recovers; AFK-MC2 approximates k-means++ at about random-init cost. On K well-separated clusters only
+    # *greedy* k-means++ (sklearn's kmeans_plusplus on a 16 K-point sample, then faiss Lloyd) avoids merged
+    # clusters, at a higher cost (figures: bench/RESULTS.md, "Figures behind design choices"). The sklearn backend always uses its
+    # own greedy k-means++ unless init=random.
     init: InitMethod = "afkmc2"
 
     def __post_init__(self) -> None:

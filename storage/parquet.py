@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from storage.atomic import atomic_path
 
 # zstd level 1, not polars' default 3: on our interactions tables (64-char hex user ids dominate) level 1 takes
-# about half the CPU to write, the files come out ~3 % *smaller* and read back no slower; only the small text-heavy
-# items tables grow (~5 %). Measured by bench/codec.py, recorded in bench/RESULTS.md.
+# much less CPU to write, the files come out *smaller* and read back no slower; only the small text-heavy items
+# tables grow a little. Measured by bench/codec.py (make bench-codec), figures in bench/RESULTS.md.
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
 META_KEY = "semid"  # all our lineage metadata lives under this one JSON-valued key
 
@@ -48,7 +48,7 @@ def sink_frames(
 
     A target may be given as a list of parts (e.g. a small in-memory frame and a huge streamed one): each part
     is sunk on its own and the part files are merged by a streaming scan afterwards. (`pl.concat` of the parts
-    inside the query would make polars materialise the streamed branch: 2x the peak memory at 3 M rows.)
+    inside the query would make polars materialise the streamed branch, multiplying the peak memory.)
     All targets are renamed only after every sink succeeded, so a failure leaves no partial set behind.
     Returns rows written per target path.
     """

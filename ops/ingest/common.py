@@ -112,9 +112,9 @@ _SCAN_CHUNK = 1 << 20
 def line_field_separator(path: Path) -> str:
     """A byte absent from a plain file, for reading each of its lines as one field with polars' CSV reader
     (quote_char=None): that reader splits at its separator whatever the quoting, so a line holding it would be
-    cut short without a word. The unit separator \x1f is checked first (memchr speed, ~0.2 s per GB from the page
-    cache, through one reused 1 MB buffer: larger fresh reads cost ~50 MB of peak RSS); only a file that has one
-    pays for a byte count."""
+    cut short without a word. The unit separator \x1f is checked first (at memchr speed, through one reused
+    buffer: larger fresh reads cost peak memory; bench/RESULTS.md, "Figures behind design choices"); only a file that has one pays
+    for a byte count."""
     buf = bytearray(_SCAN_CHUNK)
     with open(path, "rb", buffering=0) as fh:
         while n := fh.readinto(buf):

@@ -115,7 +115,7 @@ def customer_ids(path: Path, name: str, quarantine: Quarantine) -> tuple[pl.Seri
         .when(pl.col("id").fill_null("") == "").then(pl.lit("empty customer_id"))
         .when(pl.col("id").is_first_distinct().not_()).then(pl.lit("duplicate customer_id"))
     )
-    # Keep the raw text of rejected rows only: 1.4 M full lines would cost ~300 MB for nothing.
+    # Keep the raw text of rejected rows only: every customer's full line would cost memory for nothing.
     frame = lf.with_columns(reason.alias("reason")).select(
         "line", "id", "reason", pl.when(pl.col("reason").is_not_null()).then(pl.col("raw")).alias("raw")).collect()
     account = FileAccount(name, "line", rows_in=frame.height)
@@ -145,7 +145,7 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
                     extra_columns="ignore",  # (else a first line with over 6 fields is a SchemaError, not a row)
                     # lossy: a byte that is not UTF-8 becomes U+FFFD, so its row fails a rule and is quarantined
                     # (strict decoding aborts the whole sink with a bare "invalid utf-8 sequence"); strict is
-                    # ~4 % cheaper, so it is used on the files that have no such byte (known before the scan)
+                    # a little cheaper, so it is used on the files that have no such byte (known before the scan)
                     encoding="utf8-lossy" if lossy else "utf8")
         .with_row_index("line", offset=2)
     )
@@ -164,8 +164,8 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
         (f[1].str.len_bytes() == 0, "empty customer_id"),
     ]
     if customers is not None:
-        # Membership on 64-bit hashes of the 64-char ids: ~2x cheaper per row than on the strings; a false accept
-        # needs a hash collision with one of ~1.4 M known ids (probability ~1e-13 per row).
+        # Membership on 64-bit hashes of the 64-char ids: cheaper per row than on the strings
+        # (bench/RESULTS.md, "Figures behind design choices"); a false accept needs a 64-bit hash collision with a known id.
         known = customers.hash(CUSTOMER_HASH_SEED).implode()
         rules.append((f[1].hash(CUSTOMER_HASH_SEED).is_in(known).not_(), "unknown customer_id"))
     rules += [

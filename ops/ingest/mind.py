@@ -129,8 +129,8 @@ def _bad_json_column(*columns: tuple[str, str]) -> str | None:
 
 def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarantine, seen: pl.DataFrame,
                     last: bool = True) -> tuple[FileAccount, FileAccount, pl.DataFrame, pl.DataFrame]:
-    """One behaviors.tsv, vectorised with polars (MIND-large's shape, 2.2 M lines and ~150 M history / impression
-    entries: 36 s and 5.7 GB peak, against 308 s and 8.4 GB for the per-entry Python loop; bench/RESULTS.md).
+    """One behaviors.tsv, vectorised with polars (MIND-large's shape: several times faster and lighter than the
+    per-entry Python loop it is tested to equal; bench/mind.py, bench/RESULTS.md).
     Returns the line and entry accounts, this file's interactions in file order (line, then history before
     clicks, then position) and the (user, item) history pairs kept so far, which span the files of all splits
     (not extended for the `last` file).
@@ -192,8 +192,8 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     lines.kept = good.height
 
     # Tokens as Python's str.split() makes them (runs of non-whitespace). MIND separates them by single spaces:
-    # splitting on " " and dropping empty strings is then the same and ~3x faster than the regex, which stays
-    # for a file with other whitespace inside its fields.
+    # splitting on " " and dropping empty strings is then the same and faster than the regex (bench/RESULTS.md),
+    # which stays for a file with other whitespace inside its fields.
     odd_space = bool(good.select(pl.any_horizontal(
         pl.col("history", "impressions").str.contains(r"[^\S ]|[\x1c-\x1f]")).any()).item())
 
@@ -236,8 +236,8 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
             .when(~is_known(news)).then(pl.lit(UNKNOWN))
             .when(shown).then(pl.lit(NOT_CLICKED))
             .otherwise(pl.lit(CLICK)).cast(pl.UInt8))
-    # Impressions are ~37 tokens a line, ~96 % of them not clicked: classified in slices of lines, so that at
-    # most one slice of tokens is in memory (MIND-large: ~80 M tokens at once would be ~3 GB).
+    # Impressions are many tokens a line, nearly all of them not clicked: classified in slices of lines, so that
+    # at most one slice of tokens is in memory (MIND-large's all at once: bench/RESULTS.md, "Figures behind design choices").
     kinds: Counter[int] = Counter()
     click_parts, rejected_parts = [], []
     for start in range(0, max(good.height, 1), IMPRESSION_SLICE_LINES):  # one (empty) slice for an empty file

@@ -14,7 +14,7 @@ from ops.tokenizers.quantized import QuantizerTokenizer
 class LamiaCodesConfig(QuantizeConfig):
     """PCA D -> d, then K-Means with K codes, per palette position (LAMIA §4.2.3). L is the palette's size."""
 
-    init: InitMethod = "greedy_kmeans++"  # as pca_kmeans (bench/quantize.py)
+    init: InitMethod = "greedy_kmeans++"  # as pca_kmeans
 
 
 class LamiaCodes(QuantizerTokenizer):

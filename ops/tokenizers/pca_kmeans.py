@@ -16,8 +16,8 @@ class PcaKMeansConfig(QuantizeConfig):
     to fine, uncorrelated), K-Means with K codes in each. Defaults: LAMIA's L = 4, K = 256, d = 64."""
 
     length: int = 4  # L: a pooled embedding has no positions of its own
-    # Quality over speed here: greedy k-means++ costs ~0.2 s per position at 65 k items (nothing next to the
-    # embedding stage) and does not merge well-separated clusters (bench/quantize.py); `afkmc2` is the fast one.
+    # Quality over speed here: greedy k-means++ costs little next to the embedding stage and does not merge
+    # well-separated clusters (bench/quantize.py, bench/RESULTS.md); `afkmc2` is the fast one.
     init: InitMethod = "greedy_kmeans++"
 
 
