@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from storage.atomic import atomic_dir
 
 MINILM = "all-MiniLM-L6-v2"
 SMOLLM2 = "SmolLM2-135M-Instruct"
@@ -88,14 +88,9 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from pipeline.definitions import defs
-    from pipeline.resources import StorageResource
+    from pipeline.resources import default_resources
 
-    storage = StorageResource()
+    with dg.build_resources({"storage": default_resources()["storage"]}) as built:  # EnvVar values resolved
+        storage = built.storage
     names = args.datasets or [s.name for s in load_registry().values() if s.sample]
     job = defs.resolve_job_def(args.job)
     run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}

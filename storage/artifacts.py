@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from storage.atomic import atomic_write_text
+from storage.atomic import atomic_dir, atomic_write_text
 
 MANIFEST = "MANIFEST.json"
 LATEST_LINK = "latest"
@@ -74,18 +73,11 @@ class ArtifactStore:
         final = self.path(version)
         if final.exists():
             raise FileExistsError(f"version {final} already exists; versions are immutable")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{version}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(final) as tmp:  # one rename: the version appears whole (fails if it appeared meanwhile)
             writer(tmp)
             files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
             manifest = {"version": version, "files": files, "metadata": dict(metadata or {})}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-            os.rename(tmp, final)  # one step: the version appears whole (fails if it appeared meanwhile)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return final
 
     def publish(self, version: str) -> None:

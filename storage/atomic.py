@@ -1,4 +1,4 @@
-"""Atomic file writes: write beside the target under a temporary name, fsync, then `os.replace`.
+"""Atomic writes of files and directories: write beside the target under a temporary name, then rename.
 
 Readers never see a half-written file: either the old version or the new one.
 """
@@ -29,6 +29,22 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary directory beside `target`; on success it is renamed to `target` in one step (which fails
+    if `target` exists: a directory is never replaced), on error removed. Readers see the whole directory or none."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
