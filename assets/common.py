@@ -22,8 +22,9 @@ from storage import Store
 
 JOB_TAG = "semid/job"
 DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
-# Model-bound assets: the "gpu" concurrency pool (one at a time on a one-GPU host, pipeline/dagster.yaml) and the
-# tag an executor routes to GPU workers. Spread into @dg.asset so that every such asset is routed the same way.
+# Model-bound assets: the "gpu" concurrency pool (one at a time on a one-GPU host, pipeline/dagster.yaml) and the op
+# tag by which a GPU-routing executor (dagster-k8s, not wired yet) will pick them. Spread into @dg.asset so that every
+# such asset is marked the same way.
 GPU_ASSET: dict[str, Any] = {"pool": "gpu", "op_tags": {"semid/resource": "gpu"}}
 
 
@@ -120,7 +121,8 @@ def job_tag(job: str) -> dict[str, str]:
 
 
 def frame_version(frame: pl.DataFrame) -> dg.DataVersion:
-    """Data version of a small output table: a hash of its contents, so an identical rerun is not 'changed'."""
+    """Data version of a small output table: a hash of its contents (polars' row hash, stable for one polars
+    version), so an identical rerun does not make downstream assets stale."""
     h = hashlib.sha256()
     for column in frame.columns:
         h.update(column.encode())
