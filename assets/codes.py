@@ -23,7 +23,14 @@ from assets.common import (
     table_metadata,
 )
 from ops import datasets, tokenizers
-from ops.codetable import CheckOutcome, CodeTableChecks, aspect_scores, build_code_table, check_code_table
+from ops.codetable import (
+    CheckOutcome,
+    CodeTableChecks,
+    aspect_scores,
+    build_code_table,
+    check_code_table,
+    check_collisions,
+)
 from ops.tokenizers import TokenizerEntry
 from pipeline.resources import StorageResource
 from storage import Store, read_table_metadata
@@ -33,6 +40,7 @@ from storage.schemas import CODE_TABLE_SCHEMA_VERSION
 
 GROUP = "tokenize"
 CODES_MODULE = "ops.codetable"  # + the tokenizer's own module: the code behind every code table (code_version)
+PER_POSITION = ("utilization", "entropy_bits", "perplexity", "largest_bucket_share")  # ops.codetable.code_figures
 # Code tables whose source is made by a trained model run in that model's job; the rest in `tokenize_job`.
 TRAINED_SOURCES = {"palette_embeddings": "palette"}
 CHECK_NAMES = {
@@ -41,6 +49,8 @@ CHECK_NAMES = {
     "codes_in_range": "codes are int32[L] within [0, K)",
     "covers_all_items": "exactly the items of the items table",
     "utilization_above_floor": "no collapsed codebook: each position uses at least the floor share of its codes",
+    "collision_rate_within_limits": "collision rate before dedup: a warning above `collision_warn`, blocking above "
+                                    "`collision_block`",
 }
 
 
@@ -65,7 +75,7 @@ def _utilization_md(figures: dict) -> str:
     for i, u in enumerate(figures["utilization"]):
         bar = "█" * round(20 * u) + "░" * (20 - round(20 * u))
         rows.append((i, f"{u:.1%}", bar, figures["perplexity"][i], figures["largest_bucket_share"][i]))
-    return markdown_table(pl.DataFrame(rows, schema=["position", "utilization", "", "perplexity",
+    return markdown_table(pl.DataFrame(rows, schema=["position", "utilization", "bar", "perplexity",
                                                      "largest bucket"], orient="row"))
 
 
@@ -103,7 +113,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         description=f"Code table `{entry.name}`: {entry.description} Columns item_id, codes (int32[L]), dedup, "
                     "semantic_id (`c1-…-cL/dedup`); a new immutable version per run, `latest` moved only when "
                     "every check passes.",
-        check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True)
+        check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True, partitions_def=DATASETS)
                      for name, text in CHECK_NAMES.items()],
     )
     def _asset(context: dg.AssetExecutionContext, config: Config, storage: StorageResource):  # type: ignore[valid-type]
@@ -123,10 +133,11 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
                        figures=figures, warnings=tokenizer.warnings)
         path = tables.write_table(version, frame, meta, tokenizer.save)
         checks = config.build(CodeTableChecks)
-        outcomes: list[CheckOutcome] = check_code_table(frame, ids, tokenizer.k, tokenizer.length,
-                                                        checks.min_utilization)
+        outcomes: list[CheckOutcome] = [
+            *check_code_table(frame, ids, tokenizer.k, tokenizer.length, checks.min_utilization),
+            check_collisions(figures, checks.collision_warn, checks.collision_block)]
         previous = tables.latest()
-        published = all(o.passed for o in outcomes)
+        published = not any(o.blocks for o in outcomes)  # a warning does not hold `latest` back
         if published:
             tables.publish(version)
         else:
@@ -138,15 +149,19 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
             published=published, latest=tables.latest() or "none",
             length=tokenizer.length, k=tokenizer.k, collision_rate=figures["collision_rate"],
             max_dedup=figures["max_dedup"], prefix_balance=figures["prefix_balance"],
-            utilization=dg.MetadataValue.md(_utilization_md(figures)),
+            utilization_table=dg.MetadataValue.md(_utilization_md(figures)),
             utilization_min=min(figures["utilization"]), seconds=seconds,  # type: ignore[type-var]
-            perplexity=str(figures["perplexity"]), warnings="; ".join(tokenizer.warnings) or "none",
-            **{k: str(v) for k, v in tokenizer.figures.items()},
+            warnings="; ".join(tokenizer.warnings) or "none",
+            # per-position figures as JSON lists of numbers (plottable), not text
+            **{name: dg.MetadataValue.json(figures[name]) for name in PER_POSITION},
+            **{k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in tokenizer.figures.items()},
             **aspects,
         )
         return dg.MaterializeResult(metadata=metadata, data_version=frame_version(frame), check_results=[
             dg.AssetCheckResult(check_name=o.name, passed=o.passed, description=o.description,
-                                metadata={k: str(v) if isinstance(v, list) else v for k, v in o.metadata.items()})
+                                severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
+                                metadata={k: dg.MetadataValue.json(v) if isinstance(v, list) else v
+                                          for k, v in o.metadata.items()})
             for o in outcomes])
 
     return _asset

@@ -71,6 +71,11 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, object] = field(default_factory=dict)
+    blocking: bool = True  # a failed non-blocking outcome is a warning: `latest` still moves
+
+    @property
+    def blocks(self) -> bool:
+        return self.blocking and not self.passed
 
 
 def check_code_table(frame: pl.DataFrame, item_ids: Sequence[str], k: int, length: int,
@@ -103,6 +108,18 @@ def check_code_table(frame: pl.DataFrame, item_ids: Sequence[str], k: int, lengt
     ]
 
 
+def check_collisions(figures: dict[str, object], warn: float, block: float) -> CheckOutcome:
+    """Collision rate before dedup (items whose code tuple an earlier item already has) against two limits: above
+    `warn` a warning, above `block` a blocking failure. Dedup keeps the IDs unique either way, but a table where
+    most items are told apart only by the dedup index says little about them."""
+    rate, worst = float(figures["collision_rate"]), int(figures["max_dedup"])  # type: ignore[call-overload]
+    return CheckOutcome(
+        "collision_rate_within_limits", rate <= warn,
+        f"collision rate before dedup at most {warn:.0%} (a warning above, blocking above {block:.0%})",
+        {"collision_rate": rate, "max_dedup": worst, "warn_above": warn, "block_above": block},
+        blocking=rate > block)
+
+
 def aspect_scores(codes: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
     """How well code positions recover known aspects (e.g. the bundled samples' planted_aspects.csv: item_id +
     one column per aspect). Per aspect: NMI (sklearn, arithmetic mean) of the best position and which one, and
@@ -128,3 +145,10 @@ class CodeTableChecks:
     """Settings of the checks every code table passes before `latest` moves."""
 
     min_utilization: float = 0.1  # the collapse floor: each position uses at least this share of its K codes
+    collision_warn: float = 0.05  # collision rate before dedup above which the table is published with a warning
+    collision_block: float = 0.5  # ... and above which it is not published (more than half the items collide)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.collision_warn <= self.collision_block <= 1:
+            raise ValueError("need 0 <= collision_warn <= collision_block <= 1, got "
+                             f"{self.collision_warn} and {self.collision_block}")

@@ -114,7 +114,7 @@ def test_failed_check_leaves_latest_where_it_was(env):
 # --- the tokenizer registry: a new tokenizer is one class + one registry entry --------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SignConfig:
-    """Test-only tokenizer: code l = the sign of embedding dimension l."""
+    """Test-only tokenizer: code l = whether embedding dimension l is above its median over the fitted items."""
 
     length: int = 3
 
@@ -124,11 +124,23 @@ class SignCodes(Tokenizer):
 
     def fit(self, x, item_ids):
         self.length, self.k = self.config.length, 2
-        self.figures = {"positive_share": round(float((x[:, : self.length] > 0).mean()), 4)}
+        self.medians = np.median(x[:, : self.length], axis=0)
+        self.figures = {"medians": self.medians.round(4).tolist()}
         return self.encode(x, item_ids)
 
     def encode(self, x, item_ids):
-        return (np.asarray(x)[:, : self.config.length] > 0).astype(np.int64)
+        return (np.asarray(x)[:, : self.length] > self.medians).astype(np.int64)
+
+    def save(self, directory):
+        super().save(directory)
+        np.save(directory / "medians.npy", self.medians)
+
+    def _load_model(self, directory):
+        self.medians = np.load(directory / "medians.npy")
+
+
+def _sign_codes(x, length):
+    return (x[:, :length] > np.median(x[:, :length], axis=0)).astype(np.int32)
 
 
 def test_a_tokenizer_registered_in_a_test_gets_a_code_table_checks_and_lineage(env, monkeypatch):
@@ -139,7 +151,7 @@ def test_a_tokenizer_registered_in_a_test_gets_a_code_table_checks_and_lineage(e
     asset = next(a for a in codes.code_table_assets() if a.key == dg.AssetKey(["code_table", "sign"]))
     assert {d.to_user_string() for d in asset.asset_deps[asset.key]} == {"items", "item_embeddings"}
     result = dg.materialize([asset], partition_key=PARTITION, resources=resources,
-                            run_config={"ops": {"code_table__sign": {"config": {"length": 2,
+                            run_config={"ops": {"code_table__sign": {"config": {"length": 16,
                                                                                 "min_utilization": 0.5}}}})
     assert result.success
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
@@ -147,19 +159,40 @@ def test_a_tokenizer_registered_in_a_test_gets_a_code_table_checks_and_lineage(e
     tables = _tables(storage, "sign")
     latest = tables.latest_path()
     meta = json.loads(pq.ParquetFile(latest / "codes.parquet").metadata.metadata[b"semid"])
-    assert meta["tokenizer"] == "sign" and meta["length"] == 2 and meta["k"] == 2
-    assert meta["config"] == {"length": 2, "min_utilization": 0.5}
+    assert meta["tokenizer"] == "sign" and meta["length"] == 16 and meta["k"] == 2
+    assert meta["config"] == {"length": 16, "min_utilization": 0.5, "collision_warn": 0.05, "collision_block": 0.5}
     assert meta["sources"]["item_embeddings"]["fingerprint"] and meta["code_version"] == asset.code_versions_by_key[asset.key]
     table = storage.store().read(PARTITION, "item_embeddings")
     x = table["embedding"].to_numpy()
     written = tables.read()
-    np.testing.assert_array_equal(np.stack(written["codes"].to_numpy()), (x[:, :2] > 0).astype(np.int32))
+    np.testing.assert_array_equal(np.stack(written["codes"].to_numpy()), _sign_codes(x, 16))
     reloaded = SignCodes.load(latest)  # the fitted tokenizer is saved with the version and assigns new rows
-    assert reloaded.length == 2 and reloaded.k == 2
-    np.testing.assert_array_equal(reloaded.encode(x, written["item_id"].to_list()), (x[:, :2] > 0))
+    assert reloaded.length == 16 and reloaded.k == 2
+    np.testing.assert_array_equal(reloaded.encode(x, written["item_id"].to_list()), _sign_codes(x, 16))
     mats = {m.asset_key.to_user_string(): m.materialization for m in result.get_asset_materialization_events()}
-    assert mats["code_table/sign"].metadata["positive_share"].value and mats["code_table/sign"].tags[
+    assert len(mats["code_table/sign"].metadata["medians"].value) == 16 and mats["code_table/sign"].tags[
         "dagster/data_version"]
+
+
+@pytest.mark.parametrize("length,published,severity", [(1, False, "ERROR"), (6, True, "WARN")])
+def test_heavy_collisions_warn_then_block(env, monkeypatch, length, published, severity):
+    """Sign codes of 1 dim leave 2 code tuples for all items (~99 % collide: blocked); 6 dims leave 64, and at a
+    warning limit of 0 / blocking limit of 0.95 the table is published with a warning."""
+    storage, resources, _ = env
+    monkeypatch.setitem(REGISTRY, "sign", TokenizerEntry("sign", SignCodes, "test only", source="item_embeddings",
+                                                         column="embedding"))
+    asset = next(a for a in codes.code_table_assets() if a.key == dg.AssetKey(["code_table", "sign"]))
+    tables = _tables(storage, "sign")
+    before = tables.latest()
+    result = dg.materialize([asset], partition_key=PARTITION, resources=resources, raise_on_error=False,
+                            run_config={"ops": {"code_table__sign": {"config": {
+                                "length": length, "min_utilization": 0.5, "collision_warn": 0.0,
+                                "collision_block": 0.95}}}})
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "collision_rate_within_limits")
+    rate = check.metadata["collision_rate"].value
+    assert check.passed is False and check.severity.value == severity and check.metadata["max_dedup"].value > 0
+    assert (rate > 0.95) == (not published) and check.metadata["block_above"].value == 0.95
+    assert (tables.latest() != before) == published  # a warning publishes, a blocking failure does not
 
 
 @pytest.mark.parametrize("tokenizer", ["pca_kmeans", "lamia", "random"])
@@ -171,3 +204,23 @@ def test_saved_tokenizer_assigns_the_codes_of_its_table(env, tokenizer):
     frame = tables.read()
     x = storage.store().read(PARTITION, entry.source)[entry.column].to_numpy() if entry.source else None
     np.testing.assert_array_equal(loaded.encode(x, frame["item_id"].to_list()), np.stack(frame["codes"].to_numpy()))
+
+
+def test_a_check_failure_is_seen_on_its_own_partition_only(env, tmp_path):
+    """Code-table checks are partitioned like the tables: a failure on one dataset does not hide behind (or
+    overwrite) a pass on another."""
+    storage, resources, _ = env
+    generate("hm", tmp_path / "raw" / "sample_hm", "tiny", seed=0)
+    other = StorageResource(raw_root=str(tmp_path / "raw"), storage_root=storage.storage_root)
+    dg.materialize([*ingest.ASSETS], partition_key="sample_hm", resources={**resources, "storage": other})
+    random_asset = next(a for a in codes.ASSETS if a.key == dg.AssetKey(["code_table", "random"]))
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([random_asset], partition_key="sample_hm", resources=resources, instance=instance)
+    failed = dg.materialize([random_asset], partition_key=PARTITION, resources=resources, instance=instance,
+                            raise_on_error=False,
+                            run_config={"ops": {"code_table__random": {"config": {"min_utilization": 1.01}}}})
+    assert {e.partition for e in failed.get_asset_check_evaluations()} == {PARTITION}
+    key = dg.AssetCheckKey(random_asset.key, "utilization_above_floor")
+    status = {info.partition_key: info.latest_execution_status.value
+              for info in instance.event_log_storage.get_asset_check_partition_info([key])}
+    assert status == {"sample_hm": "SUCCEEDED", PARTITION: "FAILED"}

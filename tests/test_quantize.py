@@ -139,3 +139,16 @@ def test_pooled_quantizer_assigns_narrow_embeddings_as_the_fit_did(tmp_path):
     res = quantize_pooled(x, 4, QuantizeConfig(k=8, d=64))
     res.quantizer.save(tmp_path / "q.npz")
     np.testing.assert_array_equal(Quantizer.load(tmp_path / "q.npz").assign(x), res.codes)
+
+
+def test_collision_check_passes_warns_then_blocks():
+    from ops.codetable import check_collisions
+
+    def outcome(rate):
+        return check_collisions({"collision_rate": rate, "max_dedup": 3}, warn=0.05, block=0.5)
+
+    ok, warn, block = outcome(0.01), outcome(0.2), outcome(0.7)
+    assert ok.passed and not ok.blocks
+    assert not warn.passed and not warn.blocking and not warn.blocks  # published with a warning
+    assert not block.passed and block.blocks
+    assert block.metadata == {"collision_rate": 0.7, "max_dedup": 3, "warn_above": 0.05, "block_above": 0.5}
