@@ -211,3 +211,34 @@ def test_line_field_separator_is_a_byte_the_file_lacks(tmp_path):
     (tmp_path / "all").write_bytes(bytes(range(1, 128)))
     with pytest.raises(IngestError, match="every ASCII control character"):
         line_field_separator(tmp_path / "all")
+
+
+def test_hm_ids_that_lost_their_leading_zero_in_a_pandas_round_trip_are_restored_and_counted(tmp_path):
+    import pandas as pd
+
+    from ops.ingest.hm import RESTORED_ZEROS
+    from ops.sample import generate
+
+    original = generate("hm", tmp_path / "orig", "tiny", seed=0)
+    resaved = tmp_path / "resaved"
+    resaved.mkdir()
+    for name in ("articles.csv", "customers.csv", "transactions_train.csv"):
+        # what users do: read, re-save. pandas reads article_id as an int, so "0108775015" becomes "108775015"
+        # (and it skips the sample's planted lines with a wrong field count)
+        pd.read_csv(original / name, on_bad_lines="skip").to_csv(resaved / name, index=False)
+    lost = pl.read_csv(resaved / "transactions_train.csv", schema_overrides={"article_id": pl.String})
+    assert lost["article_id"].str.len_chars().max() < 10
+    want = load_hm(original, "t", workdir=tmp_path / "w1")
+    want_tx, _ = _run(want, tmp_path / "a")
+    got = load_hm(resaved, "t", workdir=tmp_path / "w2")
+    got_tx, _ = _run(got, tmp_path / "b")
+    assert got.items["item_id"].str.len_chars().min() == 10  # the official 10-digit ids again
+    assert set(got.items["item_id"]) <= set(want.items["item_id"]) and got.items.height >= want.items.height - 3
+    assert got_tx["item_id"].is_in(want.items["item_id"].implode()).all()
+    assert got_tx.height >= 0.95 * want_tx.height  # they join: not quarantined as unknown articles
+    accounts = {r["source_file"]: r for r in got.accounting_frame().iter_rows(named=True)}
+    assert accounts["articles.csv"]["repaired"] > 0 and RESTORED_ZEROS in accounts["articles.csv"]["repaired_reasons"]
+    assert accounts["transactions_train.csv"]["repaired"] == lost.height  # every line of the re-saved file
+    assert all(r["balanced"] for r in accounts.values())
+    clean = {r["source_file"]: r["repaired"] for r in want.accounting_frame().iter_rows(named=True)}
+    assert set(clean.values()) == {0}  # files with their zeros are left alone

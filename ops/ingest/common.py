@@ -200,6 +200,9 @@ class FileAccount:
     kept: int = 0
     quarantined: int = 0
     filtered: Counter[str] = field(default_factory=Counter)
+    # Records whose value was restored to its canonical form before validation (e.g. H&M ids that lost their
+    # leading zero), by what was restored: they still end in exactly one of kept / quarantined / filtered.
+    repaired: Counter[str] = field(default_factory=Counter)
 
     @property
     def balanced(self) -> bool:
@@ -215,6 +218,8 @@ class FileAccount:
             "quarantined": self.quarantined,
             "filtered": sum(self.filtered.values()),
             "filtered_reasons": dict(self.filtered),
+            "repaired": sum(self.repaired.values()),
+            "repaired_reasons": dict(self.repaired),
             "balanced": self.balanced,
         }
 
@@ -376,10 +381,11 @@ class IngestResult:
     def accounting_frame(self) -> pl.DataFrame:
         rows = [a.as_row() for a in self.accounts]
         return pl.DataFrame(
-            [{**r, "filtered_reasons": repr(r["filtered_reasons"])} for r in rows],
+            [{**r, "filtered_reasons": repr(r["filtered_reasons"]), "repaired_reasons": repr(r["repaired_reasons"])}
+             for r in rows],
             schema={"source_file": pl.String, "unit": pl.String, "table": pl.String, "rows_in": pl.Int64, "kept": pl.Int64,
                     "quarantined": pl.Int64, "filtered": pl.Int64, "filtered_reasons": pl.String,
-                    "balanced": pl.Boolean},
+                    "repaired": pl.Int64, "repaired_reasons": pl.String, "balanced": pl.Boolean},
         )
 
 

@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import csv
-from concurrent.futures import ThreadPoolExecutor
+import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -42,6 +43,12 @@ ATTRIBUTES = (
     "index_name",
 )
 TRANSACTION_COLUMNS = ("t_dat", "customer_id", "article_id", "price", "sales_channel_id")
+# Official article ids are 10 digits with a leading zero ("0108775015"). A file re-saved through a tool that read
+# them as integers (a pandas round trip) has "108775015": the zeros are restored, so that items join the official
+# ids, and counted as repaired in the row accounting.
+ARTICLE_ID_DIGITS = 10
+SHORT_ARTICLE_ID = re.compile(r"[0-9]{1,9}")
+RESTORED_ZEROS = "article_id zero-padded to 10 digits"
 CUSTOMER_ID = "customer_id"
 CUSTOMER_HASH_SEED = 20180920
 INTERACTION_SCHEMA = {**INTERACTION_CORE, "price": pl.Float64(), "sales_channel_id": pl.Int8()}
@@ -97,7 +104,11 @@ def read_articles(path: Path, name: str, items: ItemBuilder, quarantine: Quarant
                 continue
             guard.record(line, None)
             values = [row[i] for i in idx]
-            items.add(values[0].strip(), values[1:], (name, line), raw, quarantine, account)
+            article = values[0].strip()
+            if SHORT_ARTICLE_ID.fullmatch(article):
+                article = article.zfill(ARTICLE_ID_DIGITS)
+                account.repaired[RESTORED_ZEROS] += 1
+            items.add(article, values[1:], (name, line), raw, quarantine, account)
         guard.finish()
     return account
 
@@ -127,10 +138,29 @@ def customer_ids(path: Path, name: str, quarantine: Quarantine) -> tuple[pl.Seri
     return ids, account
 
 
+def _scan_article_ids(path: Path) -> pl.LazyFrame:
+    return pl.scan_csv(path, has_header=True, quote_char=None, schema_overrides={"article_id": pl.String},
+                       truncate_ragged_lines=True, encoding="utf8-lossy").select("article_id")
+
+
+def first_article_id_is_short(path: Path) -> bool:
+    """Does the first transaction's article_id lack its leading zero (a re-saved file)?"""
+    first = _scan_article_ids(path).head(1).collect()["article_id"]
+    return bool(first.len()) and SHORT_ARTICLE_ID.fullmatch(first[0] or "") is not None
+
+
+def count_short_article_ids(path: Path) -> int:
+    """How many transaction lines have an article_id of fewer than 10 digits (one streaming pass over one
+    column; only run on a file that needs the zeros restored)."""
+    return int(_scan_article_ids(path).select(
+        pl.col("article_id").str.contains(r"^[0-9]{1,9}$").sum()).collect().item() or 0)
+
+
 def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.Series | None,
-                      lossy: bool = False) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+                      lossy: bool = False, restore_zeros: bool = False) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Lazy (kept, quarantined) frames over the transactions file; nothing is read until they are sunk.
-    Every scanned line (blank ones included) lands in exactly one of them."""
+    Every scanned line (blank ones included) lands in exactly one of them. `restore_zeros`: article ids of
+    fewer than 10 digits get their leading zeros back (files that do not need it pay nothing for it)."""
     header = _read_header(path)
     if header != list(TRANSACTION_COLUMNS):
         raise IngestError(f"{path} line 1: expected the H&M transactions header {','.join(TRANSACTION_COLUMNS)}, "
@@ -149,11 +179,15 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
                     encoding="utf8-lossy" if lossy else "utf8")
         .with_row_index("line", offset=2)
     )
+    if restore_zeros:
+        lf = lf.with_columns(pl.when(f[2].str.contains(r"^[0-9]{1,9}$")).then(f[2].str.zfill(ARTICLE_ID_DIGITS))
+                             .otherwise(f[2]).alias("field_2"))
     date, price, channel = pl.col("_date"), pl.col("_price"), pl.col("_channel")
     lf = lf.with_columns(  # parsed once, used by the checks and by the kept rows
         f[0].str.strptime(pl.Date, "%Y-%m-%d", strict=False).alias("_date"),
         f[3].cast(pl.Float64, strict=False).alias("_price"),
-        f[4].cast(pl.Int8, strict=False).alias("_channel"),
+        # as a float: a file re-saved by pandas from a column with a gap writes channel 2 as "2.0"
+        f[4].cast(pl.Float64, strict=False).alias("_channel"),
     )
     rules = [  # (row is bad, reason), in the order a reason is assigned
         ((f[0].fill_null("") == "") & f[1].is_null(), "blank line"),
@@ -170,7 +204,7 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
         rules.append((f[1].hash(CUSTOMER_HASH_SEED).is_in(known).not_(), "unknown customer_id"))
     rules += [
         (price.is_null() | (price < 0), "bad price"),
-        (channel.is_null() | channel.is_in([1, 2]).not_(), "bad sales_channel_id"),
+        (channel.is_null() | channel.is_in([1.0, 2.0]).not_(), "bad sales_channel_id"),
     ]
     # One boolean per row on the hot path; the reason text is built only for the (few) rejected rows.
     # A null verdict (some field missing) counts as bad, so no row can slip between the two outputs.
@@ -186,7 +220,7 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
         pl.lit("purchase").alias("event"),
         pl.col("line").cast(pl.Int64).alias("seq"),
         price.alias("price"),
-        channel.alias("sales_channel_id"),
+        channel.cast(pl.Int8).alias("sales_channel_id"),
     )
     bad = lf.filter(pl.col("_ok").not_()).select(
         pl.lit(name).alias("source_file"), pl.col("line").cast(pl.Int64), reason.alias("reason"),
@@ -229,9 +263,13 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
         customers, c_account = customers_job.result()
         accounts.append(c_account)
         small_quarantine = pl.concat([small_quarantine, c_quarantine.frame()])
+    # A re-saved articles.csv lost the zeros; its transactions file (or one whose first id is short) did too.
+    restore = bool(accounts[0].repaired) or first_article_id_is_short(tx_plain)
     kept, bad = transactions_plan(tx_plain, tx_name, pl.Series(list(items.rows), dtype=pl.String), customers,
-                                  lossy=line_count.first_invalid_utf8_line() is not None)
+                                  lossy=line_count.first_invalid_utf8_line() is not None, restore_zeros=restore)
     tx_account = FileAccount(tx_name, "line", "interactions")
+    if restore:
+        tx_account.repaired[RESTORED_ZEROS] = count_short_article_ids(tx_plain)
     accounts.append(tx_account)
 
     def finalize(rows: dict[str, int]) -> None:
