@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from storage.artifacts import ArtifactStore
-from storage.parquet import PARQUET_OPTIONS, footer_metadata
+from storage.parquet import write_parquet
 
 CODES_FILE = "codes.parquet"
 
@@ -34,7 +34,7 @@ class CodeTableStore(ArtifactStore):
         """A new version: codes.parquet, then whatever `extra(version_dir)` adds (the fitted tokenizer), manifest
         last."""
         def write(tmp: Path) -> None:
-            frame.write_parquet(tmp / CODES_FILE, **PARQUET_OPTIONS, metadata=footer_metadata(metadata))
+            write_parquet(frame, tmp / CODES_FILE, metadata)
             if extra is not None:
                 extra(tmp)
 

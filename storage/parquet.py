@@ -30,10 +30,23 @@ def footer_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | None
     return {META_KEY: json.dumps(metadata, sort_keys=True, default=str)}
 
 
+def write_parquet(frame: pl.DataFrame, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
+                  ) -> None:
+    """One in-memory frame to one Parquet file, lineage in the footer and in the Arrow schema's metadata: pyarrow
+    (`pq.read_table(p).schema.metadata`) and pandas read the latter, and polars' writer keeps only the former, so
+    the frame is written by pyarrow at the same codec setting."""
+    table = frame.to_arrow()
+    kv = footer_metadata(metadata)
+    if kv:
+        table = table.replace_schema_metadata(kv)
+    pq.write_table(table, path, compression=PARQUET_OPTIONS["compression"],
+                   compression_level=PARQUET_OPTIONS["compression_level"])
+
+
 def write_frame(frame: pl.DataFrame, target: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None) -> int:
     """Write an in-memory frame atomically; returns the row count."""
     with atomic_path(target) as tmp:
-        frame.write_parquet(tmp, **PARQUET_OPTIONS, metadata=footer_metadata(metadata))
+        write_parquet(frame, tmp, metadata)
     return frame.height
 
 
@@ -50,7 +63,8 @@ def sink_frames(
     is sunk on its own and the part files are merged by a streaming scan afterwards. (`pl.concat` of the parts
     inside the query would make polars materialise the streamed branch, multiplying the peak memory.)
     All targets are renamed only after every sink succeeded, so a failure leaves no partial set behind.
-    Returns rows written per target path.
+    Returns rows written per target path. Lineage goes into the footer's key/value metadata only: polars'
+    streaming writer cannot set the Arrow schema's metadata (`read_table_metadata` reads the footer).
     """
     # Every sink writes into a private scratch directory beside its target. On failure the directory is removed:
     # polars may still create a failed sink's file *after* collect_all has raised (seen in ~10 % of runs), and

@@ -83,6 +83,7 @@ def test_code_table_contract_read_with_plain_pyarrow(env, tokenizer):
     t = table.schema.field("codes").type
     assert pa.types.is_fixed_size_list(t) and t.list_size == 4 and t.value_type == pa.int32()
     meta = json.loads(pq.ParquetFile(latest).metadata.metadata[b"semid"])
+    assert json.loads(table.schema.metadata[b"semid"]) == meta  # also where pq.read_table / pandas look
     items = storage.store().read(PARTITION, "items")
     assert meta["tokenizer"] == tokenizer and meta["length"] == 4 and meta["dataset"] == PARTITION
     assert meta["k"] == (256 if tokenizer == "random" else min(256, items.height))

@@ -58,3 +58,16 @@ def test_early_writeback_advises_existing_files_until_the_sink_ends(tmp_path, mo
     time.sleep(0.05)
     assert done >= 3 and len(calls) == done  # the loop ran, and stopped with the block
     assert set(calls) == {(growing.stat().st_ino, 0, 0, os.POSIX_FADV_DONTNEED)}  # the missing file is skipped
+
+
+def test_lineage_is_in_the_arrow_schema_for_plain_pyarrow_readers(tmp_path):
+    import json
+
+    frame = pl.DataFrame({"item_id": ["a", "b"], "v": [[1.0, 2.0], [3.0, 4.0]]},
+                         schema={"item_id": pl.String, "v": pl.Array(pl.Float32, 2)})
+    path = tmp_path / "t.parquet"
+    write_frame(frame, path, {"run_id": "r1", "table": "t"})
+    table = pq.read_table(path)
+    assert json.loads(table.schema.metadata[b"semid"]) == {"run_id": "r1", "table": "t"}
+    assert read_table_metadata(path) == {"run_id": "r1", "table": "t"}  # the footer key as before
+    assert pl.read_parquet(path).equals(frame)  # the same table back, fixed-size arrays included
