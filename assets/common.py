@@ -65,6 +65,35 @@ def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc
     return cls
 
 
+# Assets that load a model by their run config's `model` key: op name -> run-config class (set by their modules).
+MODEL_SETTINGS: dict[str, type[OpsConfig]] = {}
+OFFLINE_CHOICES = ("offline choices: `all-MiniLM-L6-v2` (sentence encoder), `SmolLM2-135M-Instruct` (pretrained "
+                   "causal LM), or the path of a local Hugging Face model folder")
+
+
+def model_problems(run: dg.DagsterRun) -> list[str]:
+    """One message per model setting of this run that cannot be loaded, naming its run-config key."""
+    from ops.models import model_problem
+
+    selected = run.asset_selection or None  # (dg.materialize leaves it empty)
+    if selected is None:  # a job run: the job's assets
+        from pipeline.definitions import defs
+
+        try:
+            selected = defs.resolve_job_def(run.job_name).asset_layer.executable_asset_keys
+        except Exception:  # a job these definitions do not know: check every model setting
+            selected = None
+    ops_config = (run.run_config or {}).get("ops", {})
+    problems = []
+    for op, config_type in MODEL_SETTINGS.items():
+        if selected is not None and dg.AssetKey(op) not in selected:
+            continue
+        name = (ops_config.get(op) or {}).get("config", {}).get("model", config_type.model_fields["model"].default)
+        if (problem := model_problem(name)) is not None:
+            problems.append(f"ops.{op}.config.model = {name!r} cannot be loaded: {problem}; {OFFLINE_CHOICES}")
+    return problems
+
+
 def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
 

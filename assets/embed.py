@@ -5,7 +5,17 @@ from dataclasses import asdict
 
 import dagster as dg
 
-from assets.common import DATASETS, GPU_ASSET, code_version, config_class, job_tag, lineage, table_metadata, vector_check
+from assets.common import (
+    DATASETS,
+    GPU_ASSET,
+    MODEL_SETTINGS,
+    code_version,
+    config_class,
+    job_tag,
+    lineage,
+    table_metadata,
+    vector_check,
+)
 from ops import datasets
 from ops.embed import EmbedConfig, clear_shards, embed_items, embeddings_frame, item_texts, load_model
 from pipeline.resources import ComputeResource, StorageResource
@@ -16,6 +26,7 @@ EMBED_CODE_VERSION = code_version("ops.embed")
 EmbeddingConfig = config_class("EmbeddingConfig", EmbedConfig, exclude=("device", "dtype"),
                                doc="Run config of `item_embeddings` (ops.embed.EmbedConfig; device and dtype come "
                                    "from the compute resource).")
+MODEL_SETTINGS["item_embeddings"] = EmbeddingConfig
 
 
 @dg.asset(

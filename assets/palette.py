@@ -17,6 +17,7 @@ import torch
 from assets.common import (
     DATASETS,
     GPU_ASSET,
+    MODEL_SETTINGS,
     OpsConfig,
     code_version,
     config_class,
@@ -40,6 +41,7 @@ PaletteModelConfig = config_class(
     "PaletteModelConfig", PaletteConfig, exclude=("device", "dtype"),
     doc="Run config of `palette_model`: ops.palette.PaletteConfig (the paper's settings; device and dtype come from "
         "the compute resource). `tasks` empty and `content_attributes` null mean the dataset's own.")
+MODEL_SETTINGS["palette_model"] = PaletteModelConfig
 
 
 def palette_config(config: OpsConfig, compute: ComputeResource, spec: datasets.DatasetSpec) -> PaletteConfig:

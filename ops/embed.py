@@ -60,7 +60,7 @@ class EmbedConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Dtype = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     normalize: bool = False  # L2-normalise the pooled vectors
-    shard_size: int = 4096  # items per resumable shard
+    shard_size: int = 0  # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
     attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
 
     def __post_init__(self) -> None:
@@ -237,6 +237,13 @@ def run_fingerprint(lm: LoadedModel, config: EmbedConfig) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def auto_shard_size(n_items: int) -> int:
+    """Items per shard when none is configured: n / 16 within [256, 4,096], so that a run long enough to be worth
+    resuming (a minute at CPU speed is a few thousand items) is cut into several shards and a kill loses at most
+    one of them, while a large catalog does not pay a file per few items."""
+    return min(4096, max(256, -(-n_items // 16)))
+
+
 def _shard_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, size):
         yield start, min(n, start + size)
@@ -281,7 +288,7 @@ def embed_items(
     shard_dir.mkdir(parents=True, exist_ok=True)
     stats = EmbedStats()
     parts = []
-    ranges = list(_shard_ranges(len(item_ids), config.shard_size))
+    ranges = list(_shard_ranges(len(item_ids), config.shard_size or auto_shard_size(len(item_ids))))
     data = hashlib.sha256(fp.encode())
     for k, (a, b) in enumerate(ranges):
         path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])

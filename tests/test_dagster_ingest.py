@@ -5,7 +5,7 @@ import pytest
 
 from assets import ingest
 from ops.sample import generate
-from pipeline.resources import StorageResource
+from pipeline.resources import ComputeResource, StorageResource
 
 
 @pytest.fixture
@@ -99,3 +99,26 @@ def test_sequence_config_mirrors_split_config():
     from ops.sequences import SplitConfig
 
     assert ingest.SequenceConfig().model_dump() == asdict(SplitConfig())
+
+
+def test_a_model_that_cannot_be_loaded_fails_the_run_in_its_first_step(tmp_path):
+    """The palette model comes last in the graph; a wrong `model` must not cost the stages before it."""
+    import time
+
+    from assets import embed, palette
+
+    storage = StorageResource(raw_root=str(tmp_path / "raw"), storage_root=str(tmp_path / "store"))
+    started = time.perf_counter()
+    result = dg.materialize([*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS], partition_key="sample_mind",
+                            resources={"storage": storage, "compute": ComputeResource(device="cpu")},
+                            raise_on_error=False,
+                            run_config={"ops": {"palette_model": {"config": {"model": "facebook/opt-350m"}},
+                                                "item_embeddings": {"config": {"model": str(tmp_path / "nope")}}}})
+    assert not result.success and time.perf_counter() - started < 30
+    failure = next(e for e in result.all_events if e.is_failure)
+    message = str(failure.event_specific_data.error)
+    assert "ops.palette_model.config.model = 'facebook/opt-350m' cannot be loaded" in message
+    assert f"ops.item_embeddings.config.model = '{tmp_path / 'nope'}'" in message and "no config.json" in message
+    assert "SmolLM2-135M-Instruct" in message and "all-MiniLM-L6-v2" in message  # the offline choices
+    assert not list((tmp_path / "store").rglob("*.parquet"))  # nothing ran: not even ingestion
+    assert not any(e.is_step_success for e in result.all_events)

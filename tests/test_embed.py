@@ -134,3 +134,12 @@ def test_embedding_table_schema_with_plain_pyarrow(tmp_path):
     t = table.schema.field("embedding").type
     assert pa.types.is_fixed_size_list(t) and t.list_size == 4 and t.value_type == pa.float32()
     np.testing.assert_array_equal(np.stack(table.column("embedding").to_pylist()), vec)
+
+
+def test_shards_are_small_enough_that_a_kill_loses_little():
+    from ops.embed import auto_shard_size
+
+    # 2,000 items (a MIND-small subset; ~30 s to a few minutes on 2 cores): 8 shards, not one of 4,096
+    assert auto_shard_size(2000) == 256 and -(-2000 // auto_shard_size(2000)) == 8
+    assert auto_shard_size(65_000) == 4063 and auto_shard_size(1_000_000) == 4096  # big catalogs: >= 16 shards
+    assert EmbedConfig().shard_size == 0  # auto unless configured

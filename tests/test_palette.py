@@ -305,8 +305,9 @@ def test_gpu_recipe_is_valid_run_config_with_the_papers_settings_and_trains_on_o
     assert "length" not in resolved["ops"]["code_table__lamia"]["config"]
     op = PaletteModelConfig(**run_config["ops"]["palette_model"]["config"])
     cfg = palette_config(op, ComputeResource(device="cpu", dtype="auto"), datasets.get("mind"))
-    paper = PaletteConfig()  # the defaults are the paper's settings (DESIGN §5)
-    for name in ("model", "palette_size", "lora_rank", "lora_alpha", "lr", "batch_size", "epochs", "gamma",
+    paper = PaletteConfig()  # the defaults are the paper's settings (DESIGN §5), but for the offline backbone
+    assert cfg.model == "facebook/opt-350m" and paper.model == "SmolLM2-135M-Instruct"
+    for name in ("palette_size", "lora_rank", "lora_alpha", "lr", "batch_size", "epochs", "gamma",
                  "alpha_intra", "alpha_inter", "answer_vocabulary", "lap_init", "use_gen", "use_intra", "use_inter"):
         assert getattr(cfg, name) == getattr(paper, name), name
     assert cfg.tasks == ["title", "abstract", "category", "subcategory"] and cfg.content_attributes == 2

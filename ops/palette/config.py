@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+from ops.models import SMOLLM2
 from ops.training import TrainingConfig
 
 Layout = Literal["split", "full"]
@@ -19,7 +20,7 @@ class PaletteConfig(TrainingConfig):
 
     # Any causal LM (OPT, GPT-2, LLaMA families) or encoder: an offline name (ops.models.OFFLINE_MODELS, e.g. the
     # packaged SmolLM2-135M-Instruct causal LM), a local path, or a hub name where the hub is reachable.
-    model: str = "facebook/opt-350m"
+    model: str = SMOLLM2  # offline; the paper's OPT-350M is the explicit choice of configs/lamia_mind_opt350m_gpu.yaml
     palette_size: int = 4  # L
     content_attributes: int | None = None  # r: the first r attributes form the content (None: dataset default)
     max_content_tokens: int = 96
