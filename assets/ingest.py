@@ -67,7 +67,7 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
     write_frame(accounting, store.table_path(spec.name, ACCOUNTING), meta)
     elapsed = time.perf_counter() - started
     accounting_md = markdown_table(accounting.drop("filtered_reasons", "repaired_reasons"))
-    reasons = (pl.scan_parquet(paths["quarantine"]).group_by(pl.col("reason").str.split(":").list.first())
+    reasons = (pl.scan_parquet(paths["quarantine"]).group_by("reason")
                .len().sort("len", descending=True).collect())
     for table in ("items", "interactions", "quarantine"):
         schema = pl.read_parquet_schema(paths[table])

@@ -6,7 +6,8 @@ import polars as pl
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),
     "line": pl.Int64(),
-    "reason": pl.String(),
+    "reason": pl.String(),  # a stable category ("unknown item in history"): group_by("reason") answers "why"
+    "detail": pl.String(),  # what made this record fail (an id, a value, a parser message), or null
     "raw": pl.String(),
 }
 

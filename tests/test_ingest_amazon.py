@@ -45,8 +45,9 @@ def test_amazon_2014(tmp_path, lines_writer):
     by_line = dict(zip(zip(q["source_file"], q["line"]), q["reason"]))
     assert by_line[("reviews_Beauty_5.json.gz", 3)].startswith("bad JSON")
     assert by_line[("reviews_Beauty_5.json.gz", 4)] == "missing field(s) unixReviewTime"
-    assert by_line[("reviews_Beauty_5.json.gz", 5)].startswith("unknown item: B004")
-    assert by_line[("reviews_Beauty_5.json.gz", 6)].startswith("unknown item: B999")
+    detail = dict(zip(zip(q["source_file"], q["line"]), q["detail"]))
+    assert by_line[("reviews_Beauty_5.json.gz", 5)] == "unknown item, no valid meta line"
+    assert detail[("reviews_Beauty_5.json.gz", 5)] == "B004" and detail[("reviews_Beauty_5.json.gz", 6)] == "B999"
     assert by_line[("meta_Beauty.json", 4)].startswith("not a Python-literal dict")
     # raw text of a record rejected after the whole file was read is fetched back from the file
     assert json.loads(q.filter(pl.col("line") == 6)["raw"].item())["asin"] == "B999"
@@ -349,9 +350,16 @@ def test_amazon_surrogate_escapes_odd_details_and_times_beyond_int64(tmp_path, l
     assert res.items.select("item_id", "title", "brand").rows() == [("I1", "Cream \U0001f600 \ufffd", ""),
                                                                     ("I2", "Soap", "Acme")]
     assert res.interactions.select("user_id", "item_id").rows() == [("U\ufffd", "I1"), ("U2", "I2")]
-    assert res.quarantine.select("line", "reason").rows() == [
-        (3, "bad timestamp or rating (1e+300, 4.0)"), (4, f"bad timestamp or rating ({2**64 * 1000}, 4.0)")]
+    assert res.quarantine.select("line", "reason", "detail").rows() == [
+        (3, "bad timestamp or rating", "(1e+300, 4.0)"), (4, "bad timestamp or rating", f"({2**64 * 1000}, 4.0)")]
     for frame in (res.items, res.interactions, res.quarantine):
         frame.write_parquet(tmp_path / "t.parquet")
     literal = r"{'asin': 'B1', 'title': u'Smile \ud83d\ude00 \udc00', 'brand': 'x'}"
     assert parse_meta_line(literal, python_literal=True)["title"] == "Smile \U0001f600 \ufffd"
+
+
+def test_reviews_without_meta_are_refused_naming_the_file_that_holds_the_item_text(tmp_path, lines_writer):
+    lines_writer(tmp_path / "Cat.jsonl", [json.dumps(
+        {"user_id": "U1", "parent_asin": "I1", "rating": 5.0, "timestamp": 1600000000000})])
+    with pytest.raises(IngestError, match=r"item titles.*metadata file meta_Cat\.jsonl\[\.gz\]"):
+        load_amazon(tmp_path, "t", "Cat", "2023")

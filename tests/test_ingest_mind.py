@@ -52,7 +52,8 @@ def test_mind_items_interactions_and_quarantine(mind_dir):
     reasons = dict(zip(zip(q["source_file"], q["line"]), q["reason"]))
     assert reasons[("news.tsv", 4)].startswith("expected 8 tab-separated columns, found 5")
     assert reasons[("news.tsv", 6)].startswith("bad JSON in title_entities")
-    assert reasons[("behaviors.tsv.gz", 3)] == "unknown item in history: N999"
+    details = dict(zip(zip(q["source_file"], q["line"]), q["detail"]))
+    assert reasons[("behaviors.tsv.gz", 3)] == "unknown item in history" and details[("behaviors.tsv.gz", 3)] == "N999"
     assert reasons[("behaviors.tsv.gz", 4)].startswith("bad timestamp")
     assert reasons[("behaviors.tsv.gz", 5)].startswith("expected 5 tab-separated columns")
     assert reasons[("behaviors.tsv.gz", 7)].startswith("bad impression token")
@@ -113,14 +114,14 @@ def test_behaviors_entry_rules_across_lines_and_splits(tmp_path, lines_writer, m
     assert inter["seq"].to_list() == list(range(10))
     assert inter["timestamp"][2] == parse_time("11/11/2019 9:00:00 AM") and inter["timestamp"][0] is None
     q = res.quarantine.sort("source_file", "line")
-    assert q.select("line", "reason", "raw").rows() == [
-        (1, "unknown item in history: N999", "N999"),
-        (3, "unknown item in history: N999", "N999"),  # a repeated history is checked again, line by line
-        (3, "bad impression token '-1', expected NEWSID-0 or NEWSID-1", "-1"),
-        (3, "bad impression token 'N1-', expected NEWSID-0 or NEWSID-1", "N1-"),
-        (3, "bad impression token 'N2-2', expected NEWSID-0 or NEWSID-1", "N2-2"),
-        (3, "unknown item in impressions: N-x", "N-x-1"),
-        (3, "unknown item in impressions: N999", "N999-1")]
+    assert q.select("line", "reason", "detail", "raw").rows() == [
+        (1, "unknown item in history", "N999", "N999"),
+        (3, "unknown item in history", "N999", "N999"),  # a repeated history is checked again, line by line
+        (3, "bad impression token, expected NEWSID-0 or NEWSID-1", "'-1'", "-1"),
+        (3, "bad impression token, expected NEWSID-0 or NEWSID-1", "'N1-'", "N1-"),
+        (3, "bad impression token, expected NEWSID-0 or NEWSID-1", "'N2-2'", "N2-2"),
+        (3, "unknown item in impressions", "N-x", "N-x-1"),
+        (3, "unknown item in impressions", "N999", "N999-1")]
     train = [a for a in res.accounts if a.source_file == "a_train/behaviors.tsv"]
     assert (train[0].rows_in, train[0].kept) == (3, 3)
     entries = train[1]
@@ -183,9 +184,9 @@ def test_content_hash_bytes_and_duplicate_items_are_stable():
     assert not items.add("N2", [" ", None], ("news.tsv", 10), "raw4", q, acc)
     frame = items.frame()
     assert frame.row(0) == ("N1", "d", "Team wins", "", content_hash(["Team wins", ""]))
-    assert q.frame()["reason"].to_list() == [
-        "duplicate item id N1 with different content (first at news.tsv:3)",
-        "empty item text: every attribute is empty"]
+    assert q.frame().select("reason", "detail").rows() == [
+        ("duplicate item id with different content", "N1 (first at news.tsv:3)"),
+        ("empty item text", "every attribute is empty")]
     assert (acc.kept, acc.quarantined, dict(acc.filtered)) == (1, 2, {"identical duplicate of an item already read": 1})
     assert items.frame(keep=set()).height == 0 and items.frame(keep={"N1"}).equals(frame)
 
@@ -217,8 +218,19 @@ def test_behaviors_read_as_python_reads_them_with_odd_bytes_and_lax_times(tmp_pa
         ("U5", "N7", parse_time("11/12/2019 9:05:58 AM"))]
     assert res.interactions.filter(pl.col("user_id") == "U5", pl.col("event") == "history")["item_id"].to_list() == [
         "N1", "N2"]
-    assert res.quarantine.select("line", "reason").rows() == [
-        (3, "bad timestamp '11/12/-2019 1:00:00 PM', expected M/D/YYYY H:MM:SS AM"),
-        (4, "bad timestamp '11/12/2019 9: 05:58 AM', expected M/D/YYYY H:MM:SS AM"),
-        (6, "empty user id")]
+    assert res.quarantine.select("line", "reason", "detail").rows() == [
+        (3, "bad timestamp, expected M/D/YYYY H:MM:SS AM", "'11/12/-2019 1:00:00 PM'"),
+        (4, "bad timestamp, expected M/D/YYYY H:MM:SS AM", "'11/12/2019 9: 05:58 AM'"),
+        (6, "empty user id", None)]
     _same_as_line_by_line(res, load_mind_line_by_line(tmp_path, "t"))
+
+
+def test_quarantine_reasons_are_few_categories_with_the_ids_apart(tmp_path, lines_writer):
+    """50 different unknown ids are one reason with 50 details, so group_by("reason") says why."""
+    lines_writer(tmp_path / "news.tsv", ["N1\tnews\tsports\tTeam wins\tAbstract\thttp://x\t[]\t[]"])
+    lines_writer(tmp_path / "behaviors.tsv", [
+        f"{i}\tU{i}\t11/11/2019 9:05:58 AM\tN1 X{i}\tN1-1 Y{i}-0" for i in range(50)])
+    q = load_mind(tmp_path, "t").quarantine
+    by_reason = q.group_by("reason").agg(pl.col("detail").n_unique()).sort("reason").rows()
+    assert by_reason == [("unknown item in history", 50), ("unknown item in impressions", 50)]
+    assert set(q["detail"]) == {f"X{i}" for i in range(50)} | {f"Y{i}" for i in range(50)}

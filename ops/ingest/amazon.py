@@ -183,7 +183,7 @@ def parse_review(line: str, rel_: Release) -> tuple[str, str, int, float] | str:
         if not -(2**63) <= ts < 2**63:  # the timestamp column is Int64
             raise OverflowError
     except (TypeError, ValueError, OverflowError):  # (int(inf) overflows)
-        return f"bad timestamp or rating ({rec[rel_.time_key]!r}, {rec[rel_.rating_key]!r})"
+        return f"bad timestamp or rating: ({rec[rel_.time_key]!r}, {rec[rel_.rating_key]!r})"
     return str(rec[rel_.user_key]), str(rec[rel_.item_key]), ts, rating
 
 
@@ -473,7 +473,11 @@ def load_amazon(raw_dir: Path, dataset: str, category: str, version: str = "2014
     raw_dir = Path(raw_dir)
     rel_ = release(str(version), category)
     reviews_path = find_file(raw_dir, rel_.review_files, f"Amazon {rel_.version} reviews ({category})")
-    meta_path = find_file(raw_dir, rel_.meta_files, f"Amazon {rel_.version} meta ({category})")
+    # the reviews hold no item text: say which file of the release does, and where it is published
+    meta_path = find_file(raw_dir, rel_.meta_files,
+                          f"Amazon {rel_.version} meta ({category}; the item titles, descriptions, categories and "
+                          f"brands are in the release's metadata file {rel_.meta_files[0]}[.gz], published beside "
+                          f"the reviews)")
     quarantine = Quarantine()
     r_name, m_name = rel(reviews_path, raw_dir), rel(meta_path, raw_dir)
     r_account, frame = _read_reviews(reviews_path, r_name, rel_, quarantine)
@@ -487,7 +491,7 @@ def load_amazon(raw_dir: Path, dataset: str, category: str, version: str = "2014
     if unknown.height:
         raw = fetch_lines(reviews_path, set(unknown["line"].to_list()))
         for number, item in zip(unknown["line"], unknown["item_id"]):
-            quarantine.add(r_name, number, f"unknown item: {item} has no valid meta line", raw.get(number, ""),
+            quarantine.add(r_name, number, f"unknown item, no valid meta line: {item}", raw.get(number, ""),
                            r_account)
     interactions = frame.filter(known).drop("line")
     r_account.kept = interactions.height

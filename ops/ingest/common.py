@@ -232,11 +232,15 @@ class Quarantine:
         self._reasons: Counter[str] = Counter()
 
     def add(self, source: str, line: int, reason: str, raw: str, account: FileAccount | None = None) -> None:
+        """`reason` is `category` or `category: detail` (every rule words its problems so); the two are stored
+        apart, so that the reason column holds few distinct values whatever the ids and values that failed."""
+        category, _, detail = reason.partition(": ")
         self._rows["source_file"].append(source)
         self._rows["line"].append(line)
-        self._rows["reason"].append(reason)
+        self._rows["reason"].append(category)
+        self._rows["detail"].append(detail or None)
         self._rows["raw"].append(raw)
-        self._reasons[reason.split(":")[0]] += 1
+        self._reasons[category] += 1
         if account is not None:
             account.quarantined += 1
 
@@ -322,7 +326,7 @@ class ItemBuilder:
             else:
                 quarantine.add(
                     where[0], where[1],
-                    f"duplicate item id {item_id} with different content "
+                    f"duplicate item id with different content: {item_id} "
                     f"(first at {':'.join(map(str, self.first_line[item_id]))})",
                     raw, account,
                 )

@@ -224,6 +224,7 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
     )
     bad = lf.filter(pl.col("_ok").not_()).select(
         pl.lit(name).alias("source_file"), pl.col("line").cast(pl.Int64), reason.alias("reason"),
+        pl.lit(None, pl.String).alias("detail"),
         # The line as read, up to its 6th field (the parser keeps no more of an over-long line).
         pl.concat_str(f, separator=",", ignore_nulls=True).alias("raw"))
     return kept, bad.cast(QUARANTINE_SCHEMA)

@@ -172,7 +172,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
         if problem == "columns":
             return f"expected {BEHAVIOR_COLUMNS} tab-separated columns, found {n}"
         if problem == "time":
-            return f"bad timestamp {time_text!r}, expected M/D/YYYY H:MM:SS AM"
+            return f"bad timestamp, expected M/D/YYYY H:MM:SS AM: {time_text!r}"
         return "empty user id"
 
     guard = FormatGuard(path, BEHAVIORS_FORMAT)
@@ -276,7 +276,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
         elif problem == "unknown":
             quarantine.add(name, line, f"unknown item in impressions: {text.rpartition('-')[0]}", text, entries)
         else:
-            quarantine.add(name, line, f"bad impression token {text!r}, expected NEWSID-0 or NEWSID-1", text,
+            quarantine.add(name, line, f"bad impression token, expected NEWSID-0 or NEWSID-1: {text!r}", text,
                            entries)
 
     # Each part is already in file order: merge them on (line, history before clicks) instead of sorting.

@@ -52,7 +52,7 @@ def read_behaviors_line_by_line(
         try:
             ts = parse_time(time_text)
         except ValueError:
-            problem = f"bad timestamp {time_text!r}, expected M/D/YYYY H:MM:SS AM"
+            problem = f"bad timestamp, expected M/D/YYYY H:MM:SS AM: {time_text!r}"
             guard.record(number, problem)
             quarantine.add(name, number, problem, line, lines)
             continue
@@ -79,7 +79,7 @@ def read_behaviors_line_by_line(
             if not sep:  # test split: `N123` without label
                 entries.filtered["unlabeled impression"] += 1
             elif label not in ("0", "1") or not news_id:
-                quarantine.add(name, number, f"bad impression token {token!r}, expected NEWSID-0 or NEWSID-1",
+                quarantine.add(name, number, f"bad impression token, expected NEWSID-0 or NEWSID-1: {token!r}",
                                token, entries)
             elif news_id not in items:
                 quarantine.add(name, number, f"unknown item in impressions: {news_id}", token, entries)
