@@ -19,6 +19,7 @@ import pydantic
 
 from ops.datasets import load_registry
 from storage import Store
+from storage.schemas import COLUMN_DESCRIPTIONS
 
 JOB_TAG = "semid/job"
 DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
@@ -95,7 +96,8 @@ def model_problems(run: dg.DagsterRun) -> list[str]:
 
 
 def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype), description=COLUMN_DESCRIPTIONS.get(name))
+                                   for name, dtype in schema.items()])
 
 
 def table_metadata(path: Any, schema: Mapping[str, pl.DataType], rows: int, **extra: Any) -> dict[str, Any]:

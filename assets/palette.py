@@ -63,6 +63,34 @@ def current_checkpoint(store: Store, dataset: str) -> Path:
     return checkpoints.latest_path()
 
 
+def _curve_plot(history: list[dict[str, float]]) -> str:
+    """The training curves as a PNG in Markdown (a data URI: the UI shows it in the metadata, nothing to fetch)."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("loss", "gen"):
+        left.plot(steps, [h[key] for h in history], label=key)
+    for key in ("intra", "inter", "correlation"):
+        right.plot(steps, [h[key] for h in history], label=key)
+    left.set_title("loss = L_gen + gamma (L_intra + L_inter)")
+    right.set_title("contrastive terms, palette position correlation")
+    for ax in (left, right):
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return f"![training curves](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
 def _curve(history: list[dict[str, float]], points: int = 12) -> str:
     """The loss curve as a markdown table of ~`points` evenly spaced steps (the last one included)."""
     picks = sorted({round(i * (len(history) - 1) / max(points - 1, 1)) for i in range(points)})
@@ -121,6 +149,7 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
         "micro_batch_size_used": int(result.extra["micro_batch_size"]),  # type: ignore[call-overload]
         **{f"final_{k}": round(float(last[k]), 5) for k in ("loss", "gen", "intra", "inter", "correlation")},
         "loss_curve": dg.MetadataValue.md(_curve(result.history)),
+        "loss_plot": dg.MetadataValue.md(_curve_plot(result.history)),
         "config": dg.MetadataValue.json(json.loads(json.dumps(cfg.training_fields(), default=str))),
     })
 

@@ -37,3 +37,51 @@ def code_table_schema(length: int) -> dict[str, pl.DataType]:
     """DESIGN §4: what downstream teams read. `codes` is an Arrow FixedSizeList<int32>[L]."""
     return {"item_id": pl.String(), "codes": pl.Array(pl.Int32(), length), "dedup": pl.Int32(),
             "semantic_id": pl.String()}
+
+
+# What each column of the canonical tables means: the column schema every table shows in the Dagster UI.
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    # items
+    "item_id": "the source's item id (MIND news id, Amazon ASIN / parent_asin, H&M 10-digit article_id), unique",
+    "dataset": "the dataset partition the row belongs to",
+    "content_hash": "hash of the item's cleaned attribute values: changes exactly when its text changes",
+    "title": "item title (MIND, Amazon)",
+    "abstract": "news abstract (MIND)",
+    "category": "news category (MIND)",
+    "subcategory": "news subcategory (MIND)",
+    "description": "product description (Amazon)",
+    "categories": "category paths, ' > ' within a path and ' | ' between paths (Amazon)",
+    "brand": "brand or store (Amazon)",
+    "detail_desc": "article description (H&M)",
+    "product_type_name": "product type (H&M)",
+    "product_group_name": "product group (H&M)",
+    "graphical_appearance_name": "graphical appearance (H&M)",
+    "colour_group_name": "colour group (H&M)",
+    "perceived_colour_value_name": "perceived colour value (H&M)",
+    "index_name": "index / department (H&M)",
+    # interactions
+    "user_id": "the source's user id",
+    "timestamp": "event time, unix seconds UTC; null where the source has none (MIND click histories)",
+    "event": "history | click | review | purchase: what the source recorded",
+    "seq": "position of the event in its source file(s): orders events with equal or missing timestamps",
+    "impression_id": "MIND impression id (behaviors.tsv first column)",
+    "rating": "review rating (Amazon)",
+    "price": "price as published (H&M, scaled)",
+    "sales_channel_id": "1 or 2 (H&M)",
+    # quarantine
+    "source_file": "file the rejected record came from, relative to the dataset's raw directory",
+    "line": "1-based line (or record start line) in that file",
+    "reason": "why the record was rejected: a stable category",
+    "detail": "what made this record fail (an id, a value, a parser message), or null",
+    "raw": "the record's text as read",
+    # user sequences
+    "history": "up to max_history item ids before the target, oldest first",
+    "target": "the item to predict",
+    "split": "train | valid | test",
+    # embeddings, palettes, code tables
+    "embedding": "pooled item embedding (fixed-size float32 list)",
+    "palette": "the item's L palette embeddings (float32 [L][D])",
+    "codes": "one code per position, each in [0, K) (fixed-size int32 list of length L)",
+    "dedup": "0 for the first item with a code tuple, 1, 2, ... for later ones (the extra index token)",
+    "semantic_id": "c1-c2-...-cL/dedup: codes and dedup index as text, unique per table",
+}

@@ -1,6 +1,7 @@
 """item_embeddings, palette_model / palette_embeddings and code_table/* through dg.materialize with the real
 storage resource in a temp dir (tiny random BERT for embeddings; for the palette a tiny random OPT in OPT-350M's
 layout, the paper's backbone, whose palette is as wide as its embeddings (16), not its hidden states (32))."""
+import base64
 import dataclasses
 import json
 
@@ -67,6 +68,9 @@ def test_embeddings_and_code_tables_materialize_with_green_checks(env):
     header = [cell.strip() for cell in pm["loss_curve"].value.splitlines()[0].strip("|").split("|")]
     assert pm["content"].value == "title, abstract" and header[:3] == ["step", "loss", "gen"]
     assert pm["checkpoint"].value.endswith("step-0000003") and pm["final_gen"].value > 0
+    plot = pm["loss_plot"].value
+    assert plot.startswith("![training curves](data:image/png;base64,")
+    assert base64.b64decode(plot.split(",", 1)[1].rstrip(")"))[:8] == b"\x89PNG\r\n\x1a\n"
     pal = storage.store().read(PARTITION, "palette_embeddings")
     assert pal["item_id"].to_list() == items["item_id"].to_list() and pal["palette"].dtype.shape == (4, 16)
 
@@ -225,3 +229,18 @@ def test_a_check_failure_is_seen_on_its_own_partition_only(env, tmp_path):
     status = {info.partition_key: info.latest_execution_status.value
               for info in instance.event_log_storage.get_asset_check_partition_info([key])}
     assert status == {"sample_hm": "SUCCEEDED", PARTITION: "FAILED"}
+
+
+def test_every_table_shows_described_columns_and_numeric_figures(env):
+    _, _, result = env
+    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    tables = {k: v["dagster/column_schema"].value for k, v in mats.items() if "dagster/column_schema" in v}
+    assert {"items", "interactions", "quarantine", "user_sequences", "item_embeddings", "palette_embeddings",
+            "code_table/pca_kmeans"} <= set(tables)
+    for key, schema in tables.items():
+        assert all(c.description for c in schema.columns), (key, [c.name for c in schema.columns if not c.description])
+    pca = mats["code_table/pca_kmeans"]
+    assert isinstance(pca["perplexity"].value, list) and all(isinstance(v, float) for v in pca["perplexity"].value)
+    assert isinstance(pca["inertia"].value, list) and isinstance(pca["explained_variance"].value[0], float)
+    header = [c.strip() for c in pca["utilization_table"].value.splitlines()[0].strip("|").split("|")]
+    assert header == ["position", "utilization", "bar", "perplexity", "largest bucket"]
