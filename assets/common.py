@@ -4,8 +4,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
-import importlib.util
 import socket
+import sys
 import time
 import typing
 from collections.abc import Mapping
@@ -163,29 +163,35 @@ def frame_version(frame: pl.DataFrame) -> dg.DataVersion:
 
 # --- code versions: a hash of the source of the ops an asset calls -------------------------------------------------
 PROJECT_PACKAGES = ("ops", "storage")  # the computation and the writes; assets/ are thin wiring
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a project module, found by its name alone: nothing is imported (importing would pull
+    torch into every step that only needs a code version)."""
+    if module.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = PROJECT_ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
 
 def _source(module: str) -> str:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    path = _module_file(module)
+    if path is None and getattr(sys.modules.get(module), "__file__", None):  # e.g. a tokenizer defined elsewhere
+        path = Path(sys.modules[module].__file__)  # type: ignore[arg-type]
+    if path is None:
         raise ModuleNotFoundError(f"no Python source for module {module!r}")
-    return Path(spec.origin).read_text(encoding="utf-8")
-
-
-def _is_project_module(name: str) -> bool:
-    if name.split(".")[0] not in PROJECT_PACKAGES:
-        return False
-    try:
-        spec = importlib.util.find_spec(name)
-    except ModuleNotFoundError:
-        return False
-    return spec is not None and spec.origin is not None and spec.origin.endswith(".py")
+    return path.read_text(encoding="utf-8")
 
 
 def _imports(module: str, source: str) -> set[str]:
     """Project modules that `module` imports (`import a.b`, `from a import b` where b may be a module)."""
     found: set[str] = set()
-    package = module if _source_is_package(module) else module.rpartition(".")[0]
+    is_package = _module_file(module) == PROJECT_ROOT.joinpath(*module.split("."), "__init__.py")
+    package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -196,12 +202,7 @@ def _imports(module: str, source: str) -> set[str]:
                 base = f"{parent}.{base}" if base else parent
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if _is_project_module(name)}
-
-
-def _source_is_package(module: str) -> bool:
-    spec = importlib.util.find_spec(module)
-    return bool(spec and spec.submodule_search_locations is not None)
+    return {name for name in found if _module_file(name) is not None}
 
 
 def source_closure(*modules: str) -> dict[str, str]:

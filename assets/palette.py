@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import torch
 
 from assets.common import (
     DATASETS,
@@ -28,8 +27,7 @@ from assets.common import (
     vector_check,
 )
 from ops import datasets
-from ops.palette import PaletteConfig, PaletteModel, extract, load_model, position_correlation, prepare_data, train
-from ops.palette.train import run_fingerprint
+from ops.palette.config import PaletteConfig
 from ops.training import read_state
 from pipeline.resources import ComputeResource, StorageResource
 from storage import Store, write_frame
@@ -114,6 +112,9 @@ def _curve(history: list[dict[str, float]], points: int = 12) -> str:
 )
 def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,  # type: ignore[valid-type]
                   storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
+    from ops.palette.model import PaletteModel, prepare_data  # torch + transformers: only where a model runs
+    from ops.palette.train import run_fingerprint, train
+
     spec = datasets.get(context.partition_key)
     store = storage.store()
     items = store.read(spec.name, "items")
@@ -167,6 +168,12 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
 )
 def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResource, compute: ComputeResource
                        ) -> dg.MaterializeResult:
+    import torch
+
+    from ops.palette.losses import position_correlation
+    from ops.palette.model import prepare_data
+    from ops.palette.train import extract, load_model
+
     spec = datasets.get(context.partition_key)
     store = storage.store()
     items = store.read(spec.name, "items")

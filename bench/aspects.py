@@ -85,7 +85,8 @@ def _demo_palette(items: pl.DataFrame, dataset: str, seed: int, workdir: Path) -
     import yaml
 
     from ops.datasets import get
-    from ops.palette import PaletteConfig, PaletteModel, extract, prepare_data, train
+    from ops.palette import PaletteConfig, PaletteModel, extract, prepare_data
+    from ops.palette.train import train
 
     root = Path(__file__).resolve().parents[1]
     run = yaml.safe_load((root / "configs" / "lamia_demo_cpu.yaml").read_text())["ops"]["palette_model"]["config"]

@@ -22,11 +22,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import polars as pl
-import torch
 
 from ops.models import (
     MINILM,
@@ -40,6 +39,9 @@ from ops.models import (
     select_dtype,
 )
 from storage.atomic import atomic_path
+
+if TYPE_CHECKING:  # torch is imported where it is used: importing this module (configs) stays cheap
+    import torch
 
 Pooling = Literal["auto", "mean", "last", "cls"]
 POOLINGS = get_args(Pooling)
@@ -108,6 +110,8 @@ def load_model(config: EmbedConfig) -> LoadedModel:
     if pad_id is None:  # GPT-2 / LLaMA tokenizers have none; the value is irrelevant under the mask
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     takes_pos = "position_ids" in inspect.signature(model.forward).parameters
+    import torch
+
     with torch.inference_mode():  # one token: the output width as the model really produces it
         dim = model(input_ids=torch.tensor([[int(pad_id)]], device=device)).last_hidden_state.shape[-1]
     return LoadedModel(config.model, path, model_revision(path, model.config), tokenizer, model, decoder, pooling,
@@ -150,6 +154,8 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int)
 
 
 def collate(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -169,6 +175,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     if pooling == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    import torch
+
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     if pooling == "last":
         last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # the last 1 of each row
@@ -209,6 +217,8 @@ def embed_token_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], config: Embe
     out = np.empty((len(seqs), lm.dim), dtype=np.float32)
     stats = stats if stats is not None else EmbedStats()
     t0 = time.perf_counter()
+    import torch
+
     with torch.inference_mode():
         budget = token_budget(config, lm.device)
         for batch in plan_batches([len(s) for s in seqs], budget, config.max_batch_size):

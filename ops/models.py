@@ -15,11 +15,12 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from storage.atomic import atomic_dir
+
+if TYPE_CHECKING:  # torch is imported where it is used: importing this module (names, checks) stays cheap
+    import torch
 
 MINILM = "all-MiniLM-L6-v2"
 SMOLLM2 = "SmolLM2-135M-Instruct"
@@ -112,6 +113,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     """Load a GGUF checkpoint with transformers (dequantized to float32) and save it as a plain Hugging Face
     folder: config without `quantization_config`, safetensors weights, tokenizer. Written beside `out` under a
     temporary name and renamed, so a killed conversion leaves nothing that looks complete."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = gguf.parent, gguf.name
@@ -132,12 +134,16 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 
 
 def select_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 def select_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    import torch
+
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -180,8 +186,10 @@ def load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def load_backbone(path: str, causal_lm: bool, dtype: torch.dtype = torch.float32, **kwargs) -> torch.nn.Module:
-    """The model at `path`: its causal-LM class (LM head included) or its base model."""
+def load_backbone(path: str, causal_lm: bool, dtype: torch.dtype | None = None, **kwargs) -> torch.nn.Module:
+    """The model at `path` (float32 unless `dtype`): its causal-LM class (LM head included) or its base model."""
+    import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
-    return (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(path, dtype=dtype, **kwargs)
+    return (AutoModelForCausalLM if causal_lm else AutoModel).from_pretrained(
+        path, dtype=dtype or torch.float32, **kwargs)

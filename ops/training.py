@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from ops.models import Dtype, select_dtype
 from storage.artifacts import ArtifactStore
+
+if TYPE_CHECKING:  # torch is imported where it is used: importing this module (configs) stays cheap
+    import torch
 
 STATE_FILE = "state.json"
 
@@ -65,7 +66,7 @@ class Trainable(Protocol):
     def eval(self) -> object: ...
 
 
-LossFn = Callable[[Sequence[int]], tuple[torch.Tensor, Mapping[str, float]]]
+LossFn = Callable[[Sequence[int]], "tuple[torch.Tensor, Mapping[str, float]]"]
 
 
 @dataclass
@@ -86,11 +87,15 @@ class TrainResult:
 
 def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
     """The autocast dtype for a device and a configured dtype; None for float32 (no autocast)."""
+    import torch
+
     amp = select_dtype(device, dtype)
     return None if amp == torch.float32 else amp
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
+    import torch
+
     if dtype is None:
         return torch.autocast("cpu", enabled=False)
     return torch.autocast(device.type, dtype=dtype)
@@ -103,6 +108,8 @@ def total_steps(cfg: TrainingConfig, n_items: int) -> int:
 def batch_indices(cfg: TrainingConfig, n_items: int, step: int) -> list[int]:
     """Items of optimizer step `step`: a pure function of (seed, step) — one seeded permutation per epoch, read
     as one stream — so a resumed run sees exactly the batches the uninterrupted run would have seen."""
+    import torch
+
     out: list[int] = []
     start = step * cfg.batch_size
     while len(out) < min(cfg.batch_size, n_items):
@@ -133,6 +140,7 @@ def read_state(checkpoint: Path) -> dict[str, object]:
 
 def save_checkpoint(store: ArtifactStore, name: str, model: Trainable, optimizer: torch.optim.Optimizer,
                     state: Mapping[str, object]) -> Path:
+    import torch
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
@@ -167,6 +175,8 @@ def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fi
     each the mean of `loss_fn` over micro-batches. Resumes from the newest checkpoint of `prefix` when its
     fingerprint matches; writes one every `cfg.checkpoint_every` steps and at the end, with `state` (the trainer's
     own, e.g. its config) in state.json."""
+    import torch
+
     store = as_store(checkpoints)
     steps = total_steps(cfg, n_items)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
