@@ -148,6 +148,8 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
         "train_items_per_second": round(result.items_per_second, 2), "seconds": round(result.seconds, 1),
         # below the configured value when the device ran out of memory and the steps were redone in halves
         "micro_batch_size_used": int(result.extra["micro_batch_size"]),  # type: ignore[call-overload]
+        # the weights are reproducible bit for bit at the same thread count (README, "Reproducibility")
+        "torch_threads": int(result.extra["torch_threads"]),  # type: ignore[call-overload]
         **{f"final_{k}": round(float(last[k]), 5) for k in ("loss", "gen", "intra", "inter", "correlation")},
         "loss_curve": dg.MetadataValue.md(_curve(result.history)),
         "loss_plot": dg.MetadataValue.md(_curve_plot(result.history)),

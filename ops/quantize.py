@@ -103,7 +103,8 @@ def _pca(x: np.ndarray, d: int, cfg: QuantizeConfig) -> tuple[np.ndarray | None,
     pca = faiss.PCAMatrix(dim, d)
     pca.train(np.ascontiguousarray(x, dtype=np.float32))
     mean = faiss.vector_to_array(pca.mean).astype(np.float32)
-    comps = faiss.vector_to_array(pca.PCAMat).reshape(dim, dim)[:d].astype(np.float32)
+    # PCAMat holds min(n, D) components of D values (fewer items than dims: fewer than D rows)
+    comps = faiss.vector_to_array(pca.PCAMat).reshape(-1, dim)[:d].astype(np.float32)
     eig = faiss.vector_to_array(pca.eigenvalues)
     return mean, comps, float(eig[:d].sum() / eig.sum()) if eig.sum() > 0 else 1.0
 

@@ -177,6 +177,22 @@ def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fi
     own, e.g. its config) in state.json."""
     import torch
 
+    # Deterministic kernels where torch has a choice (e.g. index_put_ with accumulation, atomic on CPU threads):
+    # with the same data, config, seed and thread count the weights are the same bits in every process. Ops with
+    # no deterministic version only warn. Restored afterwards: the flag is process-wide.
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _fit(model, cfg, n_items, loss_fn, fingerprint, checkpoints, prefix, state, on_step)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fingerprint: str,
+         checkpoints: ArtifactStore | str | Path | None, prefix: str, state: Mapping[str, object] | None,
+         on_step: Callable[[dict[str, float]], None] | None) -> TrainResult:
+    import torch
+
     store = as_store(checkpoints)
     steps = total_steps(cfg, n_items)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
@@ -238,7 +254,8 @@ def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fi
         last = latest_checkpoint(store, prefix)
     return TrainResult(steps, history, start, time.perf_counter() - began, items_seen, fingerprint,
                        str(last) if last else None,
-                       {"micro_batch_size": micro_size, "out_of_memory_backoffs": backoffs})
+                       {"micro_batch_size": micro_size, "out_of_memory_backoffs": backoffs,
+                        "torch_threads": torch.get_num_threads()})
 
 
 def _accumulate(loss_fn: LossFn, idx: Sequence[int], micro_size: int,

@@ -40,18 +40,21 @@ class StorageResource(dg.ConfigurableResource):
 class ComputeResource(dg.ConfigurableResource):
     """Where model work runs. `auto` = CUDA (bf16, fp16 where bf16 is unsupported) when present, else CPU fp32
     (`$SEMID_DEVICE`, `$SEMID_DTYPE`). On a GPU worker set SEMID_DEVICE=cuda (Dagster does not pick devices;
-    CUDA_VISIBLE_DEVICES does). `torch_threads` (`$SEMID_TORCH_THREADS`, 0 = torch's default of one per core) is
-    applied once per step process, when the resource is set up."""
+    CUDA_VISIBLE_DEVICES does). `torch_threads` (`$SEMID_TORCH_THREADS`, 0 = the libraries' default of one per
+    core) sets torch's and faiss' thread pools once per step process, when the resource is set up: trained weights
+    and codes are the same bits for the same data, config, seed and thread count."""
 
     device: str = "auto"
     dtype: Dtype = "auto"
     torch_threads: int = 0
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.torch_threads > 0:
+        if self.torch_threads > 0:  # torch's and faiss' thread pools: results are reproducible per thread count
+            import faiss
             import torch
 
             torch.set_num_threads(self.torch_threads)
+            faiss.omp_set_num_threads(self.torch_threads)
 
 
 def env_or(name: str, default: str) -> str:

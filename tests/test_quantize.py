@@ -152,3 +152,11 @@ def test_collision_check_passes_warns_then_blocks():
     assert not warn.passed and not warn.blocking and not warn.blocks  # published with a warning
     assert not block.passed and block.blocks
     assert block.metadata == {"collision_rate": 0.7, "max_dedup": 3, "warn_above": 0.05, "block_above": 0.5}
+
+
+def test_fewer_items_than_dimensions_quantize_and_assign(tmp_path):
+    """90 items of 384 dims (a small catalog, a MiniLM-wide palette): faiss' PCA has only 90 components."""
+    x = np.random.default_rng(0).normal(size=(90, 2, 384)).astype(np.float32)
+    res = quantize(x, QuantizeConfig(k=16, d=64))
+    assert res.codes.shape == (90, 2) and res.quantizer.positions[0].components.shape == (64, 384)
+    np.testing.assert_array_equal(res.quantizer.assign(x), res.codes)

@@ -44,6 +44,14 @@ from ops.palette.mask import (
 from ops.training import autocast, autocast_dtype
 
 
+def masked_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`x[mask]` for a (B, T) mask over x (B, T, D), as an index_select. Why: the backward of advanced indexing
+    is index_put_(accumulate=True), which on CPU adds with atomic floats across threads once the tensor is large
+    (>= 32 k elements), so gradients, and after K-Means whole codes, differ from run to run; index_select's
+    backward (index_add_) adds in index order. The same holds for every gather of a trainable tensor here."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, mask.reshape(-1).nonzero().squeeze(1))
+
+
 @dataclass
 class PaletteData:
     """Token ids of every item's content and of each task's answer (empty list = no such task for the item)."""
@@ -175,6 +183,12 @@ class PaletteModel(torch.nn.Module):
         from safetensors.torch import save_file
 
         self.peft.save_pretrained(directory / "adapter")
+        # peft keeps target_modules as a set and saves list(set): its order follows PYTHONHASHSEED. Sorted, the
+        # same training writes the same bytes in every process.
+        config_path = directory / "adapter" / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config.update({k: sorted(v) for k, v in config.items() if k.endswith("modules") and isinstance(v, list)})
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
         save_file({"lap": self.lap.detach().cpu().contiguous(), "task": self.task.detach().cpu().contiguous()},
                   directory / "palette.safetensors")
 
@@ -234,7 +248,7 @@ class PaletteModel(torch.nn.Module):
     def _gen(self, packed: Packed, hidden: torch.Tensor) -> torch.Tensor:
         labels = packed.labels.to(self.device_)
         sel = labels != IGNORE
-        logits = self.logits(hidden[sel])
+        logits = self.logits(masked_rows(hidden, sel))
         target = labels[sel]
         if self.vocabulary is not None:  # token id -> column of the restricted vocabulary
             target = torch.searchsorted(self.vocabulary, target)
@@ -248,7 +262,7 @@ class PaletteModel(torch.nn.Module):
         length = self.cfg.palette_size
         packed = pack([pass2_row(len(data.content[idx[k]]), length, data.answers[idx[k]][t]) for k, t in rows],
                       self.pad_id, left=False)
-        vectors = torch.cat([palette[k_idx], self.task[t_idx][:, None]], dim=1)
+        vectors = torch.cat([palette.index_select(0, k_idx), self.task.index_select(0, t_idx)[:, None]], dim=1)
         return self._gen(packed, self.hidden(packed, vectors))
 
     def full_layout(self, data: PaletteData, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,10 +273,10 @@ class PaletteModel(torch.nn.Module):
         packed: Packed = pack([full_row(data.content[idx[k]], length, data.answers[idx[k]][t]) for k, t in rows],
                               self.pad_id, left=False)
         n = len(rows)
-        lap, task = self.lap.expand(n, -1, -1), self.task[t_idx][:, None]
+        lap, task = self.lap.expand(n, -1, -1), self.task.index_select(0, t_idx)[:, None]
         h1 = self.hidden(packed, torch.cat([lap, self.ldp_placeholder.expand(n, -1, -1), task], dim=1))
-        per_row = h1[packed.blocks.to(self.device_) == LAP].view(n, length, -1).float()
+        per_row = masked_rows(h1, packed.blocks.to(self.device_) == LAP).view(n, length, -1).float()
         h2 = self.hidden(packed, torch.cat([lap, per_row, task], dim=1))
         first = {k: r for r, (k, _) in reversed(list(enumerate(rows)))}
-        palette = per_row[torch.tensor([first[k] for k in range(len(idx))], device=self.device_)]
+        palette = per_row.index_select(0, torch.tensor([first[k] for k in range(len(idx))], device=self.device_))
         return palette, self._gen(packed, h2)
