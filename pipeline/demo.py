@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                   if not c.passed and c.severity == dg.AssetCheckSeverity.WARN]
         status = "ok" if result.success and not failed_checks else "FAILED"
         failures += status != "ok"
-        print(f"[{status}] {name}: {len(checks)} checks, {len(failed_checks)} failed {failed_checks or ''}"
-              f"{', warnings: ' + ', '.join(warned) if warned else ''} "
-              f"({time.perf_counter() - started:.1f} s)")
+        print(f"[{status}] {name}: {len(checks)} checks, {len(failed_checks)} failed"
+              f"{' ' + str(failed_checks) if failed_checks else ''}"
+              f"{', warnings: ' + ', '.join(warned) if warned else ''} ({time.perf_counter() - started:.1f} s)")
     print(f"\nraw files:  {storage.raw_root}\ntables:     {storage.storage_root}/<dataset>/<table>.parquet"
           f"\ncodes:      {storage.storage_root}/<dataset>/code_tables/<tokenizer>/latest/codes.parquet")
     if os.environ.get("DAGSTER_HOME"):
