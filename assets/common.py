@@ -18,6 +18,7 @@ import polars as pl
 import pydantic
 
 from ops.datasets import load_registry
+from pipeline.resources import PROJECT_ROOT
 from storage import Store
 from storage.schemas import COLUMN_DESCRIPTIONS
 
@@ -163,7 +164,6 @@ def frame_version(frame: pl.DataFrame) -> dg.DataVersion:
 
 # --- code versions: a hash of the source of the ops an asset calls -------------------------------------------------
 PROJECT_PACKAGES = ("ops", "storage")  # the computation and the writes; assets/ are thin wiring
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module_file(module: str) -> Path | None:
