@@ -1,0 +1,20 @@
+"""The popularity baseline: every user gets the items ranked by how often they occur in the train split."""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+
+def popularity_scores(sequences: pl.DataFrame, item_index: dict[str, int]) -> np.ndarray:
+    """Count per item (length of the catalog) of its occurrences in the train rows of `user_sequences`, history
+    and target: the train split's interactions, nothing from valid or test. Ties are broken by the metric code
+    (lower item index first), items never seen in training score 0."""
+    train = sequences.filter(pl.col("split") == "train")
+    seen = pl.concat([train.select(pl.col("history").explode().alias("item")),
+                      train.select(pl.col("target").alias("item"))]).drop_nulls()
+    counts = seen.group_by("item").len()
+    scores = np.zeros(len(item_index), dtype=np.float64)
+    for item, n in counts.iter_rows():
+        if item in item_index:
+            scores[item_index[item]] = n
+    return scores

@@ -1,0 +1,176 @@
+"""ops.metrics and ops.recommend: metrics on hand-computed cases, the prefix index and its decoders on toy models
+with fixed probabilities, semantic-ID tokens, popularity."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ops.codetable import build_code_table
+from ops.metrics import (
+    paired_test,
+    per_user_metrics,
+    ranks_from_lists,
+    ranks_from_scores,
+    recall_ndcg,
+    summarize,
+)
+from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
+from ops.recommend.popularity import popularity_scores
+from ops.recommend.tokens import BOS, SPECIALS, SemanticVocab
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+def test_ranks_break_ties_towards_the_lower_item_index_and_respect_exclusions():
+    scores = np.array([[0.5, 0.9, 0.5, 0.1],   # target 2 ties with item 0 (lower index): rank 2
+                       [0.5, 0.9, 0.5, 0.1],   # target 0 ties with item 2 (higher index): rank 1
+                       [0.3, 0.3, 0.3, 0.3]])  # all tied, target 3: rank 3
+    assert ranks_from_scores(scores, np.array([2, 0, 3])).tolist() == [2, 1, 3]
+    exclude = np.array([[False, True, False, False], [True, True, True, True], [False] * 4])
+    assert ranks_from_scores(scores, np.array([2, 0, 3]), exclude).tolist() == [1, 0, 3]  # the target stays
+    assert ranks_from_lists(np.array([[3, 1, 2], [0, -1, -1]]), np.array([2, 5])).tolist() == [2, 3]
+    with pytest.raises(ValueError, match="outside the catalog"):
+        ranks_from_scores(scores, np.array([0, 0, 4]))
+
+
+def test_recall_and_ndcg_equal_their_formulas_and_cap_at_the_catalog():
+    ranks = np.array([0, 1, 4, 9, 30])
+    got = recall_ndcg(ranks, ks=(1, 5, 10, 20))
+    assert got[("recall", 1)] == 0.2 and got[("recall", 5)] == 0.6 and got[("recall", 10)] == 0.8
+    assert got[("recall", 20)] == 0.8
+    assert got[("ndcg", 5)] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 5)
+    assert got[("ndcg", 1)] == pytest.approx(0.2)
+    # K larger than a 3-item catalog: every target is within K
+    small = ranks_from_scores(np.array([[0.1, 0.2, 0.3]] * 3), np.array([0, 1, 2]))
+    assert recall_ndcg(small, ks=(20,))[("recall", 20)] == 1.0
+    assert per_user_metrics(ranks, ks=(5,))[("recall", 5)].tolist() == [1, 1, 1, 0, 0]
+
+
+def test_seed_summary_and_paired_test():
+    s = summarize([0.1, 0.2, 0.3])
+    assert s.mean == pytest.approx(0.2) and s.std == pytest.approx(0.1) and s.n == 3
+    assert s.ci95[0] == pytest.approx(0.2 - 4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    assert summarize([0.4]).ci95 == (0.4, 0.4)
+    rng = np.random.default_rng(0)
+    base = rng.random(300)
+    assert paired_test(base + 0.2, base) < 1e-10 and paired_test(base, base) == 1.0
+    assert paired_test(base + rng.normal(0, 0.01, 300), base) > 0.01
+
+
+# --- tokens --------------------------------------------------------------------------------------------------------
+def _table(codes):
+    frame, _ = build_code_table([f"i{n}" for n in range(len(codes))], np.array(codes), k=4)
+    return frame
+
+
+def test_semantic_tokens_have_a_vocabulary_per_position_and_name_missing_items():
+    frame = _table([[0, 1], [0, 1], [3, 2]])
+    vocab = SemanticVocab.from_code_table(frame, "code_table/test")
+    assert vocab.sizes == (4, 3, 2) and vocab.offsets == (3, 7, 10) and vocab.size == len(SPECIALS) + 9
+    assert vocab.item_tokens.tolist() == [[3, 8, 10], [3, 8, 11], [6, 9, 10]]  # code c at position l: its own token
+    assert vocab.history_tokens(["i2", "i0"]) == [BOS, 6, 9, 10, 3, 8, 10]
+    assert vocab.history_tokens(["i0", "i1", "i2"], max_items=1) == [BOS, 6, 9, 10]
+    with pytest.raises(KeyError, match=r"not in code_table/test, e.g. \['nope'\]"):
+        vocab.history_tokens(["i0", "nope"])
+
+
+# --- prefix index and decoders -------------------------------------------------------------------------------------
+def _catalog(seed=0, n=60, sizes=(4, 5, 3)):
+    rng = np.random.default_rng(seed)
+    codes = np.unique(np.stack([rng.integers(0, s, 4 * n) for s in sizes], axis=1), axis=0)[:n]
+    return codes[rng.permutation(len(codes))]
+
+
+def _toy_step(n_users, sizes, seed=1):
+    """Fixed log-probabilities for every (user, prefix) -> code: a pure function of its arguments."""
+    def step(users, prefixes, level):
+        out = []
+        for u, p in zip(users.tolist(), prefixes.tolist()):
+            g = torch.Generator().manual_seed(hash((seed, u, level, tuple(p))) % (2**31))
+            out.append(torch.log_softmax(3 * torch.randn(sizes[level], generator=g), 0))
+        return torch.stack(out)
+    return step
+
+
+def _brute_force(step, codes, users):
+    """Each item's log-probability by walking its path, one item at a time."""
+    out = np.zeros((len(users), len(codes)))
+    for col, path in enumerate(codes):
+        for level in range(codes.shape[1]):
+            prefix = torch.tensor([path[:level].tolist()] * len(users), dtype=torch.long).reshape(len(users), level)
+            out[:, col] += step(users, prefix, level)[:, path[level]].numpy()
+    return out
+
+
+def test_prefix_index_knows_exactly_the_paths_of_the_items():
+    codes = _catalog()
+    index = PrefixIndex.build(codes)
+    assert index.levels == 3 and index.n_items == len(codes)
+    root = index.allowed(0, torch.tensor([0]))[0]
+    assert root.nonzero().squeeze(1).tolist() == sorted(set(codes[:, 0].tolist()))
+    for item, path in enumerate(codes):  # walking an item's path through the index ends at that item
+        node = torch.tensor([0])
+        for level, c in enumerate(path):
+            assert index.allowed(level, node)[0, c]
+            node = index.next(level, node, torch.tensor([int(c)]))
+        assert int(node) == item
+    with pytest.raises(ValueError, match="share all codes"):
+        PrefixIndex.build(np.array([[0, 1], [0, 1]]))
+
+
+def test_beam_search_yields_only_existing_items_and_equals_brute_force_when_wide():
+    codes = _catalog()
+    index, users = PrefixIndex.build(codes), torch.arange(5)
+    step = _toy_step(5, index.sizes)
+    truth = _brute_force(step, codes, users)
+    items, logp = beam_search(step, index, users, k=10, width=len(codes))
+    assert ((items >= 0) & (items < len(codes))).all()
+    for u in range(5):
+        order = np.argsort(-truth[u], kind="stable")[:10]
+        assert items[u].tolist() == order.tolist()
+        np.testing.assert_allclose(logp[u].numpy(), truth[u, order], atol=1e-5)
+    narrow, _ = beam_search(step, index, users, k=10, width=10)  # approximate, but still only real items
+    assert ((narrow >= 0) & (narrow < len(codes))).all() and all(len(set(r)) == 10 for r in narrow.tolist())
+
+
+def test_excluded_items_never_come_out():
+    codes = _catalog()
+    index, users = PrefixIndex.build(codes), torch.arange(4)
+    step = _toy_step(4, index.sizes)
+    best, _ = beam_search(step, index, users, k=5, width=len(codes))
+    exclude = torch.zeros(4, len(codes), dtype=torch.bool)
+    exclude[torch.arange(4)[:, None], best[:, :3]] = True  # each user's three favourites
+    items, _ = beam_search(step, index, users, k=5, width=8, exclude=exclude)
+    assert not exclude.gather(1, items.clamp(min=0)).any()
+    assert items[:, :2].tolist() == best[:, 3:5].tolist()  # the next best ones move up
+
+
+def test_exact_scores_equal_a_per_item_loop_and_rank_like_wide_beam_search():
+    codes = _catalog(seed=3, n=40)
+    index, users = PrefixIndex.build(codes), torch.arange(3)
+    step = _toy_step(3, index.sizes, seed=7)
+    scores = exact_scores(step, index, users, max_batch=17)  # small batches: every chunk boundary exercised
+    np.testing.assert_allclose(scores.numpy(), _brute_force(step, codes, users), atol=1e-5)
+    items, _ = beam_search(step, index, users, k=5, width=len(codes))
+    assert items.tolist() == scores.topk(5, dim=1).indices.tolist()
+
+
+def test_a_catalog_smaller_than_k_pads_with_minus_one():
+    codes = np.array([[0, 0], [1, 0], [1, 1]])
+    index = PrefixIndex.build(codes)
+    items, logp = beam_search(_toy_step(1, index.sizes), index, torch.arange(1), k=5)
+    assert sorted(items[0, :3].tolist()) == [0, 1, 2] and items[0, 3:].tolist() == [-1, -1]
+    assert torch.isinf(logp[0, 3:]).all()
+
+
+# --- popularity ----------------------------------------------------------------------------------------------------
+def test_popularity_counts_the_train_split_only():
+    seqs = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "history": [["a", "b"], ["a"], ["c", "c"]],
+                         "target": ["b", "c", "a"], "split": ["train", "train", "test"]})
+    scores = popularity_scores(seqs, {"a": 0, "b": 1, "c": 2, "d": 3})
+    assert scores.tolist() == [2, 2, 1, 0]  # u3's test row does not count
+    ranks = ranks_from_scores(np.tile(scores, (2, 1)), np.array([1, 2]))
+    assert ranks.tolist() == [1, 2]  # b ties with a (lower index first), c is third
