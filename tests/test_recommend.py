@@ -174,3 +174,34 @@ def test_popularity_counts_the_train_split_only():
     assert scores.tolist() == [2, 2, 1, 0]  # u3's test row does not count
     ranks = ranks_from_scores(np.tile(scores, (2, 1)), np.array([1, 2]))
     assert ranks.tolist() == [1, 2]  # b ties with a (lower index first), c is third
+
+
+# --- the generative recommender ------------------------------------------------------------------------------------
+def test_a_tiny_generative_recommender_overfits_a_tiny_dataset_to_recall_at_1(tmp_path):
+    from ops.recommend.generative import GenerativeConfig, GenerativeRecommender, evaluate, examples, recommend, train
+
+    rng = np.random.default_rng(0)
+    n_items = 12
+    frame = _table([[i % 3, (i // 3) % 4] for i in range(n_items)])  # 12 distinct 2-code items
+    vocab = SemanticVocab.from_code_table(frame, "code_table/toy")
+    rows = []
+    for u in range(24):  # the next item is a function of the last one: learnable exactly
+        a, b = rng.integers(0, n_items, 2)
+        rows.append({"user_id": f"u{u}", "history": [f"i{a}", f"i{b}"], "target": f"i{(b + 5) % n_items}",
+                     "split": "train"})
+    seqs = pl.DataFrame(rows)
+    data = examples(seqs, vocab, "train")
+    cfg = GenerativeConfig(layers=2, d_model=32, heads=2, d_ff=64, dropout=0.0, lr=3e-3, batch_size=24,
+                           micro_batch_size=24, max_steps=150, checkpoint_every=0, device="cpu")
+    model = GenerativeRecommender(cfg, vocab)
+    result = train(model, data, tmp_path / "ck")
+    assert result.history[-1]["loss"] < 0.05 < result.history[0]["loss"]
+    index = PrefixIndex.build(vocab.item_codes)
+    for decoder in ("beam", "exact"):
+        got = evaluate(model, data, index, ks=(1, 5), decoder=decoder)
+        assert got[("recall", 1)] == 1.0 and got[("ndcg", 5)] == 1.0, decoder
+    top = recommend(model, data, index, k=3, exclude_history=True)
+    hist = [[int(x[1:]) for x in h] for h in seqs["history"]]
+    assert all(not set(t) & set(h) for t, h in zip(top.tolist(), hist))  # history items never come out
+    with pytest.raises(KeyError, match="code_table/toy"):
+        examples(seqs.with_columns(pl.lit("i99").alias("target")), vocab, "train")
