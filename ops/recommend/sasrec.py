@@ -1,0 +1,159 @@
+"""SASRec on item IDs, the baseline semantic IDs must beat: a causal transformer over the item sequence (Hugging
+Face's GPT-2 classes; learned positions, as in SASRec) that predicts the next item at every position, trained with
+the cross-entropy over the whole catalog (the strongest published SASRec variant, ANCHORS.md) on the shared loop.
+`tune` picks width, layers, dropout and lr on the validation split from a small grid and records the choice: a
+weak baseline would be a false result."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+
+from ops.metrics import ranks_from_scores, recall_ndcg
+from ops.models import select_device
+from ops.training import TrainingConfig, autocast, autocast_dtype, fit
+
+PAD = 0  # item i is token i + 1
+
+
+@dataclass
+class SASRecConfig(TrainingConfig):
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    max_length: int = 50
+    lr: float = 1e-3
+    batch_size: int = 128
+    micro_batch_size: int = 128
+    epochs: float = 20.0
+
+    def training_fields(self) -> dict[str, object]:
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype", "checkpoint_every")}
+
+
+@dataclass
+class ItemSequences:
+    """Per row: the item indices of history + target (training) or history only with a held-out target."""
+
+    users: list[str]
+    histories: list[list[int]]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps([self.users, self.histories, self.targets.tolist()]).encode()).hexdigest()[:16]
+
+
+def item_sequences(sequences: pl.DataFrame, item_index: dict[str, int], split: str) -> ItemSequences:
+    rows = sequences.filter(pl.col("split") == split)
+    missing = {i for h in rows["history"].to_list() for i in h if i not in item_index} | {
+        t for t in rows["target"].to_list() if t not in item_index}
+    if missing:
+        raise KeyError(f"{len(missing)} item(s) of user_sequences are not in the item catalog, e.g. "
+                       f"{sorted(missing)[:3]}")
+    return ItemSequences(rows["user_id"].to_list(), [[item_index[i] for i in h] for h in rows["history"].to_list()],
+                         np.array([item_index[t] for t in rows["target"].to_list()], dtype=np.int64))
+
+
+class SASRec(torch.nn.Module):
+    def __init__(self, cfg: SASRecConfig, n_items: int):
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        self.cfg, self.n_items = cfg, n_items
+        self.device_ = select_device(cfg.device)
+        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype)
+        torch.manual_seed(cfg.seed)
+        self.lm = GPT2LMHeadModel(GPT2Config(
+            vocab_size=n_items + 1, n_positions=cfg.max_length, n_embd=cfg.d_model, n_layer=cfg.layers,
+            n_head=cfg.heads, n_inner=4 * cfg.d_model, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout, pad_token_id=PAD, bos_token_id=None, eos_token_id=None))
+        self.to(self.device_)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_model
+
+        save_model(self.lm, str(directory / "model.safetensors"))
+
+    def load_weights(self, directory: Path) -> None:
+        from safetensors.torch import load_model
+
+        load_model(self.lm, str(directory / "model.safetensors"), device=str(self.device_))
+
+    def _logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Right-padded rows of item indices -> logits over the catalog (B, T, items)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long) + 1
+            mask[i, : len(r)] = 1
+        with autocast(self.device_, self.autocast_dtype):
+            out = self.lm(input_ids=ids.to(self.device_), attention_mask=mask.to(self.device_))
+        return out.logits.float()[..., 1:]  # drop the padding token's column
+
+    def loss(self, data: ItemSequences, idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-item cross-entropy over the whole catalog at every position of history + target."""
+        rows = [(data.histories[i] + [int(data.targets[i])])[-(self.cfg.max_length + 1):] for i in idx]
+        logits = self._logits([r[:-1] for r in rows])
+        labels = torch.full(logits.shape[:2], -100, dtype=torch.long)
+        for j, r in enumerate(rows):
+            labels[j, : len(r) - 1] = torch.as_tensor(r[1:])
+        loss = F.cross_entropy(logits.reshape(-1, self.n_items), labels.reshape(-1).to(self.device_),
+                               ignore_index=-100)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.inference_mode()
+    def scores(self, data: ItemSequences, batch: int = 256) -> np.ndarray:
+        """Next-item scores over the catalog after each row's history (rows x items)."""
+        self.eval()
+        out = []
+        for a in range(0, len(data), batch):
+            rows = [h[-self.cfg.max_length:] or [0] for h in data.histories[a: a + batch]]
+            logits = self._logits(rows)
+            last = torch.as_tensor([len(r) - 1 for r in rows], device=logits.device)
+            out.append(logits[torch.arange(len(rows), device=logits.device), last].cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_items), np.float32)
+
+
+def train(model: SASRec, data: ItemSequences, checkpoints=None, prefix: str = "", on_step=None):
+    fp = hashlib.sha256(json.dumps({"config": model.cfg.training_fields(), "items": model.n_items,
+                                    "data": data.fingerprint()}, sort_keys=True).encode()).hexdigest()[:16]
+    return fit(model, model.cfg, len(data), lambda idx: model.loss(data, idx), fp, checkpoints, prefix,
+               {"config": asdict(model.cfg)}, on_step)
+
+
+def evaluate(model: SASRec, data: ItemSequences, ks: Sequence[int] = (1, 5, 10, 20)) -> dict[tuple[str, int], float]:
+    return recall_ndcg(ranks_from_scores(model.scores(data), data.targets), ks)
+
+
+GRID = {"d_model": (64, 128), "layers": (1, 2), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
+
+
+def tune(base: SASRecConfig, n_items: int, train_data: ItemSequences, valid: ItemSequences,
+         grid: dict[str, Sequence[object]] | None = None) -> tuple[SASRecConfig, list[dict[str, object]]]:
+    """Every combination of the grid trained on train and scored by NDCG@10 on valid; the best config and the
+    whole table (to be recorded with the model)."""
+    grid = grid or GRID
+    trials = []
+    for values in itertools.product(*grid.values()):
+        cfg = replace(base, **dict(zip(grid, values)))
+        model = SASRec(cfg, n_items)
+        train(model, train_data)
+        trials.append({**dict(zip(grid, values)), "valid_ndcg@10": evaluate(model, valid, (10,))[("ndcg", 10)]})
+    best = max(trials, key=lambda t: t["valid_ndcg@10"])
+    return replace(base, **{k: best[k] for k in grid}), trials
