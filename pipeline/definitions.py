@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, embed, ingest, palette
+from assets import codes, embed, ingest, palette, recommend
 from assets.common import DATASETS, JOB_TAG
 from pipeline.resources import default_resources
 
-ASSETS = [*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS, *codes.ASSETS]
-CHECKS = [*ingest.CHECKS, *embed.CHECKS, *palette.CHECKS, *codes.CHECKS]
+ASSETS = [*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS, *codes.ASSETS, *recommend.ASSETS]
+CHECKS = [*ingest.CHECKS, *embed.CHECKS, *palette.CHECKS, *codes.CHECKS, *recommend.CHECKS]
 
 
 def _job(name: str, description: str) -> dg.UnresolvedAssetJobDefinition:
@@ -23,6 +23,8 @@ tokenize_job = _job("tokenize", "items -> item_embeddings -> the code tables of 
 palette_job = _job("palette", "LAMIA: train the palette model, extract every item's palette, quantize it into "
                               "code_table/lamia (a GPU job for real datasets; configs/lamia_mind_opt350m_gpu.yaml is "
                               "the paper's recipe).")
+evaluate_job = _job("evaluate", "user_sequences + code tables -> recommenders (generative on every code table, "
+                                "SASRec, popularity), one model per seed -> the evaluation table.")
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
     selection=dg.AssetSelection.all(),
@@ -33,6 +35,6 @@ full_pipeline_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[ingest_job, tokenize_job, palette_job, full_pipeline_job],
+    jobs=[ingest_job, tokenize_job, palette_job, evaluate_job, full_pipeline_job],
     resources=default_resources(),
 )

@@ -7,6 +7,7 @@ import json
 
 import dagster as dg
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -244,3 +245,30 @@ def test_every_table_shows_described_columns_and_numeric_figures(env):
     assert isinstance(pca["inertia"].value, list) and isinstance(pca["explained_variance"].value[0], float)
     header = [c.strip() for c in pca["utilization_table"].value.splitlines()[0].strip("|").split("|")]
     assert header == ["position", "utilization", "bar", "perplexity", "largest bucket"]
+
+
+def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(env):
+    from assets import recommend
+
+    storage, resources, _ = env
+    tiny = {"layers": 1, "d_model": 16, "heads": 2, "d_ff": 32, "epochs": 2, "batch_size": 32,
+            "micro_batch_size": 32, "seeds": [0, 1], "beam_width": 20}
+    run_config = {"ops": {
+        **{f"recommender__generative__{t}": {"config": tiny} for t in REGISTRY},
+        "recommender__sasrec": {"config": {"d_model": 16, "layers": 1, "heads": 2, "epochs": 2, "seeds": [0, 1]}},
+        "evaluation": {"config": {"seeds": [0, 1]}}}}
+    result = dg.materialize(recommend.ASSETS, partition_key=PARTITION, resources=resources, run_config=run_config)
+    assert result.success
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "evaluation_complete")
+    assert check.passed and check.partition == PARTITION
+    table = pq.read_table(f"{storage.storage_root}/{PARTITION}/evaluation.parquet")
+    assert table.schema.names == ["dataset", "recommender", "tokenizer", "seed", "metric", "k", "value"]
+    frame = pl.from_arrow(table)
+    combos = set(frame.select("recommender", "tokenizer", "seed").unique().iter_rows())
+    assert combos == {("generative", t, s) for t in REGISTRY for s in (0, 1)} | {
+        ("sasrec", None, 0), ("sasrec", None, 1), ("popularity", None, 0)}
+    assert frame["value"].is_between(0, 1).all() and set(frame["k"]) == {1, 5, 10, 20}
+    meta = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert "| recommender |" in meta["evaluation"]["comparison"].value.replace("  ", "")
+    assert meta["evaluation"]["ndcg_plot"].value.startswith("![NDCG@K](data:image/png;base64,")
+    assert len(meta["recommender/generative/lamia"]["loss_curves"].value) == 2

@@ -252,3 +252,21 @@ def test_sasrec_tuning_picks_the_best_validation_setting_and_records_every_trial
     assert [t["lr"] for t in trials] == [1e-4, 3e-3] and all(0 <= t["valid_ndcg@10"] <= 1 for t in trials)
     winner = max(trials, key=lambda t: t["valid_ndcg@10"])
     assert best.lr == winner["lr"] and best.d_model == 32 and best.epochs == 4  # only the grid's fields move
+
+
+def test_the_evaluation_check_fails_when_a_seed_is_missing_or_a_value_is_off():
+    from ops.recommend.evaluation import check_evaluation, comparison, rows_for
+
+    ranks = np.array([0, 3, 30])
+    parts = [rows_for(ranks + s, ["u1", "u2", "u3"], "d", "generative", "pca_kmeans", s) for s in (0, 1, 2)]
+    parts.append(rows_for(ranks + 1, ["u1", "u2", "u3"], "d", "popularity", None, 0))
+    long = pl.concat([p[0] for p in parts])
+    users = pl.concat([p[1] for p in parts])
+    expected = [("generative", "pca_kmeans", [0, 1, 2]), ("popularity", None, [0])]
+    assert check_evaluation(long, expected)[0]
+    passed, meta = check_evaluation(long.filter(pl.col("seed") != 2), expected)
+    assert not passed and meta["missing"] == "generative/pca_kmeans/seed 2"
+    assert not check_evaluation(long.with_columns(pl.col("value") * 2), expected)[0]  # NDCG@1 = 2 > 1
+    table = comparison(long, users)
+    assert table["seeds"].to_list() == [3, 1] and "p vs popularity" in table.columns
+    assert table.filter(pl.col("recommender") == "generative")["ndcg@10 best"].item() == "best"

@@ -92,13 +92,13 @@ def test_a_wrong_choice_is_refused_at_launch(job, op, field, value):
 
 def test_jobs_select_assets_by_their_job_tag():
     repo = defs.get_repository_def()
-    for job in ("ingest_job", "tokenize_job", "palette_job"):
+    jobs = ("ingest_job", "tokenize_job", "palette_job", "evaluate_job")
+    for job in jobs:
         keys = repo.get_job(job).asset_layer.executable_asset_keys
         assert keys and all(defs.get_assets_def(k).tags_by_key[k][common.JOB_TAG] == job.removesuffix("_job")
                             for k in keys), job
     everything = {k for a in defs.assets for k in a.keys}  # type: ignore[union-attr]
-    assert set().union(*(repo.get_job(j).asset_layer.executable_asset_keys
-                         for j in ("ingest_job", "tokenize_job", "palette_job"))) == everything
+    assert set().union(*(repo.get_job(j).asset_layer.executable_asset_keys for j in jobs)) == everything
 
 
 # --- code versions ---------------------------------------------------------------------------------------------------

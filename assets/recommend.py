@@ -1,0 +1,243 @@
+"""Stage 5: recommenders trained on `user_sequences` and evaluated on its test split, and the `evaluation` table.
+
+`recommender/generative/<tokenizer>` (one per registered tokenizer: the same recommender on every code table),
+`recommender/sasrec` and `recommender/popularity` (the ID baselines) each train once per seed and write their
+metric rows; `evaluation` gathers them into one long table with a comparison, a plot and a blocking check.
+"""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from assets.common import (
+    DATASETS,
+    GPU_ASSET,
+    code_version,
+    config_class,
+    job_tag,
+    lineage,
+    markdown_table,
+    table_metadata,
+)
+from ops import datasets, tokenizers
+from ops.recommend.evaluation import EvalConfig
+from ops.recommend.generative import GenerativeConfig
+from ops.recommend.sasrec import SASRecConfig
+from pipeline.resources import ComputeResource, StorageResource
+from storage import Store, write_frame
+from storage.artifacts import ArtifactStore
+
+GROUP = "recommend"
+EVALUATE = "evaluate"
+GenerativeRunConfig = config_class("GenerativeRunConfig", GenerativeConfig, EvalConfig,
+                                   exclude=("device", "dtype", "seed"),
+                                   doc="The generative recommender (ops.recommend.generative.GenerativeConfig) and how "
+                                       "it is evaluated (EvalConfig: seeds, decoder).")
+SASRecRunConfig = config_class("SASRecRunConfig", SASRecConfig, EvalConfig, exclude=("device", "dtype", "seed"),
+                               doc="SASRec on item IDs (ops.recommend.sasrec.SASRecConfig) and its seeds.")
+EvaluationConfig = config_class("EvaluationConfig", EvalConfig,
+                                doc="The seeds every learned recommender must have run with (the check).")
+
+
+def _metrics_table(recommender: str, tokenizer: str | None) -> tuple[str, str]:
+    name = f"{recommender}__{tokenizer or 'ids'}"
+    return f"metrics__{name}", f"per_user__{name}"
+
+
+def _write(store: Store, ds: str, recommender: str, tokenizer: str | None, longs: list[pl.DataFrame],
+           users: list[pl.DataFrame], meta: dict) -> pl.DataFrame:
+    long = pl.concat(longs)
+    metrics, per_user = _metrics_table(recommender, tokenizer)
+    write_frame(long, store.table_path(ds, metrics), meta)
+    write_frame(pl.concat(users), store.table_path(ds, per_user), meta)
+    return long
+
+
+def _summary(long: pl.DataFrame) -> dict[str, object]:
+    ndcg = long.filter(pl.col("metric") == "ndcg", pl.col("k") == 10)["value"]
+    recall = long.filter(pl.col("metric") == "recall", pl.col("k") == 10)["value"]
+    return {"ndcg@10_mean": round(float(ndcg.mean()), 5), "ndcg@10_std": round(float(ndcg.std() or 0.0), 5),
+            "recall@10_mean": round(float(recall.mean()), 5),
+            "per_seed": dg.MetadataValue.md(markdown_table(long.filter(pl.col("k") == 10).pivot(
+                "metric", index="seed", values="value")))}
+
+
+def build_generative_asset(entry: tokenizers.TokenizerEntry) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["recommender", "generative", entry.name])
+
+    @dg.asset(key=key, deps=["user_sequences", dg.AssetKey(["code_table", entry.name])], partitions_def=DATASETS,
+              group_name=GROUP, kinds={"pytorch", "parquet"}, tags=job_tag(EVALUATE),
+              code_version=code_version("ops.recommend.generative", "ops.recommend.evaluation"), **GPU_ASSET,
+              description=f"The generative recommender (scratch decoder-only transformer) on `code_table/{entry.name}`"
+                          ": the next item's semantic ID token by token, decoded only into existing items; one "
+                          "model per seed, Recall / NDCG on the test split (full catalog).")
+    def _asset(context: dg.AssetExecutionContext, config: GenerativeRunConfig,  # type: ignore[valid-type]
+               storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
+        from ops.metrics import ranks_from_lists
+        from ops.recommend.decoding import PrefixIndex
+        from ops.recommend.evaluation import rows_for
+        from ops.recommend.generative import GenerativeRecommender, examples, recommend, run_fingerprint, train
+        from ops.recommend.tokens import SemanticVocab
+        from storage.codes import CodeTableStore
+
+        ds = datasets.get(context.partition_key).name
+        store = storage.store()
+        evaluation = config.build(EvalConfig)
+        seqs = store.read(ds, "user_sequences")
+        vocab = SemanticVocab.from_code_table(CodeTableStore(store.root, ds, entry.name).read(),
+                                              f"code_table/{entry.name} of {ds}")
+        base = config.build(GenerativeConfig, device=compute.device, dtype=compute.dtype)
+        train_rows = examples(seqs, vocab, "train", base.max_history)
+        test_rows = examples(seqs, vocab, "test", base.max_history)
+        index = PrefixIndex.build(vocab.item_codes)
+        checkpoints = ArtifactStore(store.root / ds / "recommenders" / f"generative-{entry.name}")
+        longs, users, curves, started = [], [], {}, time.perf_counter()
+        for seed in evaluation.seeds:
+            model = GenerativeRecommender(config.build(GenerativeConfig, seed=seed, device=compute.device,
+                                                       dtype=compute.dtype), vocab)
+            result = train(model, train_rows, checkpoints, prefix=f"{run_fingerprint(model, train_rows)}-")
+            top = recommend(model, test_rows, index, k=20, decoder=evaluation.decoder, width=evaluation.beam_width)
+            long, per_user = rows_for(ranks_from_lists(top, test_rows.target_items), test_rows.users, ds,
+                                      "generative", entry.name, seed)
+            longs.append(long)
+            users.append(per_user)
+            curves[seed] = [round(h["loss"], 4) for h in result.history]
+            if result.checkpoint:
+                checkpoints.publish(Path(result.checkpoint).name)
+        long = _write(store, ds, "generative", entry.name, longs, users,
+                      lineage(context, dataset=ds, recommender="generative", tokenizer=entry.name,
+                              config=config.model_dump()))
+        return dg.MaterializeResult(metadata={
+            **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": index.n_items,
+            "device": str(model.device_), "dtype": str(model.autocast_dtype or "float32"),
+            "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves)})
+
+    return _asset
+
+
+@dg.asset(key=dg.AssetKey(["recommender", "sasrec"]), deps=["user_sequences", "items"], partitions_def=DATASETS,
+          group_name=GROUP, kinds={"pytorch", "parquet"}, tags=job_tag(EVALUATE),
+          code_version=code_version("ops.recommend.sasrec", "ops.recommend.evaluation"), **GPU_ASSET,
+          description="SASRec on item IDs (causal transformer, cross-entropy over the whole catalog): the ID baseline, "
+                      "one model per seed, Recall / NDCG on the test split.")
+def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: ignore[valid-type]
+           storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
+    from ops.metrics import ranks_from_scores
+    from ops.recommend.evaluation import rows_for
+    from ops.recommend.sasrec import SASRec, item_sequences, train
+
+    ds = datasets.get(context.partition_key).name
+    store = storage.store()
+    evaluation = config.build(EvalConfig)
+    seqs = store.read(ds, "user_sequences")
+    index = {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
+    train_rows, test_rows = item_sequences(seqs, index, "train"), item_sequences(seqs, index, "test")
+    longs, users, curves, started = [], [], {}, time.perf_counter()
+    for seed in evaluation.seeds:
+        model = SASRec(config.build(SASRecConfig, seed=seed, device=compute.device, dtype=compute.dtype), len(index))
+        result = train(model, train_rows)
+        long, per_user = rows_for(ranks_from_scores(model.scores(test_rows), test_rows.targets), test_rows.users,
+                                  ds, "sasrec", None, seed)
+        longs.append(long)
+        users.append(per_user)
+        curves[seed] = [round(h["loss"], 4) for h in result.history]
+    long = _write(store, ds, "sasrec", None, longs, users,
+                  lineage(context, dataset=ds, recommender="sasrec", config=config.model_dump()))
+    return dg.MaterializeResult(metadata={
+        **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": len(index),
+        "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves)})
+
+
+@dg.asset(key=dg.AssetKey(["recommender", "popularity"]), deps=["user_sequences", "items"], partitions_def=DATASETS,
+          group_name=GROUP, kinds={"parquet"}, tags=job_tag(EVALUATE),
+          code_version=code_version("ops.recommend.popularity", "ops.recommend.evaluation"),
+          description="Popularity: items ranked by their train-split count, for every user (deterministic: seed 0).")
+def popularity(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    from ops.metrics import ranks_from_scores
+    from ops.recommend.evaluation import rows_for
+    from ops.recommend.popularity import popularity_scores
+    from ops.recommend.sasrec import item_sequences
+
+    ds = datasets.get(context.partition_key).name
+    store = storage.store()
+    seqs = store.read(ds, "user_sequences")
+    index = {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
+    test_rows = item_sequences(seqs, index, "test")
+    scores = np.tile(popularity_scores(seqs, index), (len(test_rows), 1))
+    long, per_user = rows_for(ranks_from_scores(scores, test_rows.targets), test_rows.users, ds, "popularity", None, 0)
+    long = _write(store, ds, "popularity", None, [long], [per_user], lineage(context, dataset=ds))
+    return dg.MaterializeResult(metadata={**_summary(long), "test_rows": len(test_rows)})
+
+
+GENERATIVE = [build_generative_asset(e) for e in tokenizers.REGISTRY.values()]
+RECOMMENDERS = [*GENERATIVE, sasrec, popularity]
+EVALUATION_CHECK = "evaluation_complete"
+
+
+def _plot(long: pl.DataFrame) -> str:
+    """NDCG@K per recommender x tokenizer with the std over seeds as error bars, as a Markdown PNG."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = (long.filter(pl.col("metric") == "ndcg").group_by("recommender", "tokenizer", "k")
+             .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().fill_null(0).alias("std"))
+             .sort("recommender", "tokenizer", "k", nulls_last=False))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for (rec, tok), part in stats.group_by("recommender", "tokenizer", maintain_order=True):
+        ax.errorbar(part["k"].to_list(), part["mean"].to_list(), yerr=part["std"].to_list(), marker="o", capsize=3,
+                    label=f"{rec}/{tok}" if tok else rec)
+    ax.set_xlabel("K")
+    ax.set_ylabel("NDCG@K")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return f"![NDCG@K](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+@dg.asset(key="evaluation", deps=[a.key for a in RECOMMENDERS], partitions_def=DATASETS, group_name=GROUP,
+          kinds={"parquet"}, tags=job_tag(EVALUATE), code_version=code_version("ops.recommend.evaluation"),
+          check_specs=[dg.AssetCheckSpec(EVALUATION_CHECK, asset="evaluation", blocking=True, partitions_def=DATASETS,
+                                         description="every recommender x code table x seed present, every value "
+                                                     "in [0, 1]")],
+          description="One long table of every recommender's test metrics: dataset, recommender, tokenizer (null for "
+                      "ID models), seed, metric, k, value; the comparison (mean ± std, 95 % interval, paired "
+                      "p-values against the best ID baseline) and an NDCG@K plot in the metadata.")
+def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]
+               storage: StorageResource):
+    from ops.recommend.evaluation import EVALUATION_SCHEMA, check_evaluation, comparison
+
+    ds = datasets.get(context.partition_key).name
+    store = storage.store()
+    seeds = config.build().seeds
+    expected = [("generative", e.name, seeds) for e in tokenizers.REGISTRY.values()] + [
+        ("sasrec", None, seeds), ("popularity", None, [0])]
+    longs, users = [], []
+    for recommender, tokenizer, _ in expected:
+        metrics, per_user = _metrics_table(recommender, tokenizer)
+        if store.exists(ds, metrics):
+            longs.append(store.read(ds, metrics))
+            users.append(store.read(ds, per_user))
+    long = pl.concat(longs) if longs else pl.DataFrame(schema=EVALUATION_SCHEMA)
+    path = store.table_path(ds, "evaluation")
+    write_frame(long, path, lineage(context, dataset=ds, table="evaluation"))
+    passed, check_meta = check_evaluation(long, expected)
+    metadata = table_metadata(path, long.schema, long.height, dataset=ds)
+    if long.height:
+        metadata["comparison"] = dg.MetadataValue.md(markdown_table(comparison(long, pl.concat(users))))
+        metadata["ndcg_plot"] = dg.MetadataValue.md(_plot(long))
+    return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+        check_name=EVALUATION_CHECK, passed=passed, metadata=check_meta)])
+
+
+ASSETS = [*RECOMMENDERS, evaluation]
+CHECKS: list = []

@@ -1,0 +1,88 @@
+"""The evaluation table and what is read off it: one long table (`dataset`, `recommender`, `tokenizer`, `seed`,
+`metric`, `k`, `value`) for every recommender x code table x seed, a comparison (mean ± std over seeds, 95 %
+interval) and paired per-user tests against the best ID baseline."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from ops.metrics import KS, paired_test, per_user_metrics, summarize
+
+EVALUATION_SCHEMA = {"dataset": pl.String, "recommender": pl.String, "tokenizer": pl.String, "seed": pl.Int64,
+                     "metric": pl.String, "k": pl.Int64, "value": pl.Float64}
+PER_USER_SCHEMA = {"recommender": pl.String, "tokenizer": pl.String, "seed": pl.Int64, "user_id": pl.String,
+                   "ndcg_10": pl.Float64}
+BASELINES = ("popularity", "sasrec")  # ID models: the bar semantic IDs must clear
+
+
+@dataclass
+class EvalConfig:
+    """How a recommender is evaluated: trained once per seed, ranked on the test split."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    decoder: Literal["beam", "exact"] = "beam"  # generative recommenders: constrained beam search or exact scoring
+    beam_width: int = 20  # >= the largest K
+
+
+def rows_for(ranks: np.ndarray, users: Sequence[str], dataset: str, recommender: str, tokenizer: str | None,
+             seed: int, ks: Sequence[int] = KS) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Long metric rows and per-user NDCG@10 of one trained model (one seed) on the test split."""
+    per_user = per_user_metrics(ranks, sorted(set(ks) | {10}))
+    long = pl.DataFrame([{"dataset": dataset, "recommender": recommender, "tokenizer": tokenizer, "seed": seed,
+                          "metric": metric, "k": k, "value": float(v.mean())}
+                         for (metric, k), v in sorted(per_user.items()) if k in ks], schema=EVALUATION_SCHEMA)
+    users_frame = pl.DataFrame({"recommender": recommender, "tokenizer": tokenizer, "seed": seed,
+                                "user_id": list(users), "ndcg_10": per_user[("ndcg", 10)]}, schema=PER_USER_SCHEMA)
+    return long, users_frame
+
+
+def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tuple[str, int]] = (
+        ("recall", 10), ("ndcg", 10), ("ndcg", 5))) -> pl.DataFrame:
+    """One row per (recommender, tokenizer): mean ± std over seeds of each metric, its 95 % interval for NDCG@10,
+    and the p-value of a paired Wilcoxon test of per-user NDCG@10 (averaged over seeds) against the best ID
+    baseline."""
+    metrics = list(metrics)
+    user_means = per_user.group_by("recommender", "tokenizer", "user_id").agg(pl.col("ndcg_10").mean())
+    models = long.select("recommender", "tokenizer").unique().sort("recommender", "tokenizer", nulls_last=False)
+    best_baseline = None
+    base_scores = {r: long.filter(pl.col("recommender") == r, pl.col("metric") == "ndcg", pl.col("k") == 10)
+                   ["value"].mean() for r in BASELINES if r in long["recommender"].to_list()}
+    if base_scores:
+        best_baseline = max(base_scores, key=lambda r: base_scores[r] or 0.0)
+    rows = []
+    for recommender, tokenizer in models.iter_rows():
+        mine = long.filter(pl.col("recommender") == recommender, pl.col("tokenizer").eq_missing(tokenizer))
+        row: dict[str, object] = {"recommender": recommender, "tokenizer": tokenizer or "-",
+                                  "seeds": mine["seed"].n_unique()}
+        for metric, k in metrics:
+            s = summarize(mine.filter(pl.col("metric") == metric, pl.col("k") == k)["value"].to_list())
+            row[f"{metric}@{k}"] = f"{s.mean:.4f} ± {s.std:.4f}"
+            if (metric, k) == ("ndcg", 10):
+                row["ndcg@10 95% CI"] = f"[{s.ci95[0]:.4f}, {s.ci95[1]:.4f}]"
+                row["_ndcg10"] = s.mean
+        if best_baseline is not None and recommender != best_baseline:
+            a = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer").eq_missing(tokenizer))
+            b = user_means.filter(pl.col("recommender") == best_baseline)
+            joined = a.join(b, on="user_id", suffix="_base")
+            row[f"p vs {best_baseline}"] = round(paired_test(joined["ndcg_10"], joined["ndcg_10_base"]), 6)
+        rows.append(row)
+    frame = pl.DataFrame(rows)
+    best = frame["_ndcg10"].max()
+    return frame.with_columns(pl.when(pl.col("_ndcg10") == best).then(pl.lit("best")).otherwise(pl.lit(""))
+                              .alias("ndcg@10 best")).drop("_ndcg10")
+
+
+def check_evaluation(long: pl.DataFrame, expected: Iterable[tuple[str, str | None, Sequence[int]]]
+                     ) -> tuple[bool, dict[str, object]]:
+    """Every configured (recommender, tokenizer, seeds) present with every metric and K, every value in [0, 1]."""
+    have = {(r, t, s) for r, t, s in long.select("recommender", "tokenizer", "seed").unique().iter_rows()}
+    missing = [f"{r}/{t or '-'}/seed {s}" for r, t, seeds in expected for s in seeds if (r, t, s) not in have]
+    per_model = long.group_by("recommender", "tokenizer", "seed").len()["len"].unique().to_list()
+    out_of_range = int(((long["value"] < 0) | (long["value"] > 1) | long["value"].is_nan()).sum())
+    passed = not missing and out_of_range == 0 and len(per_model) <= 1
+    return passed, {"missing": ", ".join(missing) or "none", "out_of_range": out_of_range,
+                    "rows": long.height, "metric_rows_per_model": per_model}
