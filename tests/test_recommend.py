@@ -270,3 +270,23 @@ def test_the_evaluation_check_fails_when_a_seed_is_missing_or_a_value_is_off():
     table = comparison(long, users)
     assert table["seeds"].to_list() == [3, 1] and "p vs popularity" in table.columns
     assert table.filter(pl.col("recommender") == "generative")["ndcg@10 best"].item() == "best"
+
+
+def test_cached_decoding_steps_equal_a_full_forward_of_context_and_prefix():
+    from ops.recommend.generative import GenerativeConfig, GenerativeRecommender
+
+    frame = _table([[i % 3, (i // 3) % 4] for i in range(12)])
+    vocab = SemanticVocab.from_code_table(frame)
+    model = GenerativeRecommender(GenerativeConfig(layers=2, d_model=32, heads=2, d_ff=64, device="cpu"), vocab).eval()
+    contexts = [vocab.history_tokens(["i1", "i4", "i7"]), vocab.history_tokens(["i2"]), [1]]  # ragged lengths
+    model.prepare(contexts)
+    users = torch.tensor([0, 1, 2, 1])
+    for level in range(vocab.positions):
+        prefixes = torch.tensor([[1, 2][:level], [0, 3][:level], [2, 0][:level], [1, 1][:level]], dtype=torch.long)
+        got = model.step(users, prefixes.reshape(4, level), level)
+        rows = [contexts[u] + [int(c) + vocab.offsets[j] for j, c in enumerate(p)] for u, p in zip(users.tolist(),
+                                                                                                    prefixes.tolist())]
+        with torch.no_grad():
+            logits, _ = model._logits(rows)
+        want = torch.log_softmax(model.level_logits(logits[:, -1], level), dim=-1)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

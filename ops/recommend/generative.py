@@ -14,6 +14,7 @@ vocabulary, the distribution the decoder samples from.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -97,6 +98,7 @@ class GenerativeRecommender(torch.nn.Module):
             bos_token_id=1, eos_token_id=2, pad_token_id=PAD))
         self.to(self.device_)
         self._contexts: list[list[int]] = []  # what step() reads: the contexts of the users being decoded
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
 
     # --- Trainable ---------------------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -142,15 +144,45 @@ class GenerativeRecommender(torch.nn.Module):
                                   torch.as_tensor(data.targets[list(idx), level], device=self.device_))
                   for level in range(p)]
         total = torch.stack(losses).mean()
-        return total, {"loss": float(total.detach()), **{f"loss_{lv}": float(v) for lv, v in enumerate(losses)}}
+        return total, {"loss": total.item(), **{f"loss_{lv}": v.item() for lv, v in enumerate(losses)}}
 
+    @torch.inference_mode()
+    def prepare(self, contexts: Sequence[Sequence[int]]) -> None:
+        """Run the contexts of the users about to be decoded once and keep their key/value cache: every decoding
+        step then only runs its prefix tokens on top (the beams of a user share its context)."""
+        self._contexts = list(contexts)
+        width = max(len(c) for c in contexts)
+        ids = torch.full((len(contexts), width), PAD, dtype=torch.long)
+        mask = torch.zeros((len(contexts), width), dtype=torch.long)
+        for i, c in enumerate(contexts):
+            ids[i, width - len(c):] = torch.as_tensor(c, dtype=torch.long)
+            mask[i, width - len(c):] = 1
+        self._ctx_mask = mask.to(self.device_)
+        self._ctx_len = mask.sum(1).to(self.device_)
+        with autocast(self.device_, self.autocast_dtype):
+            out = self.lm(input_ids=ids.to(self.device_), attention_mask=self._ctx_mask,
+                          position_ids=(mask.cumsum(1) - 1).clamp(min=0).to(self.device_), use_cache=True)
+        # transformers 5 names the key/value cache `cache`, 4.x `past_key_values`
+        self._ctx_cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        self._ctx_last = out.logits[:, -1].float()
+
+    @torch.inference_mode()
     def step(self, users: torch.Tensor, prefixes: torch.Tensor, level: int) -> torch.Tensor:
         """ops.recommend.decoding.StepFn: log-probabilities of level `level`'s codes after each user's context
-        and the prefix codes so far."""
-        offsets = torch.as_tensor(self.vocab.offsets[: prefixes.shape[1]], dtype=torch.long)
-        rows = [self._contexts[u] + (p + offsets).tolist() for u, p in zip(users.tolist(), prefixes.cpu())]
-        logits, _ = self._logits(rows)
-        return torch.log_softmax(self.level_logits(logits[:, -1], level), dim=-1)
+        (as prepared) and the prefix codes so far."""
+        if level == 0:
+            return torch.log_softmax(self.level_logits(self._ctx_last[users], level), dim=-1)
+        import copy
+
+        cache = copy.deepcopy(self._ctx_cache)  # feeding tokens appends to a cache: each step starts from a copy
+        cache.batch_select_indices(users)
+        offsets = torch.as_tensor(self.vocab.offsets[:level], dtype=torch.long, device=self.device_)
+        tokens = prefixes.to(self.device_) + offsets
+        mask = torch.cat([self._ctx_mask[users], torch.ones_like(tokens)], dim=1)
+        positions = self._ctx_len[users][:, None] + torch.arange(level, device=self.device_)
+        with autocast(self.device_, self.autocast_dtype):
+            out = self.lm(input_ids=tokens, attention_mask=mask, position_ids=positions, **{self._cache_arg: cache})
+        return torch.log_softmax(self.level_logits(out.logits[:, -1].float(), level), dim=-1)
 
 
 def run_fingerprint(model: GenerativeRecommender, data: Examples) -> str:
@@ -176,7 +208,7 @@ def recommend(model: GenerativeRecommender, data: Examples, index: PrefixIndex, 
     history_items = None
     for a in range(0, len(data), batch_users):
         b = min(len(data), a + batch_users)
-        model._contexts = data.contexts[a:b]
+        model.prepare(data.contexts[a:b])
         users = torch.arange(b - a, device=model.device_)
         exclude = None
         if exclude_history:
@@ -211,7 +243,7 @@ def evaluate(model: GenerativeRecommender, data: Examples, index: PrefixIndex, k
         model.eval()
         scores = []
         for a in range(0, len(data), 64):
-            model._contexts = data.contexts[a: a + 64]
+            model.prepare(data.contexts[a: a + 64])
             scores.append(exact_scores(model.step, index, torch.arange(len(model._contexts))).cpu().numpy())
         ranks = ranks_from_scores(np.concatenate(scores), data.target_items)
     else:
