@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,6 +53,11 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1 or self.batch_size < 1:
             raise ValueError("batch_size and micro_batch_size must be positive")
+
+    def training_fields(self) -> dict[str, object]:
+        """What determines the trained weights (a checkpoint is resumed only when these match): everything but
+        where it runs and how often it is saved."""
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype", "checkpoint_every")}
 
 
 class Trainable(Protocol):

@@ -26,6 +26,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from ops.embed import collate
 from ops.metrics import ranks_from_lists, ranks_from_scores, recall_ndcg
 from ops.models import select_device
 from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
@@ -50,10 +51,6 @@ class GenerativeConfig(TrainingConfig):
     batch_size: int = 64
     micro_batch_size: int = 64
     epochs: float = 10.0
-
-    def training_fields(self) -> dict[str, object]:
-        """What determines the trained weights (a checkpoint is resumed only when these match)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype", "checkpoint_every")}
 
 
 @dataclass
@@ -82,7 +79,28 @@ def examples(sequences: pl.DataFrame, vocab: SemanticVocab, split: str, max_hist
     return Examples(rows["user_id"].to_list(), contexts, vocab.item_codes[items], items)
 
 
-class GenerativeRecommender(torch.nn.Module):
+class LMRecommender(torch.nn.Module):
+    """What the recommenders built on a Hugging Face LM (`self.lm`) share for ops.training.fit: their trainable
+    parameters and safetensors weights."""
+
+    lm: torch.nn.Module
+    device_: torch.device
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_model
+
+        save_model(self.lm, str(directory / "model.safetensors"))
+
+    def load_weights(self, directory: Path) -> None:
+        from safetensors.torch import load_model
+
+        load_model(self.lm, str(directory / "model.safetensors"), device=str(self.device_))
+
+
+class GenerativeRecommender(LMRecommender):
     def __init__(self, cfg: GenerativeConfig, vocab: SemanticVocab):
         super().__init__()
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -100,29 +118,10 @@ class GenerativeRecommender(torch.nn.Module):
         self._contexts: list[list[int]] = []  # what step() reads: the contexts of the users being decoded
         self._cache_arg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
 
-    # --- Trainable ---------------------------------------------------------------------------------------------
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_model
-
-        save_model(self.lm, str(directory / "model.safetensors"))
-
-    def load_weights(self, directory: Path) -> None:
-        from safetensors.torch import load_model
-
-        load_model(self.lm, str(directory / "model.safetensors"), device=str(self.device_))
-
     # --- forward -----------------------------------------------------------------------------------------------
     def _logits(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of left-padded rows (B, T, V) and each row's length; positions count from a row's first token."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+        ids, mask = collate(rows, PAD, "left")
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         with autocast(self.device_, self.autocast_dtype):
             out = self.lm(input_ids=ids.to(self.device_), attention_mask=mask.to(self.device_),
@@ -151,12 +150,7 @@ class GenerativeRecommender(torch.nn.Module):
         """Run the contexts of the users about to be decoded once and keep their key/value cache: every decoding
         step then only runs its prefix tokens on top (the beams of a user share its context)."""
         self._contexts = list(contexts)
-        width = max(len(c) for c in contexts)
-        ids = torch.full((len(contexts), width), PAD, dtype=torch.long)
-        mask = torch.zeros((len(contexts), width), dtype=torch.long)
-        for i, c in enumerate(contexts):
-            ids[i, width - len(c):] = torch.as_tensor(c, dtype=torch.long)
-            mask[i, width - len(c):] = 1
+        ids, mask = collate(contexts, PAD, "left")
         self._ctx_mask = mask.to(self.device_)
         self._ctx_len = mask.sum(1).to(self.device_)
         with autocast(self.device_, self.autocast_dtype):

@@ -10,14 +10,15 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 
+from ops.embed import collate
 from ops.metrics import ranks_from_scores, recall_ndcg
+from ops.recommend.generative import LMRecommender
 from ops.models import select_device
 from ops.training import TrainingConfig, autocast, autocast_dtype, fit
 
@@ -35,9 +36,6 @@ class SASRecConfig(TrainingConfig):
     batch_size: int = 128
     micro_batch_size: int = 128
     epochs: float = 20.0
-
-    def training_fields(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype", "checkpoint_every")}
 
 
 @dataclass
@@ -66,7 +64,7 @@ def item_sequences(sequences: pl.DataFrame, item_index: dict[str, int], split: s
                          np.array([item_index[t] for t in rows["target"].to_list()], dtype=np.int64))
 
 
-class SASRec(torch.nn.Module):
+class SASRec(LMRecommender):
     def __init__(self, cfg: SASRecConfig, n_items: int):
         super().__init__()
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -81,27 +79,9 @@ class SASRec(torch.nn.Module):
             attn_pdrop=cfg.dropout, pad_token_id=PAD, bos_token_id=None, eos_token_id=None))
         self.to(self.device_)
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_model
-
-        save_model(self.lm, str(directory / "model.safetensors"))
-
-    def load_weights(self, directory: Path) -> None:
-        from safetensors.torch import load_model
-
-        load_model(self.lm, str(directory / "model.safetensors"), device=str(self.device_))
-
     def _logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """Right-padded rows of item indices -> logits over the catalog (B, T, items)."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long) + 1
-            mask[i, : len(r)] = 1
+        ids, mask = collate([[i + 1 for i in r] for r in rows], PAD, "right")
         with autocast(self.device_, self.autocast_dtype):
             out = self.lm(input_ids=ids.to(self.device_), attention_mask=mask.to(self.device_))
         return out.logits.float()[..., 1:]  # drop the padding token's column
