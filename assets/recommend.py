@@ -79,7 +79,7 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry) -> dg.AssetsDefinit
         from ops.metrics import ranks_from_lists
         from ops.recommend.decoding import PrefixIndex
         from ops.recommend.evaluation import rows_for
-        from ops.recommend.generative import GenerativeRecommender, examples, recommend, run_fingerprint, train
+        from ops.recommend.generative import GenerativeRecommender, examples, recommend, train_early_stopping
         from ops.recommend.tokens import SemanticVocab
         from storage.codes import CodeTableStore
 
@@ -91,29 +91,34 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry) -> dg.AssetsDefinit
                                               f"code_table/{entry.name} of {ds}")
         base = config.build(GenerativeConfig, device=compute.device, dtype=compute.dtype)
         train_rows = examples(seqs, vocab, "train", base.max_history)
+        valid_rows = examples(seqs, vocab, "valid", base.max_history)
         test_rows = examples(seqs, vocab, "test", base.max_history)
         index = PrefixIndex.build(vocab.item_codes)
         checkpoints = ArtifactStore(store.root / ds / "recommenders" / f"generative-{entry.name}")
-        longs, users, curves, started = [], [], {}, time.perf_counter()
+        longs, users, curves, stopping, started = [], [], {}, {}, time.perf_counter()
         for seed in evaluation.seeds:
             model = GenerativeRecommender(config.build(GenerativeConfig, seed=seed, device=compute.device,
                                                        dtype=compute.dtype), vocab)
-            result = train(model, train_rows, checkpoints, prefix=f"{run_fingerprint(model, train_rows)}-")
+            stopped = train_early_stopping(model, train_rows, valid_rows, index, checkpoints, evaluation.decoder,
+                                           evaluation.beam_width)
+            result = stopped.result
+            stopping[seed] = {"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
+                              "valid_ndcg@10": stopped.valid_ndcg10}
             top = recommend(model, test_rows, index, k=20, decoder=evaluation.decoder, width=evaluation.beam_width)
             long, per_user = rows_for(ranks_from_lists(top, test_rows.target_items), test_rows.users, ds,
                                       "generative", entry.name, seed)
             longs.append(long)
             users.append(per_user)
-            curves[seed] = [round(h["loss"], 4) for h in result.history]
-            if result.checkpoint:
-                checkpoints.publish(Path(result.checkpoint).name)
+            curves[seed] = [round(h["loss"], 4) for h in result.history]  # type: ignore[attr-defined]
+            checkpoints.publish(Path(stopped.checkpoint).name)  # the best epoch's model
         long = _write(store, ds, "generative", entry.name, longs, users,
                       lineage(context, dataset=ds, recommender="generative", tokenizer=entry.name,
                               config=config.model_dump()))
         return dg.MaterializeResult(metadata={
             **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": index.n_items,
             "device": str(model.device_), "dtype": str(model.autocast_dtype or "float32"),
-            "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves)})
+            "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves),
+            "early_stopping": dg.MetadataValue.json(stopping)})
 
     return _asset
 

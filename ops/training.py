@@ -160,6 +160,22 @@ def save_checkpoint(store: ArtifactStore, name: str, model: Trainable, optimizer
     return store.write(name, write, {"step": state["step"], "fingerprint": state["fingerprint"]})
 
 
+def _resumable(store: ArtifactStore, prefix: str, fingerprint: str, steps: int) -> Path | None:
+    """The newest checkpoint under `prefix` at or before step `steps` (a longer run of the same fingerprint is
+    the same trajectory, batches being a function of seed and step), or None. Checkpoints of another run under
+    the prefix are an error: their step names would collide with this run's, and versions are immutable."""
+    found = store.versions(f"{prefix}step-")
+    if not found:
+        return None
+    newest = read_state(store.path(found[-1]))
+    if newest["fingerprint"] != fingerprint:
+        raise FileExistsError(f"{store.path(found[-1])} is a checkpoint of another run (fingerprint "
+                              f"{newest['fingerprint']}): give each run its own prefix (its fingerprint) or "
+                              "checkpoint directory")
+    usable = [v for v in found if int(v.rsplit("-", 1)[1]) <= steps]
+    return store.path(usable[-1]) if usable else None
+
+
 def _load_optimizer(checkpoint: Path, optimizer: torch.optim.Optimizer) -> None:
     from safetensors.torch import load_file
 
@@ -206,18 +222,14 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
     scaler = torch.amp.GradScaler(model.device_.type, enabled=model.autocast_dtype == torch.float16)
     history: list[dict[str, float]] = []
     start = 0
-    ck = latest_checkpoint(store, prefix) if store is not None else None
+    ck = _resumable(store, prefix, fingerprint, steps) if store is not None else None
     if ck is not None:
         saved = read_state(ck)
-        if saved["fingerprint"] == fingerprint and int(saved["step"]) <= steps:  # type: ignore[call-overload]
-            model.load_weights(ck)
-            _load_optimizer(ck, optimizer)
-            if saved.get("scaler"):
-                scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
-            start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
-        else:  # its step names would collide with this run's, and versions are immutable
-            raise FileExistsError(f"{ck} is a checkpoint of another run (fingerprint {saved['fingerprint']}): give "
-                                  "each run its own prefix (its fingerprint) or checkpoint directory")
+        model.load_weights(ck)
+        _load_optimizer(ck, optimizer)
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
+        start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
     model.train()
     began, items_seen, last = time.perf_counter(), 0, None
     micro_size, backoffs = cfg.micro_batch_size, []

@@ -272,3 +272,5 @@ def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(e
     assert "| recommender |" in meta["evaluation"]["comparison"].value.replace("  ", "")
     assert meta["evaluation"]["ndcg_plot"].value.startswith("![NDCG@K](data:image/png;base64,")
     assert len(meta["recommender/generative/lamia"]["loss_curves"].value) == 2
+    stopping = meta["recommender/generative/lamia"]["early_stopping"].value
+    assert set(stopping) == {"0", "1"} and all(1 <= v["best_epoch"] <= v["epochs_run"] == 2 for v in stopping.values())

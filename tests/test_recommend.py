@@ -21,6 +21,7 @@ from ops.metrics import (
 from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
 from ops.recommend.popularity import popularity_scores
 from ops.recommend.tokens import BOS, SPECIALS, SemanticVocab
+from storage.artifacts import ArtifactStore
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
@@ -290,3 +291,35 @@ def test_cached_decoding_steps_equal_a_full_forward_of_context_and_prefix():
             logits, _ = model._logits(rows)
         want = torch.log_softmax(model.level_logits(logits[:, -1], level), dim=-1)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch_and_resumes_epoch_by_epoch(tmp_path):
+    from ops.recommend.generative import (
+        GenerativeConfig,
+        GenerativeRecommender,
+        evaluate,
+        examples,
+        train_early_stopping,
+    )
+
+    rng = np.random.default_rng(1)
+    frame = _table([[i % 3, (i // 3) % 4] for i in range(12)])
+    vocab = SemanticVocab.from_code_table(frame, "code_table/toy")
+    rows = [{"user_id": f"u{u}", "history": [f"i{a}", f"i{b}"], "target": f"i{(b + 5) % 12}",
+             "split": "train" if u < 24 else "valid"} for u, (a, b) in enumerate(rng.integers(0, 12, (32, 2)))]
+    seqs = pl.DataFrame(rows)
+    train_rows, valid_rows = examples(seqs, vocab, "train"), examples(seqs, vocab, "valid")
+    index = PrefixIndex.build(vocab.item_codes)
+    cfg = GenerativeConfig(layers=1, d_model=32, heads=2, d_ff=64, dropout=0.0, lr=3e-3, batch_size=8,
+                           micro_batch_size=8, epochs=12, patience=4, device="cpu")
+    model = GenerativeRecommender(cfg, vocab)
+    stopped = train_early_stopping(model, train_rows, valid_rows, index, tmp_path / "ck")
+    curve = stopped.valid_ndcg10
+    assert stopped.best_epoch == int(np.argmax(curve)) + 1 and max(curve) > curve[0]
+    assert stopped.epochs_run == len(curve) and (stopped.epochs_run == 12 or
+                                                 stopped.epochs_run - stopped.best_epoch == 4)
+    assert evaluate(model, valid_rows, index, (10,))[("ndcg", 10)] == pytest.approx(max(curve), abs=1e-5)  # best back
+    steps = [int(v.rsplit("-", 1)[1]) for v in ArtifactStore(tmp_path / "ck").versions()]
+    assert steps == [3 * e for e in range(1, stopped.epochs_run + 1)]  # one checkpoint per epoch, resumed
+    again = GenerativeRecommender(cfg, vocab)  # a rerun resumes from the checkpoints: the same curve, no training
+    assert train_early_stopping(again, train_rows, valid_rows, index, tmp_path / "ck").valid_ndcg10 == curve

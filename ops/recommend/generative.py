@@ -50,7 +50,15 @@ class GenerativeConfig(TrainingConfig):
     lr: float = 5e-4
     batch_size: int = 64
     micro_batch_size: int = 64
-    epochs: float = 10.0
+    epochs: float = 10.0  # at most; training stops early when validation NDCG@10 has not improved for `patience`
+    patience: int = 5
+
+    def training_fields(self) -> dict[str, object]:
+        """The trajectory of the weights: a longer run of the same settings continues it (batches are a function
+        of seed and step, the learning rate is constant), so the run length and the stopping rule are not in it
+        and an early-stopped run resumes epoch by epoch."""
+        skip = ("epochs", "max_steps", "patience")
+        return {k: v for k, v in super().training_fields().items() if k not in skip}
 
 
 @dataclass
@@ -190,6 +198,46 @@ def train(model: GenerativeRecommender, data: Examples, checkpoints=None, prefix
     """L_rip on the shared loop (seeded batches, resumable safetensors checkpoints)."""
     return fit(model, model.cfg, len(data), lambda idx: model.loss(data, idx), run_fingerprint(model, data),
                checkpoints, prefix, {"config": asdict(model.cfg)}, on_step)
+
+
+@dataclass
+class EarlyStopped:
+    best_epoch: int
+    epochs_run: int
+    valid_ndcg10: list[float]  # one per epoch run
+    checkpoint: str
+    result: object  # the last ops.training.TrainResult (its history holds every step)
+
+
+def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, valid_rows: Examples,
+                         index: PrefixIndex, checkpoints, decoder: Decoder = "beam", width: int | None = None
+                         ) -> EarlyStopped:
+    """Epoch by epoch up to `cfg.epochs`, each resumed from the previous epoch's checkpoint, validation NDCG@10
+    after each; stops after `cfg.patience` epochs without improvement and loads the best epoch's weights (the
+    paper's early stopping). `checkpoints` is required: every epoch ends in one."""
+    from dataclasses import replace
+
+    from ops.training import as_store
+
+    store = as_store(checkpoints)
+    if store is None:
+        raise ValueError("early stopping needs a checkpoint store (every epoch ends in a checkpoint)")
+    base = model.cfg
+    per_epoch = max(1, -(-len(train_rows) // base.batch_size))
+    prefix = f"{run_fingerprint(model, train_rows)}-"
+    scores: list[float] = []
+    best, best_epoch, best_ck, result = -1.0, 0, "", None
+    for epoch in range(1, max(1, int(np.ceil(base.epochs))) + 1):
+        model.cfg = replace(base, max_steps=epoch * per_epoch, checkpoint_every=0)
+        result = train(model, train_rows, store, prefix)
+        scores.append(evaluate(model, valid_rows, index, (10,), decoder, width)[("ndcg", 10)])
+        if scores[-1] > best:
+            best, best_epoch, best_ck = scores[-1], epoch, str(result.checkpoint)
+        elif epoch - best_epoch >= base.patience:
+            break
+    model.cfg = base
+    model.load_weights(Path(best_ck))
+    return EarlyStopped(best_epoch, len(scores), [round(s, 5) for s in scores], best_ck, result)
 
 
 @torch.inference_mode()
