@@ -100,7 +100,7 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry) -> dg.AssetsDefinit
             model = GenerativeRecommender(config.build(GenerativeConfig, seed=seed, device=compute.device,
                                                        dtype=compute.dtype), vocab)
             stopped = train_early_stopping(model, train_rows, valid_rows, index, checkpoints, evaluation.decoder,
-                                           evaluation.beam_width)
+                                           width=10)  # the validation metric is NDCG@10
             result = stopped.result
             stopping[seed] = {"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
                               "valid_ndcg@10": stopped.valid_ndcg10}

@@ -214,7 +214,8 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
                          ) -> EarlyStopped:
     """Epoch by epoch up to `cfg.epochs`, each resumed from the previous epoch's checkpoint, validation NDCG@10
     after each; stops after `cfg.patience` epochs without improvement and loads the best epoch's weights (the
-    paper's early stopping). `checkpoints` is required: every epoch ends in one."""
+    paper's early stopping). `checkpoints` is required: every epoch ends in one. `width`: of the validation beam
+    (NDCG@10 needs 10)."""
     from dataclasses import replace
 
     from ops.training import as_store
@@ -230,7 +231,7 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
     for epoch in range(1, max(1, int(np.ceil(base.epochs))) + 1):
         model.cfg = replace(base, max_steps=epoch * per_epoch, checkpoint_every=0)
         result = train(model, train_rows, store, prefix)
-        scores.append(evaluate(model, valid_rows, index, (10,), decoder, width)[("ndcg", 10)])
+        scores.append(evaluate(model, valid_rows, index, (10,), decoder, width or 10)[("ndcg", 10)])
         if scores[-1] > best:
             best, best_epoch, best_ck = scores[-1], epoch, str(result.checkpoint)
         elif epoch - best_epoch >= base.patience:
