@@ -56,6 +56,11 @@ def _write(store: Store, ds: str, recommender: str, tokenizer: str | None, longs
     return long
 
 
+def _item_index(store: Store, ds: str) -> dict[str, int]:
+    """Item id -> row of `items`: the catalog the ID baselines rank."""
+    return {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
+
+
 def _summary(long: pl.DataFrame) -> dict[str, object]:
     ndcg = long.filter(pl.col("metric") == "ndcg", pl.col("k") == 10)["value"]
     recall = long.filter(pl.col("metric") == "recall", pl.col("k") == 10)["value"]
@@ -138,7 +143,7 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
     store = storage.store()
     evaluation = config.build(EvalConfig)
     seqs = store.read(ds, "user_sequences")
-    index = {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
+    index = _item_index(store, ds)
     train_rows, test_rows = item_sequences(seqs, index, "train"), item_sequences(seqs, index, "test")
     longs, users, curves, started = [], [], {}, time.perf_counter()
     for seed in evaluation.seeds:
@@ -169,7 +174,7 @@ def popularity(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     ds = datasets.get(context.partition_key).name
     store = storage.store()
     seqs = store.read(ds, "user_sequences")
-    index = {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
+    index = _item_index(store, ds)
     test_rows = item_sequences(seqs, index, "test")
     scores = np.tile(popularity_scores(seqs, index), (len(test_rows), 1))
     long, per_user = rows_for(ranks_from_scores(scores, test_rows.targets), test_rows.users, ds, "popularity", None, 0)
