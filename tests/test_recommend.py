@@ -3,6 +3,7 @@ with fixed probabilities, semantic-ID tokens, popularity."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -179,7 +180,14 @@ def test_popularity_counts_the_train_split_only():
 
 # --- the generative recommender ------------------------------------------------------------------------------------
 def test_a_tiny_generative_recommender_overfits_a_tiny_dataset_to_recall_at_1(tmp_path):
-    from ops.recommend.generative import GenerativeConfig, GenerativeRecommender, evaluate, examples, recommend, train
+    from ops.recommend.generative import (
+        GenerativeConfig,
+        GenerativeRecommender,
+        evaluate,
+        examples,
+        recommend,
+        train,
+    )
 
     rng = np.random.default_rng(0)
     n_items = 12
@@ -193,7 +201,8 @@ def test_a_tiny_generative_recommender_overfits_a_tiny_dataset_to_recall_at_1(tm
     seqs = pl.DataFrame(rows)
     data = examples(seqs, vocab, "train")
     cfg = GenerativeConfig(layers=2, d_model=32, heads=2, d_ff=64, dropout=0.0, lr=3e-3, batch_size=24,
-                           micro_batch_size=24, max_steps=150, checkpoint_every=0, device="cpu")
+                           micro_batch_size=24, max_steps=150, checkpoint_every=0, device="cpu",
+                           train_on="last")  # the histories themselves are random: only the target is learnable
     model = GenerativeRecommender(cfg, vocab)
     result = train(model, data, tmp_path / "ck")
     assert result.history[-1]["loss"] < 0.05 < result.history[0]["loss"]
@@ -206,6 +215,63 @@ def test_a_tiny_generative_recommender_overfits_a_tiny_dataset_to_recall_at_1(tm
     assert all(not set(t) & set(h) for t, h in zip(top.tolist(), hist))  # history items never come out
     with pytest.raises(KeyError, match="code_table/toy"):
         examples(seqs.with_columns(pl.lit("i99").alias("target")), vocab, "train")
+
+
+def test_beam_search_carrying_the_cache_equals_running_every_prefix():
+    """The KV cache carried from level to level (one new token per beam and step) gives the same beams as
+    re-running each beam's whole prefix on the context cache."""
+    from ops.recommend.decoding import beam_search
+    from ops.recommend.generative import (
+        GenerativeConfig,
+        GenerativeRecommender,
+        examples,
+    )
+
+    rng = np.random.default_rng(3)
+    frame = _table([[int(a), int(b), int(c)] for a, b, c in rng.integers(0, [5, 6, 4], (90, 3))])
+    vocab = SemanticVocab.from_code_table(frame, "code_table/toy")
+    assert vocab.positions >= 4  # three codes + dedup: the cache is carried over three levels
+    ids = list(vocab.item_ids)
+    seqs = pl.DataFrame([{"user_id": f"u{u}", "history": [ids[j] for j in rng.integers(0, len(ids), 1 + u % 4)],
+                          "target": ids[u], "split": "test"} for u in range(7)])
+    data = examples(seqs, vocab, "test")
+    model = GenerativeRecommender(GenerativeConfig(layers=2, d_model=32, heads=2, d_ff=64, dropout=0.0,
+                                                   device="cpu"), vocab).eval()
+    index = PrefixIndex.build(vocab.item_codes)
+    model.prepare(data.contexts)
+    users = torch.arange(len(data))
+    carried = beam_search(model.step, index, users, k=8, width=12)
+    rerun = beam_search(lambda u, p, level: model.step(u, p, level), index, users, k=8, width=12)
+    assert torch.equal(carried[0], rerun[0])
+    assert torch.allclose(carried[1], rerun[1], atol=1e-5)
+
+
+def test_training_on_all_positions_is_the_mean_over_every_prefix_as_its_own_example():
+    """One causal pass over history + target scores every item after the first exactly as the prefixes ending in
+    it would score as separate `last` examples (left padding, positions from each row's start)."""
+    from dataclasses import replace
+
+    from ops.recommend.generative import (
+        GenerativeConfig,
+        GenerativeRecommender,
+        examples,
+    )
+
+    frame = _table([[i % 3, (i // 3) % 4] for i in range(12)])
+    vocab = SemanticVocab.from_code_table(frame, "code_table/toy")
+    seqs = pl.DataFrame([{"user_id": "u0", "history": ["i3", "i7", "i1"], "target": "i9", "split": "train"},
+                         {"user_id": "u1", "history": ["i2"], "target": "i4", "split": "train"}])
+    cfg = GenerativeConfig(layers=1, d_model=16, heads=2, d_ff=32, dropout=0.0, device="cpu")
+    model = GenerativeRecommender(cfg, vocab).eval()
+    full, logs = model.loss(examples(seqs, vocab, "train"), [0, 1])
+    model.cfg = replace(cfg, train_on="last")
+    prefixes = pl.DataFrame([{"user_id": "u0", "history": ["i3"], "target": "i7", "split": "train"},
+                             {"user_id": "u0", "history": ["i3", "i7"], "target": "i1", "split": "train"},
+                             {"user_id": "u0", "history": ["i3", "i7", "i1"], "target": "i9", "split": "train"},
+                             {"user_id": "u1", "history": ["i2"], "target": "i4", "split": "train"}])
+    last, _ = model.loss(examples(prefixes, vocab, "train"), [0, 1, 2, 3])
+    assert abs(full.item() - last.item()) < 1e-5
+    assert set(logs) == {"loss", "loss_0", "loss_1", "loss_2"}  # two codes + dedup
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +288,13 @@ def planted(tmp_path_factory):
 
 
 def test_sasrec_and_popularity_beat_random_ranking_on_a_planted_sample(planted):
-    from ops.recommend.sasrec import SASRec, SASRecConfig, evaluate, item_sequences, train
+    from ops.recommend.sasrec import (
+        SASRec,
+        SASRecConfig,
+        evaluate,
+        item_sequences,
+        train,
+    )
 
     items, seqs = planted
     index = {item: i for i, item in enumerate(items["item_id"].to_list())}
@@ -323,3 +395,55 @@ def test_early_stopping_keeps_the_best_validation_epoch_and_resumes_epoch_by_epo
     assert steps == [3 * e for e in range(1, stopped.epochs_run + 1)]  # one checkpoint per epoch, resumed
     again = GenerativeRecommender(cfg, vocab)  # a rerun resumes from the checkpoints: the same curve, no training
     assert train_early_stopping(again, train_rows, valid_rows, index, tmp_path / "ck").valid_ndcg10 == curve
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_a_pretrained_backbone_trains_lora_and_code_tokens_only_and_decodes_alike(tmp_path, family):
+    """A (tiny, random) pretrained LM: LoRA + the new code tokens train, its own weights stay frozen and out of
+    the checkpoint; L_rip and L_align both fall; the carried cache decodes like a rerun (RoPE for Llama, absolute
+    positions for BERT run as a causal decoder); a reloaded checkpoint scores the same."""
+    from ops.recommend.decoding import beam_search
+    from ops.recommend.generative import (
+        GenerativeConfig,
+        GenerativeRecommender,
+        examples,
+        train,
+    )
+    from ops.tiny_models import save_random_model
+
+    path = str(save_random_model(family, tmp_path / family, causal_lm=family == "llama", init_std=0.2))
+    rng = np.random.default_rng(0)
+    frame = _table([[i % 3, (i // 3) % 4] for i in range(12)])
+    vocab = SemanticVocab.from_code_table(frame, "code_table/toy")
+    texts = [f"topic {i % 3} style {(i // 3) % 4}" for i in range(12)]
+    seqs = pl.DataFrame([{"user_id": f"u{u}", "history": [f"i{a}", f"i{b}"], "target": f"i{(b + 5) % 12}",
+                          "split": "train"} for u, (a, b) in enumerate(rng.integers(0, 12, (24, 2)))])
+    data = examples(seqs, vocab, "train")
+    cfg = GenerativeConfig(backbone="pretrained", model=path, lora_rank=4, lora_alpha=8, lr=1e-2, batch_size=12,
+                           micro_batch_size=6, max_steps=30, checkpoint_every=0, device="cpu", train_on="last")
+    model = GenerativeRecommender(cfg, vocab, texts)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n == "codes.weight" for n in trainable)
+    frozen = next(p for n, p in model.named_parameters() if not p.requires_grad and "embed" in n).detach().clone()
+    assert all(t < model.text_size for t in model.prompt) and len(model.align_rows) == 12
+    result = train(model, data, tmp_path / "ck", align=True)
+    first, last = result.history[0], result.history[-1]
+    assert last["loss"] < first["loss"] and last["align_loss"] < first["align_loss"]
+    assert torch.equal(frozen, next(p for n, p in model.named_parameters() if not p.requires_grad and "embed" in n))
+    from safetensors.torch import load_file
+
+    checkpoint = Path(result.checkpoint)
+    assert set(load_file(str(checkpoint / "model.safetensors"))) == trainable  # not the frozen LM
+
+    model.eval()
+    index = PrefixIndex.build(vocab.item_codes)
+    model.prepare(data.contexts[:6])
+    users = torch.arange(6)
+    carried = beam_search(model.step, index, users, k=5, width=6)
+    rerun = beam_search(lambda u, p, level: model.step(u, p, level), index, users, k=5, width=6)
+    assert torch.equal(carried[0], rerun[0]) and torch.allclose(carried[1], rerun[1], atol=1e-4)
+    again = GenerativeRecommender(cfg, vocab, texts).eval()
+    again.load_weights(checkpoint)
+    again.prepare(data.contexts[:6])
+    torch.testing.assert_close(again.step(users, torch.zeros(6, 0, dtype=torch.long), 0),
+                               model.step(users, torch.zeros(6, 0, dtype=torch.long), 0))

@@ -6,10 +6,13 @@ the distinct prefixes of length l as nodes; its edges are sorted keys `parent * 
 of any batch of nodes are a CSR gather and the child of (node, code) a `searchsorted`: a beam step is a gather and a
 mask on the logits, never a Python walk over a trie. The model is a step function
 `step(users, prefixes, level) -> log-probabilities (B, V_level)` over the position-local codes of that level, for
-B (user, prefix) pairs; generative recommenders provide one (teacher-forced, KV-cached or parallel heads).
+B (user, prefix) pairs; generative recommenders provide one (teacher-forced, KV-cached or parallel heads). A step
+function that also takes `parents` is told, by beam search, which row of its previous call each row extends (its
+prefix is that row's plus one code), so it can keep its key/value cache from call to call and run one new token.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,6 +93,8 @@ def beam_search(step: StepFn, index: PrefixIndex, users: torch.Tensor, k: int, w
     items at the last level, so an excluded item can never come out; keep `width` >= k + the most items a user
     excludes. Width at least the number of prefixes per level makes it exact."""
     width = max(width or k, k)
+    incremental = "parents" in inspect.signature(step).parameters
+    parents: torch.Tensor | None = None
     n_users = len(users)
     logp = torch.zeros(n_users, 1, device=users.device)
     nodes = torch.zeros(n_users, 1, dtype=torch.long, device=users.device)
@@ -97,7 +102,8 @@ def beam_search(step: StepFn, index: PrefixIndex, users: torch.Tensor, k: int, w
     for level in range(index.levels):
         beams = nodes.shape[1]
         flat_nodes = nodes.reshape(-1)
-        scores = step(users.repeat_interleave(beams), prefix.reshape(n_users * beams, level), level).float()
+        rows = (users.repeat_interleave(beams), prefix.reshape(n_users * beams, level), level)
+        scores = (step(*rows, parents=parents) if incremental else step(*rows)).float()
         allowed = index.allowed(level, flat_nodes)
         if level == index.levels - 1 and exclude is not None:
             size = index.sizes[level]
@@ -108,6 +114,7 @@ def beam_search(step: StepFn, index: PrefixIndex, users: torch.Tensor, k: int, w
         total = (logp.reshape(-1, 1) + scores.masked_fill(~allowed, float("-inf"))).reshape(n_users, -1)
         top = total.topk(min(width, total.shape[1]), dim=1)
         beam, code = top.indices // index.sizes[level], top.indices % index.sizes[level]
+        parents = (torch.arange(n_users, device=users.device)[:, None] * beams + beam).reshape(-1)
         parent = nodes.gather(1, beam)
         nodes = index.next(level, parent.reshape(-1), code.reshape(-1)).reshape(parent.shape)
         prefix = torch.cat([prefix.gather(1, beam[..., None].expand(-1, -1, level)), code[..., None]], dim=2)

@@ -17,7 +17,7 @@ import hashlib
 import inspect
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from ops.embed import collate
 from ops.metrics import ranks_from_lists, ranks_from_scores, recall_ndcg
-from ops.models import select_device
+from ops.models import SMOLLM2, select_device
 from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
-from ops.recommend.tokens import PAD, SemanticVocab
+from ops.recommend.tokens import BOS, PAD, SemanticVocab
 from ops.training import TrainingConfig, autocast, autocast_dtype, fit
 
 Decoder = Literal["beam", "exact"]
@@ -38,26 +38,40 @@ Decoder = Literal["beam", "exact"]
 
 @dataclass
 class GenerativeConfig(TrainingConfig):
-    """The paper's settings for real runs (lr 5e-4, batch 64) over the shared training settings."""
+    """The paper's settings for real runs (lr 5e-4, batch 64, LoRA rank 128) over the shared training settings.
+    `scratch` reads layers .. dropout; `pretrained` reads model .. align_epochs."""
 
-    backbone: Literal["scratch"] = "scratch"
+    backbone: Literal["scratch", "pretrained"] = "scratch"
     layers: int = 4
     d_model: int = 128
     heads: int = 4
     d_ff: int = 512
     dropout: float = 0.1
+    # pretrained: any causal LM (or an encoder such as BERT, run as a causal decoder) by HF path or offline name
+    model: str = SMOLLM2
+    lora_rank: int = 128
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None  # None = peft's default for the model family
+    prompt: str = "A user's history of items, then the next item:"
+    align_prompt: str = "An item's description, then the item:"
+    max_text_tokens: int = 48  # of an item's text in the alignment task
+    align: bool = True  # phase 1 = L_rip jointly with L_align (text -> codes), then L_rip alone
+    align_epochs: float = 10.0  # at most, early-stopped like `epochs`
     max_history: int = 20
+    train_on: Literal["all", "last"] = "all"  # which items of a training sequence are targets (see `loss`)
     lr: float = 5e-4
     batch_size: int = 64
     micro_batch_size: int = 64
     epochs: float = 10.0  # at most; training stops early when validation NDCG@10 has not improved for `patience`
     patience: int = 5
+    valid_users: int | None = None  # early stopping validates on the first N validation rows (None: all)
 
     def training_fields(self) -> dict[str, object]:
         """The trajectory of the weights: a longer run of the same settings continues it (batches are a function
         of seed and step, the learning rate is constant), so the run length and the stopping rule are not in it
         and an early-stopped run resumes epoch by epoch."""
-        skip = ("epochs", "max_steps", "patience")
+        skip = ("epochs", "max_steps", "patience", "align_epochs", "valid_users")
         return {k: v for k, v in super().training_fields().items() if k not in skip}
 
 
@@ -78,6 +92,12 @@ class Examples:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def subset(data: Examples, rows: Sequence[int]) -> Examples:
+    rows = list(rows)
+    return Examples([data.users[i] for i in rows], [data.contexts[i] for i in rows], data.targets[rows],
+                    data.target_items[rows])
+
+
 def examples(sequences: pl.DataFrame, vocab: SemanticVocab, split: str, max_history: int = 20) -> Examples:
     """The rows of one split of `user_sequences` as token examples (an item missing from the code table is an
     error naming it, never a silent drop)."""
@@ -88,157 +108,370 @@ def examples(sequences: pl.DataFrame, vocab: SemanticVocab, split: str, max_hist
 
 
 class LMRecommender(torch.nn.Module):
-    """What the recommenders built on a Hugging Face LM (`self.lm`) share for ops.training.fit: their trainable
-    parameters and safetensors weights."""
+    """What the recommenders built on a Hugging Face LM share for ops.training.fit: their trainable parameters
+    and safetensors weights (only the trainable ones: LoRA and the code tokens of a pretrained backbone, not its
+    frozen weights)."""
 
-    lm: torch.nn.Module
     device_: torch.device
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def save_weights(self, directory: Path) -> None:
-        from safetensors.torch import save_model
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
 
-        save_model(self.lm, str(directory / "model.safetensors"))
+    def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self._trainable_state(), str(directory / "model.safetensors"))
 
     def load_weights(self, directory: Path) -> None:
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file
 
-        load_model(self.lm, str(directory / "model.safetensors"), device=str(self.device_))
+        saved = load_file(str(directory / "model.safetensors"), device=str(self.device_))
+        expected = set(self._trainable_state())
+        if set(saved) != expected:
+            raise ValueError(f"{directory} holds other weights than this model trains: "
+                             f"{sorted(set(saved) ^ expected)[:4]}")
+        self.load_state_dict(saved, strict=False)
 
 
 class GenerativeRecommender(LMRecommender):
-    def __init__(self, cfg: GenerativeConfig, vocab: SemanticVocab):
-        super().__init__()
-        from transformers import GPT2Config, GPT2LMHeadModel
+    """A transformer body over token embeddings, with the code tokens' own embedding table as input rows and
+    (tied) output head: only code tokens are ever scored. `scratch`: GPT-2 classes at random initialisation, the
+    code vocabulary its whole vocabulary. `pretrained`: a pretrained LM with LoRA, its text vocabulary kept for the
+    prompts and item texts and the code tokens appended after it (id = text vocabulary size + code token), so its
+    49 k-word head is never evaluated. `texts`: each item's text (vocab order), for the alignment task."""
 
+    def __init__(self, cfg: GenerativeConfig, vocab: SemanticVocab, texts: Sequence[str] | None = None):
+        super().__init__()
         self.cfg, self.vocab = cfg, vocab
         self.device_ = select_device(cfg.device)
         self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype)
-        positions = 1 + (cfg.max_history + 1) * vocab.positions
-        torch.manual_seed(cfg.seed)  # the random initialisation
-        self.lm = GPT2LMHeadModel(GPT2Config(
-            vocab_size=vocab.size, n_positions=positions, n_embd=cfg.d_model, n_layer=cfg.layers, n_head=cfg.heads,
-            n_inner=cfg.d_ff, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-            bos_token_id=1, eos_token_id=2, pad_token_id=PAD))
+        torch.manual_seed(cfg.seed)  # the random initialisation (scratch), LoRA's A and the code tokens
+        if cfg.backbone == "scratch":
+            self._build_scratch(cfg, vocab)
+        elif cfg.backbone == "pretrained":
+            self._build_pretrained(cfg, vocab, texts)
+        else:
+            raise ValueError(f"backbone must be 'scratch' or 'pretrained', got {cfg.backbone!r}")
         self.to(self.device_)
         self._contexts: list[list[int]] = []  # what step() reads: the contexts of the users being decoded
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+        self.tokens_seen = 0  # tokens run through training losses (padding excluded): the throughput figure
+        forward = inspect.signature(self.body.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+
+    def _build_scratch(self, cfg: GenerativeConfig, vocab: SemanticVocab) -> None:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        positions = 1 + (cfg.max_history + 1) * vocab.positions
+        lm = GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab.size, n_positions=positions, n_embd=cfg.d_model, n_layer=cfg.layers, n_head=cfg.heads,
+            n_inner=cfg.d_ff, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+            # no dropout on the attention probabilities: it forces the math attention kernel, a sixth of a step
+            attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=PAD))
+        self.body, self.codes = lm.transformer, lm.transformer.wte  # GPT-2 ties its head to wte: logits = h @ wte
+        self._hf_lm = (lm,)  # the same weights as a GenerationMixin model (not a submodule: nothing registered twice)
+        self.text_embed, self.text_size, self.revision = None, 0, "scratch"
+        self.prompt: list[int] = []
+        self.align_rows: list[list[int]] = []
+
+    def _build_pretrained(self, cfg: GenerativeConfig, vocab: SemanticVocab, texts: Sequence[str] | None) -> None:
+        import warnings
+
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoConfig
+
+        from ops.models import (
+            is_decoder_only,
+            load_backbone,
+            load_tokenizer,
+            model_revision,
+            resolve_model_path,
+        )
+
+        path = resolve_model_path(cfg.model)
+        hf_config = AutoConfig.from_pretrained(path)
+        self.revision = model_revision(path, hf_config)
+        # an encoder (BERT, as in the paper) runs as a causal decoder: its LM-head class with is_decoder=True
+        extra = {} if is_decoder_only(hf_config) else {"is_decoder": True}
+        lm = load_backbone(path, causal_lm=True, **extra)
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` alias (see ops.palette.model)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.peft = get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                      lora_dropout=cfg.lora_dropout,
+                                                      target_modules=cfg.target_modules))
+        self.body = lm.base_model  # LoRA layers are injected in place: the body runs with them
+        self.text_embed = self.body.get_input_embeddings()
+        self.text_size = self.text_embed.num_embeddings
+        weight = self.text_embed.weight.detach().float()
+        # new tokens, not words: the mean word embedding plus a small draw. As the head is tied, a draw at the words'
+        # own spread would start the code logits ~±10 apart (a loss of ~15 nats where uniform is ln 256 = 5.5).
+        init = weight.mean(0) + 0.1 * weight.std() * torch.randn(vocab.size, weight.shape[1])
+        self.codes = torch.nn.Embedding(vocab.size, weight.shape[1])
+        with torch.no_grad():
+            self.codes.weight.copy_(init)
+        tokenizer = load_tokenizer(path)
+        self.prompt = tokenizer(cfg.prompt)["input_ids"]
+        align_prompt = tokenizer(cfg.align_prompt)["input_ids"]
+        self.align_rows = []
+        if cfg.align and texts is not None:
+            if len(texts) != len(vocab.item_ids):
+                raise ValueError(f"{len(texts)} texts for {len(vocab.item_ids)} items of {vocab.table}")
+            encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+            self.align_rows = [align_prompt + ids[: cfg.max_text_tokens] for ids in encoded]
 
     # --- forward -----------------------------------------------------------------------------------------------
-    def _logits(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of left-padded rows (B, T, V) and each row's length; positions count from a row's first token."""
-        ids, mask = collate(rows, PAD, "left")
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
+    def _model_rows(self, rows: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Code-token rows as the body's token ids: the prompt, then the code tokens after the text vocabulary."""
+        return [self.prompt + [self.text_size + t for t in row] for row in rows]
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.text_embed is None:
+            return self.codes(ids)
+        is_code = (ids >= self.text_size)[..., None]
+        return torch.where(is_code, self.codes((ids - self.text_size).clamp(min=0)),
+                           self.text_embed(ids.clamp(max=self.text_size - 1)))
+
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, **kwargs):
         with autocast(self.device_, self.autocast_dtype):
-            out = self.lm(input_ids=ids.to(self.device_), attention_mask=mask.to(self.device_),
-                          position_ids=positions.to(self.device_))
-        return out.logits.float(), mask.sum(1)
+            return self.body(inputs_embeds=self._embed(ids.to(self.device_)), attention_mask=mask.to(self.device_),
+                             position_ids=positions.to(self.device_), **kwargs)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the code vocabulary (tied to the code tokens' input embeddings)."""
+        return F.linear(hidden.float(), self.codes.weight.float())
+
+    def _logits(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code logits of left-padded body rows (B, T, V); positions count from a row's first token."""
+        ids, mask = collate(rows, PAD, "left")
+        out = self._run(ids, mask, (mask.cumsum(1) - 1).clamp(min=0))
+        return self._head(out.last_hidden_state), mask.sum(1)
 
     def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
         start = self.vocab.offsets[level]
         return logits[..., start: start + self.vocab.sizes[level]]
 
     def loss(self, data: Examples, idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean cross-entropy of the targets' tokens, each over its position's vocabulary (teacher-forced)."""
-        tokens = self.vocab.item_codes[data.target_items[list(idx)]] + np.asarray(self.vocab.offsets)
+        """L_rip: mean cross-entropy of the trained items' tokens, each over its position's vocabulary
+        (teacher-forced). `train_on="all"`: every item of history + target after the first is a target, the
+        paper's L_rip (its sum runs over the items of the flattened sequence; each prefix is an example, as in
+        TIGER's and SASRec's training data) at the cost of one pass; `"last"`: only the target."""
+        idx = list(idx)
+        tokens = self.vocab.item_codes[data.target_items[idx]] + np.asarray(self.vocab.offsets)
         rows = [data.contexts[i] + tokens[j].tolist() for j, i in enumerate(idx)]
-        logits, _ = self._logits(rows)
         p = self.vocab.positions
-        predicting = logits[:, -p - 1: -1]  # the position before each target token predicts it (left padding)
-        losses = [F.cross_entropy(self.level_logits(predicting[:, level], level),
-                                  torch.as_tensor(data.targets[list(idx), level], device=self.device_))
-                  for level in range(p)]
-        total = torch.stack(losses).mean()
-        return total, {"loss": total.item(), **{f"loss_{lv}": v.item() for lv, v in enumerate(losses)}}
+        tails = []
+        for row in rows:
+            n_items = (len(row) - 1) // p
+            first = 1 if self.cfg.train_on == "all" and n_items > 1 else n_items - 1  # first target item
+            tails.append(row[1 + first * p:])
+        return self._tail_loss(self._model_rows(rows), tails)
+
+    def align_loss(self, items: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_align: an item's text in, its code tokens out (the loss is on the code tokens only)."""
+        tails = [self.vocab.item_tokens[i].tolist() for i in items]
+        rows = [self.align_rows[i] + [self.text_size + BOS] + [self.text_size + t for t in tail]
+                for i, tail in zip(items, tails)]
+        return self._tail_loss(rows, tails, "align_")
+
+    def _tail_loss(self, rows: Sequence[Sequence[int]], tails: Sequence[Sequence[int]], name: str = ""
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of each row's last tokens (`tails`, code tokens starting at an item boundary), each over
+        its level's vocabulary; rows are left-padded, so the tails end at the same column."""
+        p = self.vocab.positions
+        # Rows of similar length run together (four groups by length, the same sum): a batch padded to its longest
+        # history spends about half its tokens on padding.
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r]))
+        size = max(1, -(-len(rows) // 4))
+        parts = []
+        for g in range(0, len(order), size):
+            group = order[g: g + size]
+            ids, mask = collate([rows[r] for r in group], PAD, "left")
+            self.tokens_seen += int(mask.sum())
+            hidden = self._run(ids, mask, (mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state
+            width = hidden.shape[1]
+            labels = torch.zeros(len(group), width, dtype=torch.long)
+            levels = torch.full((len(group), width), -1, dtype=torch.long)
+            for j, r in enumerate(group):
+                labels[j, width - 1 - len(tails[r]): width - 1] = torch.as_tensor(tails[r], dtype=torch.long)
+                levels[j, width - 1 - len(tails[r]): width - 1] = torch.arange(len(tails[r])) % p
+            # the predicting positions' hidden states first, then each level's logits over its own codes only: the
+            # full-vocabulary logits of every position (and their backward) would be most of a small model's step
+            at = (levels >= 0).to(self.device_)
+            parts.append((hidden[at].float(), labels.to(self.device_)[at], levels.to(self.device_)[at]))
+        hidden, labels, levels = (torch.cat([part[i] for part in parts]) for i in range(3))
+        losses, counts = [], []
+        for level in range(p):
+            here = levels == level
+            start = self.vocab.offsets[level]
+            logits = F.linear(hidden[here], self.codes.weight[start: start + self.vocab.sizes[level]].float())
+            losses.append(F.cross_entropy(logits, labels[here] - start, reduction="sum"))
+            counts.append(int(here.sum()))
+        total = torch.stack(losses).sum() / max(1, sum(counts))
+        return total, {f"{name}loss": total.item(), **{f"{name}loss_{lv}": (v / max(1, c)).item()
+                                                       for lv, (v, c) in enumerate(zip(losses, counts))}}
 
     @torch.inference_mode()
     def prepare(self, contexts: Sequence[Sequence[int]]) -> None:
         """Run the contexts of the users about to be decoded once and keep their key/value cache: every decoding
         step then only runs its prefix tokens on top (the beams of a user share its context)."""
         self._contexts = list(contexts)
-        ids, mask = collate(contexts, PAD, "left")
+        ids, mask = collate(self._model_rows(contexts), PAD, "left")
         self._ctx_mask = mask.to(self.device_)
         self._ctx_len = mask.sum(1).to(self.device_)
-        with autocast(self.device_, self.autocast_dtype):
-            out = self.lm(input_ids=ids.to(self.device_), attention_mask=self._ctx_mask,
-                          position_ids=(mask.cumsum(1) - 1).clamp(min=0).to(self.device_), use_cache=True)
+        out = self._run(ids, mask, (mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
         # transformers 5 names the key/value cache `cache`, 4.x `past_key_values`
         self._ctx_cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        self._ctx_last = out.logits[:, -1].float()
+        self._ctx_last = self._head(out.last_hidden_state[:, -1])
 
     @torch.inference_mode()
-    def step(self, users: torch.Tensor, prefixes: torch.Tensor, level: int) -> torch.Tensor:
+    def step(self, users: torch.Tensor, prefixes: torch.Tensor, level: int,
+             parents: torch.Tensor | None = None) -> torch.Tensor:
         """ops.recommend.decoding.StepFn: log-probabilities of level `level`'s codes after each user's context
-        (as prepared) and the prefix codes so far."""
+        (as prepared) and the prefix codes so far. With `parents` (beam search: the row of the previous call each
+        row extends) the previous call's cache is carried on and only the last prefix code runs; without, the
+        whole prefix runs on a copy of the context cache."""
         if level == 0:
+            self._beam = (users, None)  # the level-0 rows: users, on the context cache (nothing run)
             return torch.log_softmax(self.level_logits(self._ctx_last[users], level), dim=-1)
         import copy
 
-        cache = copy.deepcopy(self._ctx_cache)  # feeding tokens appends to a cache: each step starts from a copy
-        cache.batch_select_indices(users)
         offsets = torch.as_tensor(self.vocab.offsets[:level], dtype=torch.long, device=self.device_)
-        tokens = prefixes.to(self.device_) + offsets
+        tokens = prefixes.to(self.device_) + offsets + self.text_size
         mask = torch.cat([self._ctx_mask[users], torch.ones_like(tokens)], dim=1)
         positions = self._ctx_len[users][:, None] + torch.arange(level, device=self.device_)
-        with autocast(self.device_, self.autocast_dtype):
-            out = self.lm(input_ids=tokens, attention_mask=mask, position_ids=positions, **{self._cache_arg: cache})
-        return torch.log_softmax(self.level_logits(out.logits[:, -1].float(), level), dim=-1)
+        if parents is None:  # the whole prefix on a copy of the context cache (feeding tokens appends to it)
+            cache = copy.deepcopy(self._ctx_cache)
+            cache.batch_select_indices(users)
+        else:
+            previous_users, previous = self._beam
+            parents = parents.to(self.device_)
+            if previous is None:  # level 1: the context cache's rows of the level-0 users extended
+                if level != 1:
+                    raise ValueError("a carried cache needs the calls of every level before, in order")
+                cache = copy.deepcopy(self._ctx_cache)
+                cache.batch_select_indices(previous_users[parents])
+            else:  # the previous level's cache (owned by this search), reordered to the surviving beams
+                cache = previous
+                cache.batch_select_indices(parents)
+            tokens, positions = tokens[:, -1:], positions[:, -1:]
+        out = self._run(tokens, mask, positions, use_cache=True, **{self._cache_arg: cache})
+        if parents is not None:
+            self._beam = (users, out.cache if hasattr(out, "cache") else out.past_key_values)
+        return torch.log_softmax(self.level_logits(self._head(out.last_hidden_state[:, -1]), level), dim=-1)
+
+    def hf_model(self):
+        """The scratch backbone as Hugging Face's GPT2LMHeadModel over the code vocabulary (the same weights), for
+        `generate`-based decoders such as the peers' in bench/recommend.py."""
+        if self.cfg.backbone != "scratch":
+            raise ValueError("hf_model: only the scratch backbone is one Hugging Face model over the code vocabulary")
+        return self._hf_lm[0]
+
+    def describe(self) -> dict[str, object]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        return {"backbone": self.cfg.backbone, "model": self.cfg.model if self.cfg.backbone == "pretrained" else
+                "gpt2 (random init)", "revision": self.revision, "parameters": total,
+                "trainable_parameters": trainable, "device": str(self.device_),
+                "dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch.")}
 
 
-def run_fingerprint(model: GenerativeRecommender, data: Examples) -> str:
-    blob = json.dumps({"config": model.cfg.training_fields(), "vocab": [model.vocab.sizes, model.vocab.table],
+def run_fingerprint(model: GenerativeRecommender, data: Examples, align: bool = False, start: str = "") -> str:
+    """The training trajectory: settings, model revision, code table, data, the task mix and the weights it
+    started from (`start`: the checkpoint a second phase continues)."""
+    blob = json.dumps({"config": model.cfg.training_fields(), "revision": model.revision,
+                       "vocab": [model.vocab.sizes, model.vocab.table],
                        "items": hashlib.sha256(model.vocab.item_codes.tobytes()).hexdigest(),
-                       "data": data.fingerprint()}, sort_keys=True, default=str)
+                       "data": data.fingerprint(), "align": hashlib.sha256(json.dumps(
+                           model.align_rows).encode()).hexdigest() if align else None, "start": start},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train(model: GenerativeRecommender, data: Examples, checkpoints=None, prefix: str = "", on_step=None):
-    """L_rip on the shared loop (seeded batches, resumable safetensors checkpoints)."""
-    return fit(model, model.cfg, len(data), lambda idx: model.loss(data, idx), run_fingerprint(model, data),
-               checkpoints, prefix, {"config": asdict(model.cfg)}, on_step)
+def _task_rows(model: GenerativeRecommender, data: Examples, align: bool) -> int:
+    return len(data) + (len(model.align_rows) if align else 0)
+
+
+def train(model: GenerativeRecommender, data: Examples, checkpoints=None, prefix: str = "", on_step=None,
+          align: bool = False, start: str = ""):
+    """L_rip on the shared loop (seeded batches, resumable safetensors checkpoints); `align`: jointly with L_align,
+    the alignment rows (one per item) drawn into the same batches and each task's mean loss summed."""
+    n_rip = len(data)
+
+    def loss(idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        rip, text = [i for i in idx if i < n_rip], [i - n_rip for i in idx if i >= n_rip]
+        parts = ([model.loss(data, rip)] if rip else []) + ([model.align_loss(text)] if text else [])
+        logs = {k: v for _, part in parts for k, v in part.items()}
+        return torch.stack([t for t, _ in parts]).sum(), logs
+
+    return fit(model, model.cfg, _task_rows(model, data, align), loss, run_fingerprint(model, data, align, start),
+               checkpoints, prefix, {"config": asdict(model.cfg), "align": align, "start": start}, on_step)
 
 
 @dataclass
 class EarlyStopped:
     best_epoch: int
     epochs_run: int
-    valid_ndcg10: list[float]  # one per epoch run
+    valid_ndcg10: list[float]  # one per epoch run (both phases, in order)
     checkpoint: str
-    result: object  # the last ops.training.TrainResult (its history holds every step)
+    result: object  # the last ops.training.TrainResult (its history holds every step of its phase)
+    phases: list[dict[str, object]] = field(default_factory=list)  # per phase: task, epochs run, best epoch
+    tokens: int = 0  # training tokens run (for throughput)
 
 
 def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, valid_rows: Examples,
                          index: PrefixIndex, checkpoints, decoder: Decoder = "beam", width: int | None = None
                          ) -> EarlyStopped:
-    """Epoch by epoch up to `cfg.epochs`, each resumed from the previous epoch's checkpoint, validation NDCG@10
-    after each; stops after `cfg.patience` epochs without improvement and loads the best epoch's weights (the
-    paper's early stopping). `checkpoints` is required: every epoch ends in one. `width`: of the validation beam
+    """Epoch by epoch, each resumed from the previous epoch's checkpoint, validation NDCG@10 after each; a phase
+    stops after `cfg.patience` epochs without improvement and the best epoch's weights are kept (the paper's
+    early stopping). With alignment rows (a pretrained backbone with item texts and `align`), the paper's two
+    phases: L_rip + L_align for at most `align_epochs`, then L_rip alone for at most `epochs`, from the first
+    phase's best weights. `checkpoints` is required: every epoch ends in one. `width`: of the validation beam
     (NDCG@10 needs 10)."""
-    from dataclasses import replace
-
     from ops.training import as_store
 
     store = as_store(checkpoints)
     if store is None:
         raise ValueError("early stopping needs a checkpoint store (every epoch ends in a checkpoint)")
-    base = model.cfg
-    per_epoch = max(1, -(-len(train_rows) // base.batch_size))
-    prefix = f"{run_fingerprint(model, train_rows)}-"
+    base, tokens_before = model.cfg, model.tokens_seen
+    valid = valid_rows if base.valid_users is None else subset(valid_rows, range(min(base.valid_users,
+                                                                                     len(valid_rows))))
+    plan = ([(True, base.align_epochs)] if base.align and model.align_rows else []) + [(False, base.epochs)]
     scores: list[float] = []
-    best, best_epoch, best_ck, result = -1.0, 0, "", None
-    for epoch in range(1, max(1, int(np.ceil(base.epochs))) + 1):
-        model.cfg = replace(base, max_steps=epoch * per_epoch, checkpoint_every=0)
-        result = train(model, train_rows, store, prefix)
-        scores.append(evaluate(model, valid_rows, index, (10,), decoder, width or 10)[("ndcg", 10)])
-        if scores[-1] > best:
-            best, best_epoch, best_ck = scores[-1], epoch, str(result.checkpoint)
-        elif epoch - best_epoch >= base.patience:
-            break
+    best, best_ck, start, result, phases = -1.0, "", "", None, []
+    for align, max_epochs in plan:
+        model.cfg = base
+        if start:  # the previous phase's best weights, then a fresh optimizer
+            model.load_weights(Path(start))
+        per_epoch = max(1, -(-_task_rows(model, train_rows, align) // base.batch_size))
+        rounds = max(1, int(np.ceil(max_epochs)))
+        if base.max_steps > 0:  # a step budget per phase (a CPU smoke run): validated every epoch or at its end
+            per_epoch = min(per_epoch, base.max_steps)
+            rounds = -(-base.max_steps // per_epoch)
+        prefix = f"{run_fingerprint(model, train_rows, align, Path(start).name if start else '')}-"
+        phase_best, phase_epoch, phase_ck, phase_scores = -1.0, 0, "", []
+        for epoch in range(1, rounds + 1):
+            steps = epoch * per_epoch if base.max_steps <= 0 else min(epoch * per_epoch, base.max_steps)
+            model.cfg = replace(base, max_steps=steps, checkpoint_every=0)
+            result = train(model, train_rows, store, prefix, align=align, start=Path(start).name if start else "")
+            phase_scores.append(evaluate(model, valid, index, (10,), decoder, width or 10)[("ndcg", 10)])
+            if phase_scores[-1] > phase_best:
+                phase_best, phase_epoch, phase_ck = phase_scores[-1], epoch, str(result.checkpoint)
+            elif epoch - phase_epoch >= base.patience:
+                break
+        scores += phase_scores
+        phases.append({"task": "rip+align" if align else "rip", "epochs_run": len(phase_scores),
+                       "best_epoch": phase_epoch, "valid_ndcg@10": [round(x, 5) for x in phase_scores]})
+        if phase_best > best:  # a second phase that never beats the first keeps the first's weights
+            best, best_ck = phase_best, phase_ck
+        start = phase_ck
     model.cfg = base
     model.load_weights(Path(best_ck))
-    return EarlyStopped(best_epoch, len(scores), [round(s, 5) for s in scores], best_ck, result)
+    best_epoch = scores.index(best) + 1
+    return EarlyStopped(best_epoch, len(scores), [round(x, 5) for x in scores], best_ck, result, phases,
+                        model.tokens_seen - tokens_before)
 
 
 @torch.inference_mode()
