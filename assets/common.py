@@ -88,7 +88,7 @@ def model_problems(run: dg.DagsterRun) -> list[str]:
     ops_config = (run.run_config or {}).get("ops", {})
     problems = []
     for op, config_type in MODEL_SETTINGS.items():
-        if selected is not None and dg.AssetKey(op) not in selected:
+        if selected is not None and op not in {"__".join(k.path) for k in selected}:  # op name = key joined by __
             continue
         name = (ops_config.get(op) or {}).get("config", {}).get("model", config_type.model_fields["model"].default)
         if (problem := model_problem(name)) is not None:

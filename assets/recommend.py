@@ -6,6 +6,7 @@ metric rows; `evaluation` gathers them into one long table with a comparison, a 
 """
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ import polars as pl
 from assets.common import (
     DATASETS,
     GPU_ASSET,
+    MODEL_SETTINGS,
     code_version,
     config_class,
     job_tag,
@@ -23,23 +25,40 @@ from assets.common import (
     table_metadata,
 )
 from ops import datasets, tokenizers
-from ops.recommend.evaluation import EvalConfig
+from ops.recommend.evaluation import EvalConfig, ExpectedConfig, expected_models
 from ops.recommend.generative import GenerativeConfig
-from ops.recommend.sasrec import SASRecConfig
+from ops.recommend.sasrec import SASRecConfig, SASRecGrid
 from pipeline.resources import ComputeResource, StorageResource
 from storage import Store, write_frame
 from storage.artifacts import ArtifactStore
 
 GROUP = "recommend"
 EVALUATE = "evaluate"
+# Each backbone's run config shows only its own settings (ops.recommend.generative.GenerativeConfig has both).
+_RESOURCE_FIELDS = ("device", "dtype", "seed", "backbone")
+_SCRATCH_FIELDS = ("layers", "d_model", "heads", "d_ff", "dropout")
+_PRETRAINED_FIELDS = ("model", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "prompt", "align_prompt",
+                      "max_text_tokens", "align", "align_epochs")
 GenerativeRunConfig = config_class("GenerativeRunConfig", GenerativeConfig, EvalConfig,
-                                   exclude=("device", "dtype", "seed"),
-                                   doc="The generative recommender (ops.recommend.generative.GenerativeConfig) and how "
-                                       "it is evaluated (EvalConfig: seeds, decoder).")
-SASRecRunConfig = config_class("SASRecRunConfig", SASRecConfig, EvalConfig, exclude=("device", "dtype", "seed"),
-                               doc="SASRec on item IDs (ops.recommend.sasrec.SASRecConfig) and its seeds.")
-EvaluationConfig = config_class("EvaluationConfig", EvalConfig,
-                                doc="The seeds every learned recommender must have run with (the check).")
+                                   exclude=_RESOURCE_FIELDS + _PRETRAINED_FIELDS,
+                                   doc="The generative recommender from scratch (ops.recommend.generative."
+                                       "GenerativeConfig) and how it is evaluated (EvalConfig: seeds, decoder).")
+PretrainedRunConfig = config_class("PretrainedRunConfig", GenerativeConfig, EvalConfig,
+                                   exclude=_RESOURCE_FIELDS + _SCRATCH_FIELDS,
+                                   doc="The generative recommender on a pretrained LM with LoRA (ops.recommend."
+                                       "generative.GenerativeConfig, backbone `pretrained`: L_rip + L_align, then "
+                                       "L_rip) and how it is evaluated (EvalConfig: seeds, decoder).")
+# recommender name -> (backbone, run config) of the generative families, one asset per tokenizer each
+GENERATIVE_FAMILIES = {"generative": ("scratch", GenerativeRunConfig),
+                       "generative_llm": ("pretrained", PretrainedRunConfig)}
+SASRecRunConfig = config_class("SASRecRunConfig", SASRecConfig, SASRecGrid, EvalConfig,
+                               exclude=("device", "dtype", "seed", "d_model", "layers", "dropout", "lr"),
+                               doc="SASRec on item IDs (ops.recommend.sasrec.SASRecConfig): width, layers, dropout "
+                                   "and lr tuned on the validation split over a grid (SASRecGrid), then one model "
+                                   "per seed with the chosen setting.")
+EvaluationConfig = config_class("EvaluationConfig", ExpectedConfig,
+                                doc="The seeds every learned recommender must have run with and the recommenders not "
+                                    "run for this dataset (the check).")
 
 
 def _metrics_table(recommender: str, tokenizer: str | None) -> tuple[str, str]:
@@ -70,58 +89,79 @@ def _summary(long: pl.DataFrame) -> dict[str, object]:
                 "metric", index="seed", values="value")))}
 
 
-def build_generative_asset(entry: tokenizers.TokenizerEntry) -> dg.AssetsDefinition:
-    key = dg.AssetKey(["recommender", "generative", entry.name])
+def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "generative") -> dg.AssetsDefinition:
+    backbone, run_config = GENERATIVE_FAMILIES[family]
+    key = dg.AssetKey(["recommender", family, entry.name])
+    what = ("a decoder-only transformer from scratch" if backbone == "scratch" else
+            "a pretrained LM with LoRA, the code tokens added to its vocabulary (L_rip jointly with the text -> "
+            "code alignment L_align, then L_rip alone)")
 
-    @dg.asset(key=key, deps=["user_sequences", dg.AssetKey(["code_table", entry.name])], partitions_def=DATASETS,
-              group_name=GROUP, kinds={"pytorch", "parquet"}, tags=job_tag(EVALUATE),
+    @dg.asset(key=key, deps=["user_sequences", "items", dg.AssetKey(["code_table", entry.name])],
+              partitions_def=DATASETS, group_name=GROUP, kinds={"pytorch", "parquet"}, tags=job_tag(EVALUATE),
               code_version=code_version("ops.recommend.generative", "ops.recommend.evaluation"), **GPU_ASSET,
-              description=f"The generative recommender (scratch decoder-only transformer) on `code_table/{entry.name}`"
-                          ": the next item's semantic ID token by token, decoded only into existing items; one "
-                          "model per seed, Recall / NDCG on the test split (full catalog).")
-    def _asset(context: dg.AssetExecutionContext, config: GenerativeRunConfig,  # type: ignore[valid-type]
+              description=f"The generative recommender on `code_table/{entry.name}`, {what}: the next item's "
+                          "semantic ID token by token, decoded only into existing items; one model per seed, "
+                          "early-stopped on validation NDCG@10, Recall / NDCG on the test split (full catalog).")
+    def _asset(context: dg.AssetExecutionContext, config: run_config,  # type: ignore[valid-type]
                storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
+        from ops.embed import item_texts
         from ops.metrics import ranks_from_lists
         from ops.recommend.decoding import PrefixIndex
         from ops.recommend.evaluation import rows_for
-        from ops.recommend.generative import GenerativeRecommender, examples, recommend, train_early_stopping
+        from ops.recommend.generative import (
+            GenerativeRecommender,
+            examples,
+            recommend,
+            train_early_stopping,
+        )
         from ops.recommend.tokens import SemanticVocab
         from storage.codes import CodeTableStore
 
-        ds = datasets.get(context.partition_key).name
+        spec = datasets.get(context.partition_key)
+        ds = spec.name
         store = storage.store()
         evaluation = config.build(EvalConfig)
         seqs = store.read(ds, "user_sequences")
-        vocab = SemanticVocab.from_code_table(CodeTableStore(store.root, ds, entry.name).read(),
-                                              f"code_table/{entry.name} of {ds}")
-        base = config.build(GenerativeConfig, device=compute.device, dtype=compute.dtype)
+        table = CodeTableStore(store.root, ds, entry.name).read()
+        vocab = SemanticVocab.from_code_table(table, f"code_table/{entry.name} of {ds}")
+        settings = dict(backbone=backbone, device=compute.device, dtype=compute.dtype)
+        base = config.build(GenerativeConfig, **settings)
+        texts = None
+        if backbone == "pretrained" and base.align:  # the alignment task's item texts, in code-table order
+            items = table.select("item_id").join(store.read(ds, "items"), on="item_id", how="left",
+                                                 maintain_order="left")
+            texts = item_texts(items, spec.attributes[: spec.content_attributes])
         train_rows = examples(seqs, vocab, "train", base.max_history)
         valid_rows = examples(seqs, vocab, "valid", base.max_history)
         test_rows = examples(seqs, vocab, "test", base.max_history)
         index = PrefixIndex.build(vocab.item_codes)
-        checkpoints = ArtifactStore(store.root / ds / "recommenders" / f"generative-{entry.name}")
-        longs, users, curves, stopping, started = [], [], {}, {}, time.perf_counter()
+        checkpoints = ArtifactStore(store.root / ds / "recommenders" / f"{family}-{entry.name}")
+        longs, users, curves, stopping, started, tokens = [], [], {}, {}, time.perf_counter(), 0.0
+        train_seconds = 0.0
         for seed in evaluation.seeds:
-            model = GenerativeRecommender(config.build(GenerativeConfig, seed=seed, device=compute.device,
-                                                       dtype=compute.dtype), vocab)
+            model = GenerativeRecommender(config.build(GenerativeConfig, seed=seed, **settings), vocab, texts)
+            began = time.perf_counter()
             stopped = train_early_stopping(model, train_rows, valid_rows, index, checkpoints, evaluation.decoder,
                                            width=10)  # the validation metric is NDCG@10
-            result = stopped.result
+            train_seconds += time.perf_counter() - began
             stopping[seed] = {"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
-                              "valid_ndcg@10": stopped.valid_ndcg10}
+                              "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases}
             top = recommend(model, test_rows, index, k=20, decoder=evaluation.decoder, width=evaluation.beam_width)
             long, per_user = rows_for(ranks_from_lists(top, test_rows.target_items), test_rows.users, ds,
-                                      "generative", entry.name, seed)
+                                      family, entry.name, seed)
             longs.append(long)
             users.append(per_user)
-            curves[seed] = [round(h["loss"], 4) for h in result.history]  # type: ignore[attr-defined]
+            curves[seed] = [round(h["loss"], 4) for h in stopped.result.history]  # type: ignore[attr-defined]
+            tokens += stopped.tokens
             checkpoints.publish(Path(stopped.checkpoint).name)  # the best epoch's model
-        long = _write(store, ds, "generative", entry.name, longs, users,
-                      lineage(context, dataset=ds, recommender="generative", tokenizer=entry.name,
+        long = _write(store, ds, family, entry.name, longs, users,
+                      lineage(context, dataset=ds, recommender=family, tokenizer=entry.name,
                               config=config.model_dump()))
         return dg.MaterializeResult(metadata={
             **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": index.n_items,
-            "device": str(model.device_), "dtype": str(model.autocast_dtype or "float32"),
+            **{k: v for k, v in model.describe().items() if k in ("model", "revision", "device", "dtype",
+                                                                  "parameters", "trainable_parameters")},
+            "train_tokens_per_s": round(tokens / max(train_seconds, 1e-9), 1),
             "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves),
             "early_stopping": dg.MetadataValue.json(stopping)})
 
@@ -137,7 +177,7 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
            storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
     from ops.metrics import ranks_from_scores
     from ops.recommend.evaluation import rows_for
-    from ops.recommend.sasrec import SASRec, item_sequences, train
+    from ops.recommend.sasrec import SASRec, item_sequences, train, tune
 
     ds = datasets.get(context.partition_key).name
     store = storage.store()
@@ -145,9 +185,17 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
     seqs = store.read(ds, "user_sequences")
     index = _item_index(store, ds)
     train_rows, test_rows = item_sequences(seqs, index, "train"), item_sequences(seqs, index, "test")
-    longs, users, curves, started = [], [], {}, time.perf_counter()
+    started = time.perf_counter()
+    grid = config.build(SASRecGrid).as_grid()
+    base = config.build(SASRecConfig, device=compute.device, dtype=compute.dtype,
+                        **{k: v[0] for k, v in grid.items()})
+    trials: list[dict] = []
+    if any(len(v) > 1 for v in grid.values()):  # the validation split picks the setting (seed 0 of the base)
+        base, trials = tune(base, len(index), train_rows, item_sequences(seqs, index, "valid"), grid)
+    chosen = {k: getattr(base, k) for k in grid}
+    longs, users, curves = [], [], {}
     for seed in evaluation.seeds:
-        model = SASRec(config.build(SASRecConfig, seed=seed, device=compute.device, dtype=compute.dtype), len(index))
+        model = SASRec(replace(base, seed=seed), len(index))
         result = train(model, train_rows)
         long, per_user = rows_for(ranks_from_scores(model.scores(test_rows), test_rows.targets), test_rows.users,
                                   ds, "sasrec", None, seed)
@@ -155,9 +203,12 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
         users.append(per_user)
         curves[seed] = [round(h["loss"], 4) for h in result.history]
     long = _write(store, ds, "sasrec", None, longs, users,
-                  lineage(context, dataset=ds, recommender="sasrec", config=config.model_dump()))
+                  lineage(context, dataset=ds, recommender="sasrec", config=config.model_dump(),
+                          chosen=chosen))
     return dg.MaterializeResult(metadata={
         **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": len(index),
+        "chosen": dg.MetadataValue.json(chosen),
+        "tuning": dg.MetadataValue.md(markdown_table(pl.DataFrame(trials))) if trials else "no grid (one setting)",
         "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves)})
 
 
@@ -182,7 +233,10 @@ def popularity(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     return dg.MaterializeResult(metadata={**_summary(long), "test_rows": len(test_rows)})
 
 
-GENERATIVE = [build_generative_asset(e) for e in tokenizers.REGISTRY.values()]
+GENERATIVE = [build_generative_asset(e, family) for family in GENERATIVE_FAMILIES
+              for e in tokenizers.REGISTRY.values()]
+for _e in tokenizers.REGISTRY.values():  # the run-start check that the LM of every generative_llm asset loads
+    MODEL_SETTINGS[f"recommender__generative_llm__{_e.name}"] = PretrainedRunConfig
 RECOMMENDERS = [*GENERATIVE, sasrec, popularity]
 EVALUATION_CHECK = "evaluation_complete"
 
@@ -228,9 +282,11 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # t
 
     ds = datasets.get(context.partition_key).name
     store = storage.store()
-    seeds = config.build().seeds
-    expected = [("generative", e.name, seeds) for e in tokenizers.REGISTRY.values()] + [
-        ("sasrec", None, seeds), ("popularity", None, [0])]
+    wanted = config.build()
+    models = [(family, e.name) for family in GENERATIVE_FAMILIES for e in tokenizers.REGISTRY.values()] + [
+        ("sasrec", None), ("popularity", None)]
+    seeds_of = {"popularity": [0], **wanted.seeds_of}  # popularity is deterministic: one run
+    expected = [(r, t, seeds_of.get(r, wanted.seeds)) for r, t in expected_models(models, wanted.skip)]
     longs, users = [], []
     for recommender, tokenizer, _ in expected:
         metrics, per_user = _metrics_table(recommender, tokenizer)

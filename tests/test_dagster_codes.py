@@ -4,6 +4,7 @@ layout, the paper's backbone, whose palette is as wide as its embeddings (16), n
 import base64
 import dataclasses
 import json
+import re
 
 import dagster as dg
 import numpy as np
@@ -14,8 +15,8 @@ import pytest
 
 from assets import codes, embed, ingest, palette
 from ops.sample import generate
-from ops.tokenizers import REGISTRY, Tokenizer, TokenizerEntry
 from ops.tiny_models import save_random_model
+from ops.tokenizers import REGISTRY, Tokenizer, TokenizerEntry
 from pipeline.resources import ComputeResource, StorageResource
 from storage.codes import CodeTableStore
 
@@ -253,9 +254,14 @@ def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(e
     storage, resources, _ = env
     tiny = {"layers": 1, "d_model": 16, "heads": 2, "d_ff": 32, "epochs": 2, "batch_size": 32,
             "micro_batch_size": 32, "seeds": [0, 1], "beam_width": 20}
+    llama = str(save_random_model("llama", storage.storage_root + "/../llama", causal_lm=True, init_std=0.2))
+    llm = {"model": llama, "lora_rank": 4, "lora_alpha": 8, "epochs": 1, "align_epochs": 1, "batch_size": 32,
+           "micro_batch_size": 32, "max_history": 5, "max_text_tokens": 8, "seeds": [0, 1], "beam_width": 20}
     run_config = {"ops": {
         **{f"recommender__generative__{t}": {"config": tiny} for t in REGISTRY},
-        "recommender__sasrec": {"config": {"d_model": 16, "layers": 1, "heads": 2, "epochs": 2, "seeds": [0, 1]}},
+        **{f"recommender__generative_llm__{t}": {"config": llm} for t in REGISTRY},
+        "recommender__sasrec": {"config": {"grid_d_model": [16], "grid_layers": [1], "grid_dropout": [0.2],
+                                            "grid_lr": [1e-3, 3e-3], "heads": 2, "epochs": 2, "seeds": [0, 1]}},
         "evaluation": {"config": {"seeds": [0, 1]}}}}
     result = dg.materialize(recommend.ASSETS, partition_key=PARTITION, resources=resources, run_config=run_config)
     assert result.success
@@ -265,12 +271,20 @@ def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(e
     assert table.schema.names == ["dataset", "recommender", "tokenizer", "seed", "metric", "k", "value"]
     frame = pl.from_arrow(table)
     combos = set(frame.select("recommender", "tokenizer", "seed").unique().iter_rows())
-    assert combos == {("generative", t, s) for t in REGISTRY for s in (0, 1)} | {
+    assert combos == {(f, t, s) for f in ("generative", "generative_llm") for t in REGISTRY for s in (0, 1)} | {
         ("sasrec", None, 0), ("sasrec", None, 1), ("popularity", None, 0)}
     assert frame["value"].is_between(0, 1).all() and set(frame["k"]) == {1, 5, 10, 20}
     meta = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
-    assert "| recommender |" in meta["evaluation"]["comparison"].value.replace("  ", "")
+    assert re.match(r"\|\s*recommender\s*\|\s*tokenizer\s*\|", meta["evaluation"]["comparison"].value)
     assert meta["evaluation"]["ndcg_plot"].value.startswith("![NDCG@K](data:image/png;base64,")
     assert len(meta["recommender/generative/lamia"]["loss_curves"].value) == 2
     stopping = meta["recommender/generative/lamia"]["early_stopping"].value
     assert set(stopping) == {"0", "1"} and all(1 <= v["best_epoch"] <= v["epochs_run"] == 2 for v in stopping.values())
+    sasrec = meta["recommender/sasrec"]
+    assert sasrec["chosen"].value["lr"] in (1e-3, 3e-3) and sasrec["chosen"].value["d_model"] == 16
+    assert sasrec["tuning"].value.count("\n") == 3  # header, rule, two trials
+    llm_meta = meta["recommender/generative_llm/lamia"]
+    phases = [p["task"] for p in llm_meta["early_stopping"].value["0"]["phases"]]
+    assert phases == ["rip+align", "rip"]  # the paper's schedule: joint with the alignment task, then L_rip alone
+    assert 0 < llm_meta["trainable_parameters"].value < llm_meta["parameters"].value  # LoRA + code tokens only
+    assert llm_meta["train_tokens_per_s"].value > 0

@@ -28,6 +28,21 @@ class EvalConfig:
     beam_width: int = 20  # >= the largest K
 
 
+@dataclass
+class ExpectedConfig:
+    """Which recommenders the evaluation check requires: every recommender asset's (family, tokenizer) except
+    those in `skip`, each as `family` or `family/tokenizer` (e.g. `generative_llm` where no pretrained LM ran)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    skip: list[str] = field(default_factory=list)
+    seeds_of: dict[str, list[int]] = field(default_factory=dict)  # family -> its seeds, where not `seeds`
+
+
+def expected_models(models: Iterable[tuple[str, str | None]], skip: Sequence[str]) -> list[tuple[str, str | None]]:
+    """The (family, tokenizer) pairs not skipped by name (`family` or `family/tokenizer`)."""
+    return [(r, t) for r, t in models if r not in skip and f"{r}/{t}" not in skip]
+
+
 def rows_for(ranks: np.ndarray, users: Sequence[str], dataset: str, recommender: str, tokenizer: str | None,
              seed: int, ks: Sequence[int] = KS) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Long metric rows and per-user NDCG@10 of one trained model (one seed) on the test split."""

@@ -9,7 +9,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from ops.embed import collate
 from ops.metrics import ranks_from_scores, recall_ndcg
-from ops.recommend.generative import LMRecommender
 from ops.models import select_device
+from ops.recommend.generative import LMRecommender
 from ops.training import TrainingConfig, autocast, autocast_dtype, fit
 
 PAD = 0  # item i is token i + 1
@@ -122,6 +122,20 @@ def evaluate(model: SASRec, data: ItemSequences, ks: Sequence[int] = (1, 5, 10, 
 
 
 GRID = {"d_model": (64, 128), "layers": (1, 2), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
+
+
+@dataclass
+class SASRecGrid:
+    """The tuning grid (every combination trained on train, NDCG@10 on valid); one value per field = no tuning."""
+
+    grid_d_model: list[int] = field(default_factory=lambda: list(GRID["d_model"]))
+    grid_layers: list[int] = field(default_factory=lambda: list(GRID["layers"]))
+    grid_dropout: list[float] = field(default_factory=lambda: list(GRID["dropout"]))
+    grid_lr: list[float] = field(default_factory=lambda: list(GRID["lr"]))
+
+    def as_grid(self) -> dict[str, Sequence[object]]:
+        return {"d_model": self.grid_d_model, "layers": self.grid_layers, "dropout": self.grid_dropout,
+                "lr": self.grid_lr}
 
 
 def tune(base: SASRecConfig, n_items: int, train_data: ItemSequences, valid: ItemSequences,
