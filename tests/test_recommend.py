@@ -343,6 +343,11 @@ def test_the_evaluation_check_fails_when_a_seed_is_missing_or_a_value_is_off():
     table = comparison(long, users)
     assert table["seeds"].to_list() == [3, 1] and "p vs popularity" in table.columns
     assert table.filter(pl.col("recommender") == "generative")["ndcg@10 best"].item() == "best"
+    # a learned code table is also tested against random codes with the same recommender, user by user
+    worse = [rows_for(ranks + 5 + s, ["u1", "u2", "u3"], "d", "generative", "random", s) for s in (0, 1, 2)]
+    table = comparison(pl.concat([long, *(w[0] for w in worse)]), pl.concat([users, *(w[1] for w in worse)]))
+    p_random = table.filter(pl.col("tokenizer") == "pca_kmeans")["p vs random codes"].item()
+    assert 0 < p_random <= 1 and table.filter(pl.col("tokenizer") == "random")["p vs random codes"].item() is None
 
 
 def test_cached_decoding_steps_equal_a_full_forward_of_context_and_prefix():

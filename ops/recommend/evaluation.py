@@ -17,6 +17,7 @@ EVALUATION_SCHEMA = {"dataset": pl.String, "recommender": pl.String, "tokenizer"
 PER_USER_SCHEMA = {"recommender": pl.String, "tokenizer": pl.String, "seed": pl.Int64, "user_id": pl.String,
                    "ndcg_10": pl.Float64}
 BASELINES = ("popularity", "sasrec")  # ID models: the bar semantic IDs must clear
+RANDOM_CODES = "random"  # the tokenizer a learned code table must beat with the same recommender
 
 
 @dataclass
@@ -58,8 +59,8 @@ def rows_for(ranks: np.ndarray, users: Sequence[str], dataset: str, recommender:
 def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tuple[str, int]] = (
         ("recall", 10), ("ndcg", 10), ("ndcg", 5))) -> pl.DataFrame:
     """One row per (recommender, tokenizer): mean ± std over seeds of each metric, its 95 % interval for NDCG@10,
-    and the p-value of a paired Wilcoxon test of per-user NDCG@10 (averaged over seeds) against the best ID
-    baseline."""
+    and the p-values of paired Wilcoxon tests of per-user NDCG@10 (averaged over seeds) against the best ID
+    baseline and, for a learned code table, against the same recommender on random codes."""
     metrics = list(metrics)
     user_means = per_user.group_by("recommender", "tokenizer", "user_id").agg(pl.col("ndcg_10").mean())
     models = long.select("recommender", "tokenizer").unique().sort("recommender", "tokenizer", nulls_last=False)
@@ -84,6 +85,12 @@ def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tup
             b = user_means.filter(pl.col("recommender") == best_baseline)
             joined = a.join(b, on="user_id", suffix="_base")
             row[f"p vs {best_baseline}"] = round(paired_test(joined["ndcg_10"], joined["ndcg_10_base"]), 6)
+        if tokenizer is not None and tokenizer != RANDOM_CODES:  # do the codes beat random codes, same recommender?
+            a = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer") == tokenizer)
+            b = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer") == RANDOM_CODES)
+            if b.height:
+                joined = a.join(b, on="user_id", suffix="_random")
+                row["p vs random codes"] = round(paired_test(joined["ndcg_10"], joined["ndcg_10_random"]), 6)
         rows.append(row)
     frame = pl.DataFrame(rows)
     best = frame["_ndcg10"].max()
