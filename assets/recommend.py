@@ -207,7 +207,8 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
                           chosen=chosen))
     return dg.MaterializeResult(metadata={
         **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": len(index),
-        "chosen": dg.MetadataValue.json(chosen),
+        "chosen": dg.MetadataValue.json(chosen), "device": str(model.device_),
+        "dtype": str(model.autocast_dtype or "float32").removeprefix("torch."),
         "tuning": dg.MetadataValue.md(markdown_table(pl.DataFrame(trials))) if trials else "no grid (one setting)",
         "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves)})
 
