@@ -225,6 +225,8 @@ class GenerativeRecommender(LMRecommender):
     # --- forward -----------------------------------------------------------------------------------------------
     def _model_rows(self, rows: Sequence[Sequence[int]]) -> list[list[int]]:
         """Code-token rows as the body's token ids: the prompt, then the code tokens after the text vocabulary."""
+        if not self.text_size:  # scratch: the code tokens are the whole vocabulary, no prompt
+            return [list(row) for row in rows]
         return [self.prompt + [self.text_size + t for t in row] for row in rows]
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -234,7 +236,10 @@ class GenerativeRecommender(LMRecommender):
         return torch.where(is_code, self.codes((ids - self.text_size).clamp(min=0)),
                            self.text_embed(ids.clamp(max=self.text_size - 1)))
 
-    def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, **kwargs):
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None, **kwargs):
+        """The body over left-padded ids; positions count from each row's first token unless given."""
+        if positions is None:
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
         with autocast(self.device_, self.autocast_dtype):
             return self.body(inputs_embeds=self._embed(ids.to(self.device_)), attention_mask=mask.to(self.device_),
                              position_ids=positions.to(self.device_), **kwargs)
@@ -246,7 +251,7 @@ class GenerativeRecommender(LMRecommender):
     def _logits(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Code logits of left-padded body rows (B, T, V); positions count from a row's first token."""
         ids, mask = collate(rows, PAD, "left")
-        out = self._run(ids, mask, (mask.cumsum(1) - 1).clamp(min=0))
+        out = self._run(ids, mask)
         return self._head(out.last_hidden_state), mask.sum(1)
 
     def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
@@ -290,7 +295,7 @@ class GenerativeRecommender(LMRecommender):
             group = order[g: g + size]
             ids, mask = collate([rows[r] for r in group], PAD, "left")
             self.tokens_seen += int(mask.sum())
-            hidden = self._run(ids, mask, (mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state
+            hidden = self._run(ids, mask).last_hidden_state
             width = hidden.shape[1]
             labels = torch.zeros(len(group), width, dtype=torch.long)
             levels = torch.full((len(group), width), -1, dtype=torch.long)
@@ -321,7 +326,7 @@ class GenerativeRecommender(LMRecommender):
         ids, mask = collate(self._model_rows(contexts), PAD, "left")
         self._ctx_mask = mask.to(self.device_)
         self._ctx_len = mask.sum(1).to(self.device_)
-        out = self._run(ids, mask, (mask.cumsum(1) - 1).clamp(min=0), use_cache=True)
+        out = self._run(ids, mask, use_cache=True)
         # transformers 5 names the key/value cache `cache`, 4.x `past_key_values`
         self._ctx_cache = out.cache if hasattr(out, "cache") else out.past_key_values
         self._ctx_last = self._head(out.last_hidden_state[:, -1])
