@@ -58,8 +58,8 @@ def rows_for(ranks: np.ndarray, users: Sequence[str], dataset: str, recommender:
 
 def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tuple[str, int]] = (
         ("recall", 10), ("ndcg", 10), ("ndcg", 5))) -> pl.DataFrame:
-    """One row per (recommender, tokenizer): mean ± std over seeds of each metric, its 95 % interval for NDCG@10,
-    and the p-values of paired Wilcoxon tests of per-user NDCG@10 (averaged over seeds) against the best ID
+    """One row per (recommender, tokenizer): mean ± std over seeds of each metric (the best of each column in
+    bold), its 95 % interval for NDCG@10, and the p-values of paired Wilcoxon tests of per-user NDCG@10 (averaged over seeds) against the best ID
     baseline and, for a learned code table, against the same recommender on random codes."""
     metrics = list(metrics)
     user_means = per_user.group_by("recommender", "tokenizer", "user_id").agg(pl.col("ndcg_10").mean())
@@ -77,9 +77,9 @@ def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tup
         for metric, k in metrics:
             s = summarize(mine.filter(pl.col("metric") == metric, pl.col("k") == k)["value"].to_list())
             row[f"{metric}@{k}"] = f"{s.mean:.4f} ± {s.std:.4f}"
+            row[f"_{metric}@{k}"] = s.mean
             if (metric, k) == ("ndcg", 10):
                 row["ndcg@10 95% CI"] = f"[{s.ci95[0]:.4f}, {s.ci95[1]:.4f}]"
-                row["_ndcg10"] = s.mean
         if best_baseline is not None and recommender != best_baseline:
             a = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer").eq_missing(tokenizer))
             b = user_means.filter(pl.col("recommender") == best_baseline)
@@ -93,9 +93,11 @@ def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tup
                 row["p vs random codes"] = round(paired_test(joined["ndcg_10"], joined["ndcg_10_random"]), 6)
         rows.append(row)
     frame = pl.DataFrame(rows)
-    best = frame["_ndcg10"].max()
-    return frame.with_columns(pl.when(pl.col("_ndcg10") == best).then(pl.lit("best")).otherwise(pl.lit(""))
-                              .alias("ndcg@10 best")).drop("_ndcg10")
+    # the best mean of every metric column in bold (Markdown), ties all marked
+    names = [f"{metric}@{k}" for metric, k in metrics]
+    return frame.with_columns([
+        pl.when(pl.col(f"_{n}") == pl.col(f"_{n}").max()).then(pl.lit("**") + pl.col(n) + pl.lit("**"))
+        .otherwise(pl.col(n)).alias(n) for n in names]).drop([f"_{n}" for n in names])
 
 
 def check_evaluation(long: pl.DataFrame, expected: Iterable[tuple[str, str | None, Sequence[int]]]
