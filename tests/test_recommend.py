@@ -367,7 +367,7 @@ def test_cached_decoding_steps_equal_a_full_forward_of_context_and_prefix():
         rows = [contexts[u] + [int(c) + vocab.offsets[j] for j, c in enumerate(p)] for u, p in zip(users.tolist(),
                                                                                                     prefixes.tolist())]
         with torch.no_grad():
-            logits, _ = model._logits(rows)
+            logits = model._logits(rows)
         want = torch.log_softmax(model.level_logits(logits[:, -1], level), dim=-1)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

@@ -248,11 +248,11 @@ class GenerativeRecommender(LMRecommender):
         """Logits over the code vocabulary (tied to the code tokens' input embeddings)."""
         return F.linear(hidden.float(), self.codes.weight.float())
 
-    def _logits(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code logits of left-padded body rows (B, T, V); positions count from a row's first token."""
+    def _logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Code logits (B, T, V) of left-padded body rows at every position: the plain full forward that the
+        cached decoding steps must reproduce (tests)."""
         ids, mask = collate(rows, PAD, "left")
-        out = self._run(ids, mask)
-        return self._head(out.last_hidden_state), mask.sum(1)
+        return self._head(self._run(ids, mask).last_hidden_state)
 
     def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
         start = self.vocab.offsets[level]
