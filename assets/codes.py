@@ -149,6 +149,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
             published=published, latest=tables.latest() or "none",
             length=tokenizer.length, k=tokenizer.k, collision_rate=figures["collision_rate"],
             max_dedup=figures["max_dedup"], prefix_balance=figures["prefix_balance"],
+            position_agreement_ami=figures["position_agreement_ami"],
             utilization_table=dg.MetadataValue.md(_utilization_md(figures)),
             utilization_min=min(figures["utilization"]), seconds=seconds,  # type: ignore[type-var]
             warnings="; ".join(tokenizer.warnings) or "none",

@@ -67,6 +67,12 @@ def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc
     return cls
 
 
+def run_dtype(asked: str, compute: Any) -> str:
+    """The dtype a model asset runs in: its run config's where that names one, else the compute resource's (e.g.
+    bfloat16 autocast on a CPU with native bf16 matmuls for one LM-heavy asset, float32 for the rest)."""
+    return asked if asked != "auto" else compute.dtype
+
+
 # Assets that load a model by their run config's `model` key: op name -> run-config class (set by their modules).
 MODEL_SETTINGS: dict[str, type[OpsConfig]] = {}
 OFFLINE_CHOICES = ("offline choices: `all-MiniLM-L6-v2` (sentence encoder), `SmolLM2-135M-Instruct` (pretrained "

@@ -1,7 +1,8 @@
-"""Stage 2: item text -> pooled LLM embeddings (`item_embeddings`)."""
+"""Stage 2: item text -> pooled LLM embeddings: `item_embeddings` (a sentence encoder) and `item_embeddings_lm`
+(the palette's causal LM), one asset per table, same code."""
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import dagster as dg
 
@@ -13,83 +14,120 @@ from assets.common import (
     config_class,
     job_tag,
     lineage,
+    run_dtype,
     table_metadata,
     vector_check,
 )
 from ops import datasets
-from ops.embed import EmbedConfig, clear_shards, embed_items, embeddings_frame, item_texts, load_model
+from ops.embed import (
+    EmbedConfig,
+    clear_shards,
+    embed_items,
+    embeddings_frame,
+    item_texts,
+    load_model,
+)
+from ops.models import SMOLLM2
 from pipeline.resources import ComputeResource, StorageResource
 from storage import write_frame
 
 GROUP = "embed"
 EMBED_CODE_VERSION = code_version("ops.embed")
-EmbeddingConfig = config_class("EmbeddingConfig", EmbedConfig, exclude=("device", "dtype"),
-                               doc="Run config of `item_embeddings` (ops.embed.EmbedConfig; device and dtype come "
-                                   "from the compute resource).")
-MODEL_SETTINGS["item_embeddings"] = EmbeddingConfig
 
 
-@dg.asset(
-    deps=["items"],
-    partitions_def=DATASETS,
-    group_name=GROUP,
-    kinds={"pytorch", "parquet"},
-    tags=job_tag("tokenize"),
-    code_version=EMBED_CODE_VERSION,
-    **GPU_ASSET,
-    description="One pooled embedding per item from a Hugging Face model (default: the offline all-MiniLM-L6-v2; "
-                "any encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
-                "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
-                "shards. Columns: item_id, embedding (fixed-size float32 list).",
-)
-def item_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig,  # type: ignore[valid-type]
-                    storage: StorageResource,
-                    compute: ComputeResource) -> dg.MaterializeResult:
-    spec = datasets.get(context.partition_key)
-    store = storage.store()
-    items = store.read(spec.name, "items")
-    attributes = config.attributes or list(spec.attributes[: spec.content_attributes])
-    unknown = [a for a in attributes if a not in items.columns]
-    if unknown:
-        raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
-    texts = item_texts(items, attributes)
-    ids = items["item_id"].to_list()
-    cfg = config.build(device=compute.device, dtype=compute.dtype, attributes=attributes)
-    started = time.perf_counter()
-    lm = load_model(cfg)
-    shard_root = storage.workdir(spec.name) / "embed_shards"
+@dataclass(frozen=True)
+class LMEmbedConfig(EmbedConfig):
+    """`item_embeddings_lm`: the causal LM of the palette (the offline SmolLM2-135M), last-token pooled."""
 
-    def progress(done: int, total: int) -> None:
-        context.log.info(f"embedded shard {done}/{total}")
-
-    run = embed_items(lm, ids, texts, cfg, shard_root, on_shard=progress)
-    frame = embeddings_frame(ids, run.vectors)
-    path = store.table_path(spec.name, "item_embeddings")
-    model = lm.describe()
-    write_frame(frame, path, lineage(context, dataset=spec.name, table="item_embeddings",
-                                     code_version=EMBED_CODE_VERSION, attributes=attributes,
-                                     fingerprint=run.fingerprint, **model, config=asdict(cfg)))
-    clear_shards(shard_root, run.fingerprint)
-    s = run.stats
-    return dg.MaterializeResult(data_version=dg.DataVersion(run.data_fingerprint), metadata=table_metadata(
-        path, frame.schema, frame.height,
-        dataset=spec.name, attributes=", ".join(attributes), example_text=texts[0][:300] if texts else "",
-        **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
-        fingerprint=run.fingerprint,
-        seconds=round(time.perf_counter() - started, 2),
-        items_per_second=round(s.items / s.seconds, 1) if s.seconds else 0.0,
-        tokens_per_second=round(s.tokens / s.seconds) if s.seconds else 0,
-        padding_ratio=round(s.padding_ratio, 4),
-        batches=s.batches, shards_computed=s.shards_computed, shards_reused=s.shards_reused,
-    ))
+    model: str = SMOLLM2
 
 
-@dg.asset_check(asset=item_embeddings, partitions_def=DATASETS, blocking=True, additional_deps=["items"])
-def embeddings_complete_and_finite(context: dg.AssetCheckExecutionContext, storage: StorageResource
-                                   ) -> dg.AssetCheckResult:
-    """One finite, non-degenerate vector per item of `items`, same order."""
-    return vector_check(storage.store(), context.partition_key, "item_embeddings", "embedding")
+# table -> (ops config type, what the asset's description says of its model)
+EMBEDDINGS: dict[str, tuple[type[EmbedConfig], str]] = {
+    "item_embeddings": (EmbedConfig, "default: the offline all-MiniLM-L6-v2 sentence encoder, mean-pooled"),
+    "item_embeddings_lm": (LMEmbedConfig, (
+        "default: the offline SmolLM2-135M causal LM that `palette_model` trains on, pooled at the last token, so "
+        "that `pca_kmeans_lm` is the like-for-like baseline of `lamia`")),
+}
 
 
-ASSETS = [item_embeddings]
-CHECKS = [embeddings_complete_and_finite]
+def run_config_class(table: str) -> type:
+    camel = "".join(part.title() for part in table.split("_"))
+    return config_class(f"{camel}Config", EMBEDDINGS[table][0], exclude=("device",),
+                        doc=f"Run config of `{table}` (ops.embed.EmbedConfig; the device comes from the compute "
+                            "resource, and so does the dtype unless this config names one other than auto).")
+
+
+def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    run_config = run_config_class(table)
+    MODEL_SETTINGS[table] = run_config
+
+    @dg.asset(
+        name=table,
+        deps=["items"],
+        partitions_def=DATASETS,
+        group_name=GROUP,
+        kinds={"pytorch", "parquet"},
+        tags=job_tag("tokenize"),
+        code_version=EMBED_CODE_VERSION,
+        **GPU_ASSET,
+        description=f"One pooled embedding per item from a Hugging Face model ({EMBEDDINGS[table][1]}; any "
+                    "encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
+                    "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
+                    "shards. Columns: item_id, embedding (fixed-size float32 list).",
+    )
+    def _asset(context: dg.AssetExecutionContext, config: run_config,  # type: ignore[valid-type]
+               storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
+        spec = datasets.get(context.partition_key)
+        store = storage.store()
+        items = store.read(spec.name, "items")
+        attributes = config.attributes or list(spec.attributes[: spec.content_attributes])
+        unknown = [a for a in attributes if a not in items.columns]
+        if unknown:
+            raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
+        texts = item_texts(items, attributes)
+        ids = items["item_id"].to_list()
+        cfg = config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), attributes=attributes)
+        started = time.perf_counter()
+        lm = load_model(cfg)
+        shard_root = storage.workdir(spec.name) / f"{table}_shards"
+
+        def progress(done: int, total: int) -> None:
+            context.log.info(f"embedded shard {done}/{total}")
+
+        run = embed_items(lm, ids, texts, cfg, shard_root, on_shard=progress)
+        frame = embeddings_frame(ids, run.vectors)
+        path = store.table_path(spec.name, table)
+        model = lm.describe()
+        write_frame(frame, path, lineage(context, dataset=spec.name, table=table,
+                                         code_version=EMBED_CODE_VERSION, attributes=attributes,
+                                         fingerprint=run.fingerprint, **model, config=asdict(cfg)))
+        clear_shards(shard_root, run.fingerprint)
+        s = run.stats
+        return dg.MaterializeResult(data_version=dg.DataVersion(run.data_fingerprint), metadata=table_metadata(
+            path, frame.schema, frame.height,
+            dataset=spec.name, attributes=", ".join(attributes), example_text=texts[0][:300] if texts else "",
+            **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
+            fingerprint=run.fingerprint,
+            seconds=round(time.perf_counter() - started, 2),
+            items_per_second=round(s.items / s.seconds, 1) if s.seconds else 0.0,
+            tokens_per_second=round(s.tokens / s.seconds) if s.seconds else 0,
+            padding_ratio=round(s.padding_ratio, 4),
+            batches=s.batches, shards_computed=s.shards_computed, shards_reused=s.shards_reused,
+        ))
+
+    @dg.asset_check(asset=_asset, name="embeddings_complete_and_finite", partitions_def=DATASETS, blocking=True,
+                    additional_deps=["items"])
+    def _check(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+        """One finite, non-degenerate vector per item of `items`, same order."""
+        return vector_check(storage.store(), context.partition_key, table, "embedding")
+
+    return _asset, _check
+
+
+_BUILT = {table: build_embedding_asset(table) for table in EMBEDDINGS}
+item_embeddings, embeddings_complete_and_finite = _BUILT["item_embeddings"]
+EmbeddingConfig = MODEL_SETTINGS["item_embeddings"]
+
+ASSETS = [asset for asset, _ in _BUILT.values()]
+CHECKS = [check for _, check in _BUILT.values()]

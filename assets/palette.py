@@ -23,6 +23,7 @@ from assets.common import (
     job_tag,
     lineage,
     markdown_table,
+    run_dtype,
     table_metadata,
     vector_check,
 )
@@ -36,15 +37,16 @@ from storage.artifacts import ArtifactStore
 GROUP = "palette"
 PALETTE_CODE_VERSION = code_version("ops.palette.train")  # training and extraction (and all they import)
 PaletteModelConfig = config_class(
-    "PaletteModelConfig", PaletteConfig, exclude=("device", "dtype"),
-    doc="Run config of `palette_model`: ops.palette.PaletteConfig (the paper's settings; device and dtype come from "
-        "the compute resource). `tasks` empty and `content_attributes` null mean the dataset's own.")
+    "PaletteModelConfig", PaletteConfig, exclude=("device",),
+    doc="Run config of `palette_model`: ops.palette.PaletteConfig (the paper's settings; the device comes from the "
+        "compute resource, and so does the dtype unless this config names one other than auto; palette_embeddings "
+        "extracts in the same dtype). `tasks` empty and `content_attributes` null mean the dataset's own.")
 MODEL_SETTINGS["palette_model"] = PaletteModelConfig
 
 
 def palette_config(config: OpsConfig, compute: ComputeResource, spec: datasets.DatasetSpec) -> PaletteConfig:
     """The ops config of a run: the run config, the compute resource's device and dtype, the dataset's defaults."""
-    return config.build(device=compute.device, dtype=compute.dtype, tasks=list(config.tasks or spec.attributes),
+    return config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), tasks=list(config.tasks or spec.attributes),
                         content_attributes=config.content_attributes or spec.content_attributes)
 
 
@@ -112,8 +114,11 @@ def _curve(history: list[dict[str, float]], points: int = 12) -> str:
 )
 def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,  # type: ignore[valid-type]
                   storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
-    from ops.palette.model import PaletteModel, prepare_data  # torch + transformers: only where a model runs
-    from ops.palette.train import run_fingerprint, train
+    from ops.palette.model import (  # torch + transformers: only where a model runs
+        PaletteModel,
+        prepare_data,
+    )
+    from ops.palette.train import run_fingerprint, train, training_data
 
     spec = datasets.get(context.partition_key)
     store = storage.store()
@@ -144,13 +149,16 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
         **{k: v for k, v in described.items() if isinstance(v, (str, int, bool))},
         "lora_target_modules": ", ".join(described["lora_target_modules"]),  # type: ignore[arg-type]
         "tasks": ", ".join(cfg.tasks), "content": ", ".join(data.content_attributes),
-        "items": len(data), "steps": result.steps, "resumed_from_step": result.resumed_from,
+        "items": len(data), "train_items": len(training_data(data, cfg)), "steps": result.steps, "resumed_from_step": result.resumed_from,
         "train_items_per_second": round(result.items_per_second, 2), "seconds": round(result.seconds, 1),
         # below the configured value when the device ran out of memory and the steps were redone in halves
         "micro_batch_size_used": int(result.extra["micro_batch_size"]),  # type: ignore[call-overload]
         # the weights are reproducible bit for bit at the same thread count (README, "Reproducibility")
         "torch_threads": int(result.extra["torch_threads"]),  # type: ignore[call-overload]
         **{f"final_{k}": round(float(last[k]), 5) for k in ("loss", "gen", "intra", "inter", "correlation")},
+        # the first step's batch through the initial weights (what the trained palette's correlation compares to;
+        # a resumed run's history starts at its first step too)
+        "initial_correlation": round(float(result.history[0]["correlation"]), 5),
         "loss_curve": dg.MetadataValue.md(_curve(result.history)),
         "loss_plot": dg.MetadataValue.md(_curve_plot(result.history)),
         "config": dg.MetadataValue.json(json.loads(json.dumps(cfg.training_fields(), default=str))),
@@ -180,7 +188,9 @@ def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResour
     store = storage.store()
     items = store.read(spec.name, "items")
     ck = current_checkpoint(store, spec.name)
-    model = load_model(ck, PaletteConfig(device=compute.device, dtype=compute.dtype))
+    state = read_state(ck)
+    dtype = run_dtype(str(state["config"]["dtype"]), compute)  # type: ignore[index]
+    model = load_model(ck, PaletteConfig(device=compute.device, dtype=dtype))
     cfg = model.cfg
     data = prepare_data(items, model.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
     started = time.perf_counter()
@@ -190,7 +200,6 @@ def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResour
     frame = pl.DataFrame({"item_id": pl.Series(data.item_ids, dtype=pl.String),
                           "palette": pl.Series(x, dtype=pl.Array(pl.Float32, (length, dim)))})
     path = store.table_path(spec.name, "palette_embeddings")
-    state = read_state(ck)
     described = model.describe()
     write_frame(frame, path, lineage(context, dataset=spec.name, table="palette_embeddings",
                                      code_version=PALETTE_CODE_VERSION, checkpoint=str(ck),

@@ -22,6 +22,7 @@ from assets.common import (
     job_tag,
     lineage,
     markdown_table,
+    run_dtype,
     table_metadata,
 )
 from ops import datasets, tokenizers
@@ -35,19 +36,20 @@ from storage.artifacts import ArtifactStore
 GROUP = "recommend"
 EVALUATE = "evaluate"
 # Each backbone's run config shows only its own settings (ops.recommend.generative.GenerativeConfig has both).
-_RESOURCE_FIELDS = ("device", "dtype", "seed", "backbone")
+_RESOURCE_FIELDS = ("device", "seed", "backbone")
 _SCRATCH_FIELDS = ("layers", "d_model", "heads", "d_ff", "dropout")
 _PRETRAINED_FIELDS = ("model", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "prompt", "align_prompt",
                       "max_text_tokens", "align", "align_epochs")
 GenerativeRunConfig = config_class("GenerativeRunConfig", GenerativeConfig, EvalConfig,
-                                   exclude=_RESOURCE_FIELDS + _PRETRAINED_FIELDS,
+                                   exclude=_RESOURCE_FIELDS + _PRETRAINED_FIELDS + ("dtype",),
                                    doc="The generative recommender from scratch (ops.recommend.generative."
                                        "GenerativeConfig) and how it is evaluated (EvalConfig: seeds, decoder).")
 PretrainedRunConfig = config_class("PretrainedRunConfig", GenerativeConfig, EvalConfig,
                                    exclude=_RESOURCE_FIELDS + _SCRATCH_FIELDS,
                                    doc="The generative recommender on a pretrained LM with LoRA (ops.recommend."
                                        "generative.GenerativeConfig, backbone `pretrained`: L_rip + L_align, then "
-                                       "L_rip) and how it is evaluated (EvalConfig: seeds, decoder).")
+                                       "L_rip) and how it is evaluated (EvalConfig: seeds, decoder). `dtype` other "
+                                       "than auto overrides the compute resource's.")
 # recommender name -> (backbone, run config) of the generative families, one asset per tokenizer each
 GENERATIVE_FAMILIES = {"generative": ("scratch", GenerativeRunConfig),
                        "generative_llm": ("pretrained", PretrainedRunConfig)}
@@ -124,7 +126,8 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "gene
         seqs = store.read(ds, "user_sequences")
         table = CodeTableStore(store.root, ds, entry.name).read()
         vocab = SemanticVocab.from_code_table(table, f"code_table/{entry.name} of {ds}")
-        settings = dict(backbone=backbone, device=compute.device, dtype=compute.dtype)
+        dtype = run_dtype(config.dtype, compute) if backbone == "pretrained" else compute.dtype
+        settings = dict(backbone=backbone, device=compute.device, dtype=dtype)
         base = config.build(GenerativeConfig, **settings)
         texts = None
         if backbone == "pretrained" and base.align:  # the alignment task's item texts, in code-table order

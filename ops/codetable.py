@@ -29,7 +29,11 @@ def semantic_ids(codes: np.ndarray, dedup: np.ndarray) -> list[str]:
 
 def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, object]:
     """Utilization (used codes / K), entropy (bits), perplexity and largest bucket share per position; collision
-    rate = share of items whose code tuple an earlier item already has (dedup > 0)."""
+    rate = share of items whose code tuple an earlier item already has (dedup > 0); position agreement = mean
+    adjusted mutual information between the codes of two different positions (chance-adjusted: 0 = independent
+    positions, as random codes; 1 = the same partition L times, the copies that make code tuples collide)."""
+    from sklearn.metrics import adjusted_mutual_info_score
+
     n, length = codes.shape
     util, entropy, perplexity, largest = [], [], [], []
     for i in range(length):
@@ -48,6 +52,9 @@ def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, obje
         "utilization": util, "entropy_bits": entropy, "perplexity": perplexity, "largest_bucket_share": largest,
         # Balance of the first position's prefixes: perplexity over K (1.0 = perfectly even).
         "prefix_balance": round(perplexity[0] / k, 4) if length else 0.0,
+        "position_agreement_ami": round(float(np.mean(
+            [adjusted_mutual_info_score(codes[:, i], codes[:, j])
+             for i in range(length) for j in range(i + 1, length)])), 4) if length > 1 and n else 0.0,
     }
 
 

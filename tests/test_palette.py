@@ -88,12 +88,18 @@ def test_pack_positions_and_labels():
 def test_losses_equal_their_formulas_on_hand_made_vectors():
     s = 1 / math.sqrt(2)
     one_item = torch.tensor([[[1.0, 0.0], [s, s], [-1.0, 0.0]]])  # cosines: 0.7071, -1, -0.7071
-    expected_intra = ((s - 0.1) ** 2 + 0 + 0) / 3
-    assert intra_palette_loss(one_item, 0.1).item() == pytest.approx(expected_intra, rel=1e-6)
+    hinge_intra = (s - 0.1) ** 2 + 0 + 0
+    assert intra_palette_loss(one_item, 0.1, "mean").item() == pytest.approx(hinge_intra / 3, rel=1e-6)
+    # the paper's sum runs over ordered pairs (j, k != j): every unordered pair twice
+    assert intra_palette_loss(one_item, 0.1).item() == pytest.approx(2 * hinge_intra, rel=1e-6)
     two_items = torch.tensor([[[1.0, 0.0], [2.0, 0.0]], [[0.6, 0.8], [0.0, 3.0]]])  # position 0: cos .6, 1: cos 0
-    assert inter_palette_loss(two_items, 0.25).item() == pytest.approx(((0.6 - 0.25) ** 2 + 0) / 2, rel=1e-6)
+    hinge_inter = (0.6 - 0.25) ** 2 + 0
+    assert inter_palette_loss(two_items, 0.25, "mean").item() == pytest.approx(hinge_inter / 2, rel=1e-6)
+    assert inter_palette_loss(two_items, 0.25, "sum").item() == pytest.approx(2 * hinge_inter, rel=1e-6)
     # within item 0: cos 1; within item 1: cos 0.8
-    assert intra_palette_loss(two_items, 0.1).item() == pytest.approx(((1 - 0.1) ** 2 + (0.8 - 0.1) ** 2) / 2, rel=1e-6)
+    both = (1 - 0.1) ** 2 + (0.8 - 0.1) ** 2
+    assert intra_palette_loss(two_items, 0.1, "mean").item() == pytest.approx(both / 2, rel=1e-6)
+    assert intra_palette_loss(two_items, 0.1, "sum").item() == pytest.approx(2 * both, rel=1e-6)
     assert inter_palette_loss(one_item, 0.25).item() == 0.0  # no negative in a batch of one
     assert position_correlation(one_item) == pytest.approx((s + 1 + s) / 3, rel=1e-6)
 
@@ -171,7 +177,9 @@ def _train(backbones, items, steps, root=None, **kw):
 
 
 def test_training_reduces_generation_and_contrastive_losses(backbones, items):
-    _, _, res = _train(backbones, items, 24, gamma=1.0)
+    # the mean form at gamma 1: both kinds of term weigh alike, so each must fall on its own (the paper's sums
+    # weigh the contrastive terms B*L(L-1) / B(B-1)L times more, and L_gen moves little beside them here)
+    _, _, res = _train(backbones, items, 24, gamma=1.0, contrastive_reduction="mean")
     h = res.history
     mean = {t: (np.mean([r[t] for r in h[:3]]), np.mean([r[t] for r in h[-3:]])) for t in ("gen", "intra", "inter")}
     assert mean["gen"][1] < mean["gen"][0] - 0.3, mean  # nats per answer token
@@ -182,7 +190,7 @@ def test_training_reduces_generation_and_contrastive_losses(backbones, items):
 def test_intra_loss_decorrelates_palette_positions(backbones, items):
     corr = {}
     for use_intra in (True, False):
-        model, data, _ = _train(backbones, items, 12, gamma=1.0, use_intra=use_intra)
+        model, data, _ = _train(backbones, items, 12, gamma=1.0, use_intra=use_intra, contrastive_reduction="mean")
         corr[use_intra] = position_correlation(torch.from_numpy(extract(model, data)))
     assert corr[True] < corr[False] - 0.1, corr
 
@@ -331,3 +339,41 @@ def test_gpu_recipe_is_valid_run_config_with_the_papers_settings_and_trains_on_o
     assert all(math.isfinite(r["loss"]) and r["gen"] > 0 for r in res.history)
     palette = extract(model, data, cfg.extract_batch_size)
     assert palette.shape == (len(items), 4, 16) and np.isfinite(palette).all()
+
+
+# --- the pretrained causal LM (SmolLM2-135M, the default backbone) ------------------------------------------------
+def _smollm2(**kw):
+    from ops.models import SMOLLM2
+
+    cfg = PaletteConfig(model=SMOLLM2, lora_rank=4, lora_alpha=8, max_content_tokens=16, max_answer_tokens=4,
+                        lr=1e-2, batch_size=8, micro_batch_size=8, device="cpu", **kw)
+    return PaletteModel(cfg, TASKS)
+
+
+def test_smollm2_palette_trains_resumes_and_decorrelates_its_positions(items, tmp_path):
+    model = _smollm2(max_steps=8, checkpoint_every=4)
+    assert model.decoder_only and model.head is not None and model.bidirectional == ()  # causal blocks, real head
+    assert model.target_modules == ["q_proj", "v_proj"]
+    data = _data(model, items, 8)
+    before = position_correlation(torch.from_numpy(extract(model, data)))
+    full = train(model, data, tmp_path / "a")
+    terms = [[h[k] for h in full.history] for k in ("loss", "gen", "intra", "inter")]
+    assert all(math.isfinite(v) for row in terms for v in row)
+    # one batch of all 8 items every step: the total falls, and L_gen with it
+    assert terms[0][-1] < terms[0][0] and terms[1][-1] < terms[1][0]
+    after = position_correlation(torch.from_numpy(extract(model, data)))
+    assert after < before - 0.05, (before, after)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_6(row):
+        if row["step"] == 6:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(_smollm2(max_steps=8, checkpoint_every=4), data, tmp_path / "b", on_step=crash_at_6)
+    resumed = train(_smollm2(max_steps=8, checkpoint_every=4), data, tmp_path / "b")
+    assert resumed.resumed_from == 4
+    for a, b in zip(full.history, resumed.history, strict=True):  # the same losses as the uninterrupted run
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
 from ops.models import SMOLLM2
+from ops.palette.losses import Reduction
 from ops.training import TrainingConfig
 
 Layout = Literal["split", "full"]
@@ -36,6 +37,9 @@ class PaletteConfig(TrainingConfig):
     lora_dropout: float = 0.0
     target_modules: list[str] | None = None
     gamma: float = 0.1
+    # "sum": the contrastive losses as the paper writes them, sums over the batch's pairs; "mean": averaged
+    # (ops.palette.losses says why the choice matters)
+    contrastive_reduction: Reduction = "sum"
     alpha_intra: float = 0.1
     alpha_inter: float = 0.25
     use_gen: bool = True  # switches for ablations
@@ -52,14 +56,20 @@ class PaletteConfig(TrainingConfig):
     attn_implementation: str | None = None  # transformers' choice when None (sdpa); "eager" works as well
     layout: Layout = "split"  # "split": two short passes; "full": the paper's one row per pass (same numbers)
     extract_batch_size: int = 64
+    # Train on a seeded sample of this many items (None: every item; e.g. one CPU epoch over part of a catalog);
+    # palette_embeddings still extracts the palette of every item with the trained model.
+    train_items: int | None = None
     tasks: list[str] = field(default_factory=list)  # empty: every attribute of the dataset, in its order
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name, kind in (("layout", Layout), ("answer_vocabulary", AnswerVocabulary),
-                           ("content_attention", ContentAttention), ("lap_init", LapInit)):
+                           ("content_attention", ContentAttention), ("lap_init", LapInit),
+                           ("contrastive_reduction", Reduction)):
             if getattr(self, name) not in get_args(kind):
                 raise ValueError(f"{name} must be one of {get_args(kind)}, got {getattr(self, name)!r}")
+        if self.train_items is not None and self.train_items < 1:
+            raise ValueError(f"train_items must be positive or null, got {self.train_items}")
         if self.palette_size < 1:
             raise ValueError("palette_size must be positive")
         if not (self.use_gen or self.use_intra or self.use_inter):

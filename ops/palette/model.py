@@ -65,6 +65,10 @@ class PaletteData:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def subset(self, idx: Sequence[int]) -> PaletteData:
+        return PaletteData([self.item_ids[i] for i in idx], [self.content[i] for i in idx],
+                           [self.answers[i] for i in idx], self.tasks, self.content_attributes)
+
     def fingerprint(self) -> str:
         h = hashlib.sha256(json.dumps([self.item_ids, self.content, self.answers, self.tasks]).encode())
         return h.hexdigest()[:16]

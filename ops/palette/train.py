@@ -12,13 +12,17 @@ import numpy as np
 import torch
 
 from ops.palette.config import PaletteConfig
-from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
+from ops.palette.losses import (
+    inter_palette_loss,
+    intra_palette_loss,
+    position_correlation,
+)
 from ops.palette.model import PaletteData, PaletteModel
 from ops.training import TrainResult, batch_indices, fit, latest_checkpoint, read_state
 from storage.artifacts import ArtifactStore
 
 __all__ = ["TrainResult", "batch_indices", "extract", "latest_checkpoint", "load_model", "loss_terms",
-           "run_fingerprint", "train"]
+           "run_fingerprint", "train", "training_data"]
 
 
 def loss_terms(model: PaletteModel, data: PaletteData, idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -29,11 +33,21 @@ def loss_terms(model: PaletteModel, data: PaletteData, idx: Sequence[int]) -> tu
     else:
         palette = model.palette(data, idx)
         gen = model.generation_loss(data, idx, palette) if cfg.use_gen else palette.new_zeros(())
-    intra = intra_palette_loss(palette, cfg.alpha_intra) if cfg.use_intra else palette.new_zeros(())
-    inter = inter_palette_loss(palette, cfg.alpha_inter) if cfg.use_inter else palette.new_zeros(())
+    zero, how = palette.new_zeros(()), cfg.contrastive_reduction
+    intra = intra_palette_loss(palette, cfg.alpha_intra, how) if cfg.use_intra else zero
+    inter = inter_palette_loss(palette, cfg.alpha_inter, how) if cfg.use_inter else zero
     total = (gen if cfg.use_gen else 0.0) + cfg.gamma * (intra + inter)
     return total, {"gen": gen.item(), "intra": intra.item(), "inter": inter.item(), "loss": float(total.detach()),
                    "correlation": position_correlation(palette.detach())}
+
+
+def training_data(data: PaletteData, cfg: PaletteConfig) -> PaletteData:
+    """The items a run trains on: all of them, or a sample of `train_items` drawn with the run's seed (in data
+    order)."""
+    if cfg.train_items is None or cfg.train_items >= len(data):
+        return data
+    picked = np.random.default_rng(cfg.seed).choice(len(data), size=cfg.train_items, replace=False)
+    return data.subset(sorted(picked.tolist()))
 
 
 def run_fingerprint(model: PaletteModel, data: PaletteData) -> str:
@@ -44,9 +58,10 @@ def run_fingerprint(model: PaletteModel, data: PaletteData) -> str:
 
 def train(model: PaletteModel, data: PaletteData, checkpoints: ArtifactStore | str | Path | None = None,
           on_step: Callable[[dict[str, float]], None] | None = None, prefix: str = "") -> TrainResult:
-    """Adam over LoRA + LaP + task tokens (ops.training.fit). Resumes from the newest checkpoint under `prefix`
+    """Adam over LoRA + LaP + task tokens (ops.training.fit), on `training_data`. Resumes from the newest checkpoint under `prefix`
     of the same run (same config, model revision and data); writes one every `checkpoint_every` steps and at the
     end: the peft adapter, palette.safetensors (LaP, task tokens), optimizer state and state.json."""
+    data = training_data(data, model.cfg)
     model.restrict_vocabulary(data)
     state = {"tasks": model.tasks, "config": asdict(model.cfg), "model": model.describe()}
     # loss_terms is looked up at call time (tests replace it to simulate a device without memory)

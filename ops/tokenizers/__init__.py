@@ -29,6 +29,12 @@ register(TokenizerEntry(
     "components (coarse to fine, uncorrelated), K-Means with K codes in each (faiss).",
     source="item_embeddings", column="embedding", kinds=frozenset({"faiss", "parquet"})))
 register(TokenizerEntry(
+    "pca_kmeans_lm", PcaKMeans,
+    "pca_kmeans on the last-token pooled embedding of the causal LM that the LAMIA palette trains on "
+    "(item_embeddings_lm; SmolLM2-135M offline): the like-for-like baseline of `lamia`, same backbone, no palette "
+    "training.",
+    source="item_embeddings_lm", column="embedding", kinds=frozenset({"faiss", "parquet"})))
+register(TokenizerEntry(
     "lamia", LamiaCodes,
     "LAMIA: each of the L positions of the learned item palette quantized on its own (PCA D -> d, then K-Means "
     "with K codes, faiss), so every code comes from an independently trained aspect embedding; L is the "

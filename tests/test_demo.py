@@ -1,0 +1,34 @@
+"""`make demo`'s run configs: valid for full_pipeline_job on every bundled sample, with the LM work where the demo
+budget puts it (pipeline/demo.py)."""
+import dagster as dg
+import pytest
+import yaml
+
+from ops.datasets import load_registry
+from pipeline.definitions import defs
+from pipeline.demo import DEMO_CONFIG, selection
+
+SAMPLES = [s.name for s in load_registry().values() if s.sample]
+
+
+@pytest.mark.parametrize("dataset", SAMPLES)
+def test_demo_config_is_valid_and_puts_the_lm_work_on_the_mind_sample_only(dataset):
+    job = defs.resolve_job_def("full_pipeline_job")
+    keys, config = selection(job, dataset, yaml.safe_load(DEMO_CONFIG.read_text()))
+    dg.validate_run_config(job, config)  # raises on an unknown key or a wrong type
+    chosen = {k.to_user_string() for k in keys}
+    palette = config["ops"]["palette_model"]["config"]
+    skip = set(config["ops"]["evaluation"]["config"]["skip"])
+    lm = {"item_embeddings_lm", "code_table/pca_kmeans_lm", "recommender/generative/pca_kmeans_lm"}
+    assert {"palette_model", "item_embeddings", "code_table/lamia", "recommender/generative/lamia"} <= chosen
+    assert not any(k.startswith("recommender/generative_llm/") and k != "recommender/generative_llm/lamia"
+                   for k in chosen)
+    if dataset == "sample_mind":
+        assert lm | {"recommender/generative_llm/lamia"} <= chosen
+        # the causal LM, one epoch over a sample of the items
+        assert palette["model"] == "SmolLM2-135M-Instruct" and palette["epochs"] == 1 and palette["train_items"]
+        assert skip == {"generative_llm/pca_kmeans", "generative_llm/pca_kmeans_lm", "generative_llm/random"}
+    else:
+        assert not chosen & (lm | {"recommender/generative_llm/lamia"})
+        assert palette["model"] == "all-MiniLM-L6-v2" and "train_items" not in palette  # the encoder overlay
+        assert {"generative/pca_kmeans_lm", "generative_llm/lamia"} <= skip
