@@ -1,8 +1,9 @@
 """Stage 3 (LAMIA): `palette_model` (LoRA + palette training) and `palette_embeddings` (items x L x D).
 
 The code table `code_table/lamia` (assets/codes.py) quantizes each palette position with PCA + K-Means.
-Defaults are the paper's settings with OPT-350M (a GPU run); `configs/lamia_demo_cpu.yaml` is the CPU demo
-(the offline MiniLM encoder, few steps) and `configs/lamia_mind_opt350m_gpu.yaml` the paper's recipe on MIND.
+Defaults are the paper's settings on the offline pretrained causal LM SmolLM2-135M (a GPU run at real sizes);
+`configs/lamia_demo_cpu.yaml` is the CPU demo (SmolLM2, one epoch over a sample of the items) and
+`configs/lamia_mind_opt350m_gpu.yaml` the paper's recipe on MIND with OPT-350M.
 """
 
 import hashlib
@@ -46,7 +47,8 @@ MODEL_SETTINGS["palette_model"] = PaletteModelConfig
 
 def palette_config(config: OpsConfig, compute: ComputeResource, spec: datasets.DatasetSpec) -> PaletteConfig:
     """The ops config of a run: the run config, the compute resource's device and dtype, the dataset's defaults."""
-    return config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), tasks=list(config.tasks or spec.attributes),
+    return config.build(device=compute.device, dtype=run_dtype(config.dtype, compute),
+                        tasks=list(config.tasks or spec.attributes),
                         content_attributes=config.content_attributes or spec.content_attributes)
 
 
@@ -74,14 +76,14 @@ def _curve_plot(history: list[dict[str, float]]) -> str:
     import matplotlib.pyplot as plt
 
     steps = [h["step"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for key in ("loss", "gen"):
-        left.plot(steps, [h[key] for h in history], label=key)
-    for key in ("intra", "inter", "correlation"):
-        right.plot(steps, [h[key] for h in history], label=key)
-    left.set_title("loss = L_gen + gamma (L_intra + L_inter)")
-    right.set_title("contrastive terms, palette position correlation")
-    for ax in (left, right):
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    # three panels: the contrastive sums run in the hundreds, the correlation in [0, 1]
+    panels = (("loss", "gen"), ("intra", "inter"), ("correlation",))
+    titles = ("loss = L_gen + gamma (L_intra + L_inter)", "contrastive terms", "palette position correlation")
+    for ax, keys, title in zip(axes, panels, titles, strict=True):
+        for key in keys:
+            ax.plot(steps, [h[key] for h in history], label=key)
+        ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
@@ -107,8 +109,8 @@ def _curve(history: list[dict[str, float]], points: int = 12) -> str:
     tags=job_tag("palette"),
     code_version=PALETTE_CODE_VERSION,
     **GPU_ASSET,
-    description="LAMIA item palette model: a causal LM (any HF path; OPT-350M by default) with LoRA (peft), L "
-                "trainable palette tokens and one task token per attribute, trained with L_gen + gamma (L_intra + "
+    description="LAMIA item palette model: a causal LM (any HF path; the offline SmolLM2-135M by default) with "
+                "LoRA (peft), L trainable palette tokens and one task token per attribute, trained with L_gen + gamma (L_intra + "
                 "L_inter) under the hierarchical mask (dual forward). Checkpoints (adapter + palette, safetensors) "
                 "are resumable; the loss curve and per-term losses are in this metadata.",
 )
@@ -149,7 +151,8 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
         **{k: v for k, v in described.items() if isinstance(v, (str, int, bool))},
         "lora_target_modules": ", ".join(described["lora_target_modules"]),  # type: ignore[arg-type]
         "tasks": ", ".join(cfg.tasks), "content": ", ".join(data.content_attributes),
-        "items": len(data), "train_items": len(training_data(data, cfg)), "steps": result.steps, "resumed_from_step": result.resumed_from,
+        "items": len(data), "train_items": len(training_data(data, cfg)), "steps": result.steps,
+        "resumed_from_step": result.resumed_from,
         "train_items_per_second": round(result.items_per_second, 2), "seconds": round(result.seconds, 1),
         # below the configured value when the device ran out of memory and the steps were redone in halves
         "micro_batch_size_used": int(result.extra["micro_batch_size"]),  # type: ignore[call-overload]

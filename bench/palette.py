@@ -13,7 +13,7 @@ Usage: python bench/palette.py [--model all-MiniLM-L6-v2 | PATH | opt-small | op
   opt-small        a random-weight OPT-shaped model (hidden 256, 4 layers) written to a temp dir: the decoder path
   opt-350m-random  OPT-350M's architecture at full size with random weights (331 M parameters, 24 layers of 1024,
                    512-wide embeddings, vocabulary 50,272): the GPU recipe's model cost, without its weights
-  --config         take the palette settings (L, LoRA rank / alpha, token limits, softmax, LaP init) from a run
+  --config         take the palette settings (L, LoRA rank / alpha, token limits, softmax, LaP init, dtype) from a run
                    config file such as the GPU recipe; the default is LoRA r 32, 64 content / 16 answer tokens
   --layouts split  skip the single-row baseline (it costs ~3x more; at full OPT-350M size minutes per step)
 """
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DEFAULT_SETTINGS = {"lora_rank": 32, "lora_alpha": 32, "max_content_tokens": 64, "max_answer_tokens": 16}
 FROM_CONFIG = ("palette_size", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "max_content_tokens",
                "max_answer_tokens", "answer_vocabulary", "lap_init", "content_attention", "gamma", "alpha_intra",
-               "alpha_inter")
+               "alpha_inter", "contrastive_reduction", "dtype")
 
 
 def settings(config_file: str | None) -> dict[str, object]:
@@ -124,7 +124,8 @@ def main() -> None:
     extract(model, data)
     ours = len(data) / (time.perf_counter() - started)
     del model
-    embed_cfg = EmbedConfig(model=model_path, device=args.device, max_length=cfg.max_content_tokens)
+    # the same dtype as the palette (a config's bfloat16 autocast runs the pooled forward in bf16 too)
+    embed_cfg = EmbedConfig(model=model_path, device=args.device, max_length=cfg.max_content_tokens, dtype=cfg.dtype)
     lm = load_model(embed_cfg)
     texts = item_texts(items, tasks[:2])
     embed_texts(lm, texts[:32], embed_cfg)  # warm-up

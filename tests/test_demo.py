@@ -32,3 +32,21 @@ def test_demo_config_is_valid_and_puts_the_lm_work_on_the_mind_sample_only(datas
         assert not chosen & (lm | {"recommender/generative_llm/lamia"})
         assert palette["model"] == "all-MiniLM-L6-v2" and "train_items" not in palette  # the encoder overlay
         assert {"generative/pca_kmeans_lm", "generative_llm/lamia"} <= skip
+
+
+def test_every_ablation_renders_a_valid_run_config_that_changes_only_the_palette():
+    from pipeline.ablations import ablation_config, ablations
+
+    job = defs.resolve_job_def("full_pipeline_job")
+    base = yaml.safe_load(DEMO_CONFIG.read_text())
+    names = ablations()
+    assert {"full", "no_intra", "no_inter", "no_contrastive", "no_gen", "palette_2", "palette_8"} <= set(names)
+    for name, change in names.items():
+        config = ablation_config(name)
+        dg.validate_run_config(job, config)
+        palette = config["ops"]["palette_model"]["config"]
+        assert palette == {**base["ops"]["palette_model"]["config"], **(change or {})}
+        assert {k: v for k, v in config["ops"].items() if k != "palette_model"} == {
+            k: v for k, v in base["ops"].items() if k != "palette_model"}
+    with pytest.raises(KeyError, match="unknown ablation"):
+        ablation_config("nope")
