@@ -193,13 +193,17 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
     base = config.build(SASRecConfig, device=compute.device, dtype=compute.dtype,
                         **{k: v[0] for k, v in grid.items()})
     trials: list[dict] = []
+    tuned = None
     if any(len(v) > 1 for v in grid.values()):  # the validation split picks the setting (seed 0 of the base)
-        base, trials = tune(base, len(index), train_rows, item_sequences(seqs, index, "valid"), grid)
+        base, trials, tuned = tune(base, len(index), train_rows, item_sequences(seqs, index, "valid"), grid)
     chosen = {k: getattr(base, k) for k in grid}
     longs, users, curves = [], [], {}
     for seed in evaluation.seeds:
-        model = SASRec(replace(base, seed=seed), len(index))
-        result = train(model, train_rows)
+        if tuned is not None and seed == base.seed:  # the winning trial is this seed's model already
+            model, result = tuned
+        else:
+            model = SASRec(replace(base, seed=seed), len(index))
+            result = train(model, train_rows)
         long, per_user = rows_for(ranks_from_scores(model.scores(test_rows), test_rows.targets), test_rows.users,
                                   ds, "sasrec", None, seed)
         longs.append(long)

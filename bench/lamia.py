@@ -109,7 +109,7 @@ def main() -> None:
         for table in (demo / ds).glob("*.parquet"):  # items, user_sequences, embeddings, the demo's metrics ...
             shutil.copy2(table, work / table.name)
         if (demo / ds / "code_tables").is_dir():
-            shutil.copytree(demo / ds / "code_tables", work / "code_tables")
+            shutil.copytree(demo / ds / "code_tables", work / "code_tables", symlinks=True)  # `latest` is a link
         if not (work / "code_tables" / "pca_kmeans_lm").is_dir():  # the demo ran the LM only on MIND
             started = time.perf_counter()
             materialize(ds, LM_KEYS, base, out, raw)

@@ -21,17 +21,17 @@ def test_demo_config_is_valid_and_puts_the_lm_work_on_the_mind_sample_only(datas
     skip = set(config["ops"]["evaluation"]["config"]["skip"])
     lm = {"item_embeddings_lm", "code_table/pca_kmeans_lm", "recommender/generative/pca_kmeans_lm"}
     assert {"palette_model", "item_embeddings", "code_table/lamia", "recommender/generative/lamia"} <= chosen
-    assert not any(k.startswith("recommender/generative_llm/") and k != "recommender/generative_llm/lamia"
-                   for k in chosen)
+    assert not any(k.startswith("recommender/generative_llm/") for k in chosen)
+    skipped_llm = {f"generative_llm/{t}" for t in ("lamia", "pca_kmeans", "pca_kmeans_lm", "random")}
     if dataset == "sample_mind":
-        assert lm | {"recommender/generative_llm/lamia"} <= chosen
+        assert lm <= chosen
         # the causal LM, one epoch over a sample of the items
         assert palette["model"] == "SmolLM2-135M-Instruct" and palette["epochs"] == 1 and palette["train_items"]
-        assert skip == {"generative_llm/pca_kmeans", "generative_llm/pca_kmeans_lm", "generative_llm/random"}
+        assert skip == skipped_llm
     else:
-        assert not chosen & (lm | {"recommender/generative_llm/lamia"})
+        assert not chosen & lm
         assert palette["model"] == "all-MiniLM-L6-v2" and "train_items" not in palette  # the encoder overlay
-        assert {"generative/pca_kmeans_lm", "generative_llm/lamia"} <= skip
+        assert skip == skipped_llm | {"generative/pca_kmeans_lm"}
 
 
 def test_every_ablation_renders_a_valid_run_config_that_changes_only_the_palette():

@@ -320,8 +320,9 @@ def test_sasrec_tuning_picks_the_best_validation_setting_and_records_every_trial
     index = {item: i for i, item in enumerate(items["item_id"].to_list())}
     base = SASRecConfig(d_model=32, layers=1, heads=2, batch_size=64, micro_batch_size=64, epochs=4,
                         checkpoint_every=0, device="cpu")
-    best, trials = tune(base, len(index), item_sequences(seqs, index, "train"), item_sequences(seqs, index, "valid"),
-                        grid={"lr": (1e-4, 3e-3), "dropout": (0.1,)})
+    best, trials, (model, _) = tune(base, len(index), item_sequences(seqs, index, "train"),
+                                    item_sequences(seqs, index, "valid"), grid={"lr": (1e-4, 3e-3), "dropout": (0.1,)})
+    assert model.cfg == best  # the winning trial's model, reusable for the base seed
     assert [t["lr"] for t in trials] == [1e-4, 3e-3] and all(0 <= t["valid_ndcg@10"] <= 1 for t in trials)
     winner = max(trials, key=lambda t: t["valid_ndcg@10"])
     assert best.lr == winner["lr"] and best.d_model == 32 and best.epochs == 4  # only the grid's fields move

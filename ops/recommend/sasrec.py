@@ -20,7 +20,7 @@ from ops.embed import collate
 from ops.metrics import ranks_from_scores, recall_ndcg
 from ops.models import select_device
 from ops.recommend.generative import LMRecommender
-from ops.training import TrainingConfig, autocast, autocast_dtype, fit
+from ops.training import TrainingConfig, TrainResult, autocast, autocast_dtype, fit
 
 PAD = 0  # item i is token i + 1
 
@@ -139,15 +139,21 @@ class SASRecGrid:
 
 
 def tune(base: SASRecConfig, n_items: int, train_data: ItemSequences, valid: ItemSequences,
-         grid: dict[str, Sequence[object]] | None = None) -> tuple[SASRecConfig, list[dict[str, object]]]:
-    """Every combination of the grid trained on train and scored by NDCG@10 on valid; the best config and the
-    whole table (to be recorded with the model)."""
+         grid: dict[str, Sequence[object]] | None = None
+         ) -> tuple[SASRecConfig, list[dict[str, object]], tuple[SASRec, TrainResult]]:
+    """Every combination of the grid trained on train and scored by NDCG@10 on valid; the best config, the whole
+    table (to be recorded with the model) and the best trial's model and training result: it is the model of the
+    best config at `base.seed`, so a caller training that seed again would get the same weights."""
     grid = grid or GRID
-    trials = []
+    trials, best_score, best_model = [], -1.0, None
     for values in itertools.product(*grid.values()):
         cfg = replace(base, **dict(zip(grid, values)))
         model = SASRec(cfg, n_items)
-        train(model, train_data)
-        trials.append({**dict(zip(grid, values)), "valid_ndcg@10": evaluate(model, valid, (10,))[("ndcg", 10)]})
+        result = train(model, train_data)
+        score = evaluate(model, valid, (10,))[("ndcg", 10)]
+        trials.append({**dict(zip(grid, values)), "valid_ndcg@10": score})
+        if score > best_score:  # the first of equal scores, as max() below
+            best_score, best_model = score, (model, result)
     best = max(trials, key=lambda t: t["valid_ndcg@10"])
-    return replace(base, **{k: best[k] for k in grid}), trials
+    assert best_model is not None
+    return replace(base, **{k: best[k] for k in grid}), trials, best_model
