@@ -117,7 +117,11 @@ def main() -> None:
         reference = None
         for name in ("full", *[v for v in variants if v != "full"]):  # full first: the reference of the p-values
             started = time.perf_counter()
-            meta = materialize(ds, LAMIA_KEYS, ablation_config(name, base), out, raw)
+            config = ablation_config(name, base)
+            # figures, not gating: a variant whose codes collide more than the blocking limit still gets its row
+            config["ops"]["code_table__lamia"] = {"config": {**config["ops"].get("code_table__lamia", {}).get(
+                "config", {}), "collision_block": 1.0}}
+            meta = materialize(ds, LAMIA_KEYS, config, out, raw)
             pm, pe = meta["palette_model"], meta["palette_embeddings"]
             rec, per_user = recommender_rows(out, ds, "lamia")
             if name == "full":
