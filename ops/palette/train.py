@@ -12,11 +12,7 @@ import numpy as np
 import torch
 
 from ops.palette.config import PaletteConfig
-from ops.palette.losses import (
-    inter_palette_loss,
-    intra_palette_loss,
-    position_correlation,
-)
+from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
 from ops.palette.model import PaletteData, PaletteModel
 from ops.training import TrainResult, batch_indices, fit, latest_checkpoint, read_state
 from storage.artifacts import ArtifactStore
@@ -58,8 +54,8 @@ def run_fingerprint(model: PaletteModel, data: PaletteData) -> str:
 
 def train(model: PaletteModel, data: PaletteData, checkpoints: ArtifactStore | str | Path | None = None,
           on_step: Callable[[dict[str, float]], None] | None = None, prefix: str = "") -> TrainResult:
-    """Adam over LoRA + LaP + task tokens (ops.training.fit), on `training_data`. Resumes from the newest checkpoint under `prefix`
-    of the same run (same config, model revision and data); writes one every `checkpoint_every` steps and at the
+    """Adam over LoRA + LaP + task tokens (ops.training.fit), on `training_data`. Resumes from the newest
+    checkpoint under `prefix` of the same run (same config, model revision and data); writes one every `checkpoint_every` steps and at the
     end: the peft adapter, palette.safetensors (LaP, task tokens), optimizer state and state.json."""
     data = training_data(data, model.cfg)
     model.restrict_vocabulary(data)

@@ -145,15 +145,14 @@ def tune(base: SASRecConfig, n_items: int, train_data: ItemSequences, valid: Ite
     table (to be recorded with the model) and the best trial's model and training result: it is the model of the
     best config at `base.seed`, so a caller training that seed again would get the same weights."""
     grid = grid or GRID
-    trials, best_score, best_model = [], -1.0, None
+    trials: list[dict[str, object]] = []
+    best: tuple[dict[str, object], SASRec, TrainResult] | None = None
     for values in itertools.product(*grid.values()):
         cfg = replace(base, **dict(zip(grid, values)))
         model = SASRec(cfg, n_items)
         result = train(model, train_data)
-        score = evaluate(model, valid, (10,))[("ndcg", 10)]
-        trials.append({**dict(zip(grid, values)), "valid_ndcg@10": score})
-        if score > best_score:  # the first of equal scores, as max() below
-            best_score, best_model = score, (model, result)
-    best = max(trials, key=lambda t: t["valid_ndcg@10"])
-    assert best_model is not None
-    return replace(base, **{k: best[k] for k in grid}), trials, best_model
+        trials.append({**dict(zip(grid, values)), "valid_ndcg@10": evaluate(model, valid, (10,))[("ndcg", 10)]})
+        if best is None or trials[-1]["valid_ndcg@10"] > best[0]["valid_ndcg@10"]:  # the first of equal scores
+            best = (trials[-1], model, result)
+    assert best is not None
+    return replace(base, **{k: best[0][k] for k in grid}), trials, (best[1], best[2])
