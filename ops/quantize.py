@@ -109,7 +109,8 @@ def _pca(x: np.ndarray, d: int, cfg: QuantizeConfig) -> tuple[np.ndarray | None,
     return mean, comps, float(eig[:d].sum() / eig.sum()) if eig.sum() > 0 else 1.0
 
 
-def _kmeans(y: np.ndarray, k: int, cfg: QuantizeConfig) -> np.ndarray:
+def kmeans(y: np.ndarray, k: int, cfg: QuantizeConfig) -> np.ndarray:
+    """K centroids of y (faiss Lloyd from the configured seeding, or scikit-learn)."""
     if cfg.backend == "sklearn":
         from sklearn.cluster import KMeans
 
@@ -145,7 +146,7 @@ def fit_position(x: np.ndarray, cfg: QuantizeConfig) -> tuple[PositionModel, np.
     mean, comps, explained = _pca(x, cfg.d, cfg)
     model = PositionModel(mean, comps, np.empty((0, 0), np.float32))
     y = model.project(x)
-    model.centroids = _kmeans(y, k, cfg)
+    model.centroids = kmeans(y, k, cfg)
     codes, dist = nearest(model.centroids, y)
     return model, codes, {"inertia": float(dist.sum()), "explained_variance": explained, "k": k}
 

@@ -202,7 +202,7 @@ def test_heavy_collisions_warn_then_block(env, monkeypatch, length, published, s
     assert (tables.latest() != before) == published  # a warning publishes, a blocking failure does not
 
 
-@pytest.mark.parametrize("tokenizer", ["pca_kmeans", "lamia", "random"])
+@pytest.mark.parametrize("tokenizer", [t for t in REGISTRY if t != "pca_kmeans_lm"])
 def test_saved_tokenizer_assigns_the_codes_of_its_table(env, tokenizer):
     storage, _, _ = env
     entry = REGISTRY[tokenizer]

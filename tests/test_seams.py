@@ -105,9 +105,11 @@ def test_jobs_select_assets_by_their_job_tag():
 # --- code versions ---------------------------------------------------------------------------------------------------
 def test_code_versions_follow_the_source_of_the_ops_they_call(monkeypatch):
     before = {a.key.to_user_string(): a.code_versions_by_key[a.key] for a in codes.code_table_assets()}
-    # each tokenizer's module is in its version (pca_kmeans and pca_kmeans_lm: one tokenizer on two sources)
-    assert len(set(before.values())) == len({e.tokenizer for e in tokenizers.REGISTRY.values()})
+    # each tokenizer's module is in its version (pca_kmeans and pca_kmeans_lm: one tokenizer on two sources; pq
+    # and opq: two tokenizers of one module)
+    assert len(set(before.values())) == len({e.tokenizer.__module__ for e in tokenizers.REGISTRY.values()})
     assert before["code_table/pca_kmeans"] == before["code_table/pca_kmeans_lm"]
+    assert before["code_table/pq"] == before["code_table/opq"] != before["code_table/rqkmeans"]
     real = common._source
 
     def edited(module: str) -> str:  # as if someone changed a line of the quantizer

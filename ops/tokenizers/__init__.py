@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from ops.tokenizers.base import Tokenizer, TokenizerEntry
 from ops.tokenizers.lamia import LamiaCodes
+from ops.tokenizers.moc import MixtureOfCodes
 from ops.tokenizers.pca_kmeans import PcaKMeans
+from ops.tokenizers.pq import OptimizedProductQuantization, ProductQuantization
 from ops.tokenizers.random import RandomCodes
+from ops.tokenizers.rqkmeans import RQKMeans
+from ops.tokenizers.rqvae import RQVAE
 
 REGISTRY: dict[str, TokenizerEntry] = {}
 
@@ -40,6 +44,31 @@ register(TokenizerEntry(
     "with K codes, faiss), so every code comes from an independently trained aspect embedding; L is the "
     "palette's size.",
     source="palette_embeddings", column="palette", kinds=frozenset({"faiss", "parquet"})))
+register(TokenizerEntry(
+    "moc", MixtureOfCodes,
+    "Mixture-of-Codes: a VQ autoencoder on the pooled embedding whose latent N independent codebooks (K codes "
+    "each) quantize in parallel; a shared decoder reconstructs from the mean of the N codewords. N = `length` "
+    "(the paper's scaling study: 1, 2, 3, 7); `decoder: per_codebook` gives each codebook its own decoder.",
+    source="item_embeddings", column="embedding", kinds=frozenset({"pytorch", "parquet"})))
+register(TokenizerEntry(
+    "rqvae", RQVAE,
+    "RQ-VAE (TIGER): a VQ autoencoder on the pooled embedding whose latent L residual levels of K codes quantize "
+    "coarse to fine; K-Means-initialised codebooks, dead-code restarts, a collapse guard.",
+    source="item_embeddings", column="embedding", kinds=frozenset({"pytorch", "parquet"})))
+register(TokenizerEntry(
+    "rqkmeans", RQKMeans,
+    "Residual K-Means on the pooled embedding (training-free, faiss): level l clusters the residual the earlier "
+    "levels left, coarse to fine.",
+    source="item_embeddings", column="embedding", kinds=frozenset({"faiss", "parquet"})))
+register(TokenizerEntry(
+    "pq", ProductQuantization,
+    "Product quantization (faiss): the embedding cut into M sub-vectors, K = 2^nbits codes each, M parallel codes.",
+    source="item_embeddings", column="embedding", kinds=frozenset({"faiss", "parquet"})))
+register(TokenizerEntry(
+    "opq", OptimizedProductQuantization,
+    "Optimized product quantization (faiss): PQ after a learned rotation (OPQMatrix) that balances the "
+    "sub-spaces' variance.",
+    source="item_embeddings", column="embedding", kinds=frozenset({"faiss", "parquet"})))
 register(TokenizerEntry(
     "random", RandomCodes,
     "Uniform random codes per item (a pure function of seed and item_id): the sanity baseline every semantic "
