@@ -13,7 +13,6 @@ from ops.recommend.ctr import (
     FUSIONS,
     CodeFusion,
     CTRConfig,
-    architecture,
     ctr_metrics,
     ctr_rows,
     item_code_matrix,
@@ -21,7 +20,7 @@ from ops.recommend.ctr import (
     recommender_name,
     train_and_test,
 )
-from ops.recommend.evaluation import EVALUATION_SCHEMA
+from ops.recommend.evaluation import EVALUATION_SCHEMA, architecture
 
 N_ITEMS, TOPICS, N_USERS = 240, 8, 120
 
@@ -136,3 +135,46 @@ def test_unknown_items_get_the_padding_codes_and_rows_fit_the_evaluation_table()
         ctr_metrics(np.array([1, 1]), np.array([0.5, 0.6]))
     with pytest.raises(ValueError, match="unknown CTR model"):
         CTRConfig(model="autoint")  # type: ignore[arg-type]
+
+
+# --- the evaluation of CTR rows --------------------------------------------------------------------------------------
+def _ctr_long(values):
+    """values: (recommender, tokenizer) -> [auc per seed]; logloss 1.5 (above 1: legal) for every run."""
+    return pl.concat([ctr_rows({"auc": auc, "logloss": 1.5}, "d", r, t, seed)
+                      for (r, t), aucs in values.items() for seed, auc in enumerate(aucs)])
+
+
+def test_the_evaluation_check_takes_ctr_rows_beside_ranking_rows():
+    from ops.recommend.evaluation import check_evaluation, ctr_comparison, expected_models, rows_for
+
+    ranking = pl.concat([rows_for(np.array([0, 3, 30]), ["u1", "u2", "u3"], "d", "sasrec", None, s)[0]
+                         for s in (0, 1, 2)])
+    ctr = _ctr_long({("deepfm", "random"): [0.71, 0.74, 0.72], ("deepfm", None): [0.70, 0.71, 0.69],
+                     ("dcnv2_me4", None): [0.705, 0.70, 0.69]})
+    long = pl.concat([ranking, ctr])
+    expected = [("sasrec", None, [0, 1, 2]), ("deepfm", "random", [0, 1, 2]), ("deepfm", None, [0, 1, 2])]
+    passed, meta = check_evaluation(long, expected)
+    assert passed, meta  # logloss 1.5 is fine; 2 rows per CTR model, 8 per ranking model
+    assert meta["metric_rows_per_model"] == {"ranking": [8], "ctr": [2]}
+    assert not check_evaluation(long.with_columns(
+        pl.when(pl.col("metric") == "auc").then(1.2).otherwise(pl.col("value")).alias("value")), expected)[0]
+    assert not check_evaluation(long.with_columns(
+        pl.when(pl.col("metric") == "logloss").then(float("inf")).otherwise(pl.col("value")).alias("value")),
+        expected)[0]
+    assert not check_evaluation(long.filter(~((pl.col("metric") == "logloss") & (pl.col("seed") == 1)
+                                              & pl.col("tokenizer").is_null())), expected)[0]  # a row lost
+    table = ctr_comparison(long)
+    assert table["recommender"].to_list() == ["dcnv2_me4", "deepfm", "deepfm"]
+    codes = table.filter(pl.col("tokenizer") == "random").row(0, named=True)
+    assert codes["vs"] == "deepfm/ids" and codes["auc gain"] == pytest.approx(0.07 / 3, abs=1e-4)
+    from scipy.stats import ttest_rel
+
+    want = ttest_rel([0.71, 0.74, 0.72], [0.70, 0.71, 0.69]).pvalue  # paired by seed
+    assert codes["p (paired t, seeds)"] == pytest.approx(want, abs=1e-6) and 0 < want < 1
+    assert table.filter(pl.col("tokenizer") == "ids", pl.col("recommender") == "deepfm")["vs"].item() is None
+    assert table.filter(pl.col("recommender") == "dcnv2_me4")["vs"].item() is None  # no dcnv2/ids ran
+    assert codes["auc"] == "0.7233 ± 0.0153"
+    models = [("deepfm", "random", "ctr/random"), ("deepfm", None, "ctr/ids"), ("generative", "random")]
+    assert expected_models(models, ["ctr/random"]) == [("deepfm", None), ("generative", "random")]
+    assert expected_models(models, ["ctr"]) == [("generative", "random")]
+    assert expected_models(models, ["deepfm/ids"]) == [("deepfm", "random"), ("generative", "random")]

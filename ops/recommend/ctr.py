@@ -32,15 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ops.models import Dtype, select_device
-from ops.recommend.evaluation import EVALUATION_SCHEMA
+from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
 from ops.training import autocast, autocast_dtype
 
 Model = Literal["deepfm", "dcnv2"]
 Fusion = Literal["gate", "concat", "mlp", "attention", "none"]
-MODELS: tuple[str, ...] = ("deepfm", "dcnv2")
+MODELS: tuple[str, ...] = CTR_MODELS
 FUSIONS: tuple[str, ...] = ("gate", "concat", "mlp", "attention", "none")
 DEFAULT_FUSION = "gate"
-CTR_METRICS = ("auc", "logloss")
 EMBED_INIT_STD = 0.1  # normal init of every embedding table (padding rows zero)
 
 
@@ -79,11 +78,6 @@ def recommender_name(cfg: CTRConfig) -> str:
     are fused otherwise than by the default gate (e.g. deepfm, dcnv2_me4, deepfm+concat)."""
     name = cfg.model + (f"_me{cfg.id_embeddings}" if cfg.id_embeddings > 1 else "")
     return name + (f"+{cfg.fusion}" if cfg.use_codes and cfg.fusion != DEFAULT_FUSION else "")
-
-
-def architecture(recommender: str) -> str:
-    """deepfm_me4+concat -> deepfm: the ID-only model a CTR recommender is compared with."""
-    return recommender.split("+")[0].split("_me")[0]
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
