@@ -104,6 +104,11 @@ def test_definitions_load():
     for key in ("item_embeddings", "palette_model", "palette_embeddings"):  # model work is routed to GPU workers
         asset = defs.get_assets_def(key)
         assert asset.op.tags["semid/resource"] == "gpu" and asset.op.pool == "gpu", key
+    from ops.tokenizers import REGISTRY  # CTR: impressions (ingest) and one CTR asset per code table + ids (evaluate)
+
+    assert {"impressions", "recommender/ctr/ids", *(f"recommender/ctr/{t}" for t in REGISTRY)} <= keys
+    assert "impressions_well_formed" in checks and "impressions" in selected("ingest_job")
+    assert {"recommender/ctr/ids", "recommender/ctr/random", "evaluation"} <= selected("evaluate_job")
 
 
 def test_sequence_config_mirrors_split_config():
