@@ -399,7 +399,8 @@ class IngestResult:
               "kept_elsewhere_tables": repr(r["kept_elsewhere_tables"])}
              for r in rows],
             schema={"source_file": pl.String, "unit": pl.String, "table": pl.String, "rows_in": pl.Int64, "kept": pl.Int64,
-                    "kept_elsewhere": pl.Int64, "kept_elsewhere_tables": pl.String, "quarantined": pl.Int64, "filtered": pl.Int64, "filtered_reasons": pl.String,
+                    "kept_elsewhere": pl.Int64, "kept_elsewhere_tables": pl.String, "quarantined": pl.Int64,
+                    "filtered": pl.Int64, "filtered_reasons": pl.String,
                     "repaired": pl.Int64, "repaired_reasons": pl.String, "balanced": pl.Boolean},
         )
 
