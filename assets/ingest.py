@@ -8,16 +8,21 @@ import polars as pl
 
 from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
 from ops import datasets, sample
+from ops.impressions import ImpressionConfig
 from ops.ingest import ingest
 from ops.sequences import SplitConfig, build_user_sequences
 from pipeline.resources import StorageResource
 from storage import sink_frames, write_frame
-from storage.schemas import USER_SEQUENCE_SCHEMA
+from storage.schemas import IMPRESSION_SCHEMA, SHOWN_SCHEMA, USER_SEQUENCE_SCHEMA
 
 GROUP = "ingest"
 INGEST_CODE_VERSION = code_version("ops.ingest", "ops.sample")
 SEQUENCES_CODE_VERSION = code_version("ops.sequences")
+IMPRESSIONS_CODE_VERSION = code_version("ops.impressions")
 ACCOUNTING = "ingest_accounting"  # side table (not an asset): per-file row accounting, read by the checks
+# side table (not an asset): MIND impressions shown and not clicked, the label-0 rows of `impressions` (empty for
+# sources that log no impressions)
+SHOWN_TABLE = "shown_not_clicked"
 
 
 def _ensure_sample(spec: datasets.DatasetSpec, raw_root: str, log: dg.DagsterLogManager) -> None:
@@ -55,10 +60,12 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
     result = ingest(spec, storage.raw_root, storage.workdir(spec.name))
     meta = lineage(context, dataset=spec.name, source=spec.source, code_version=INGEST_CODE_VERSION,
                    raw_dir=str(spec.raw_path(storage.raw_root)))
-    paths = {t: store.table_path(spec.name, t) for t in ("items", "interactions", "quarantine")}
+    paths = {t: store.table_path(spec.name, t) for t in ("items", "interactions", "quarantine", SHOWN_TABLE)}
     write_frame(result.items, paths["items"], {**meta, "table": "items", "attributes": list(spec.attributes)})
-    written = sink_frames({paths["interactions"]: result.interactions, paths["quarantine"]: result.quarantine},
-                          {**meta, "table": "interactions+quarantine"})
+    shown = result.shown_not_clicked if result.shown_not_clicked is not None else pl.DataFrame(schema=SHOWN_SCHEMA)
+    written = sink_frames({paths["interactions"]: result.interactions, paths["quarantine"]: result.quarantine,
+                           paths[SHOWN_TABLE]: shown},
+                          {**meta, "table": "interactions+quarantine+shown_not_clicked"})
     rows = {"items": result.items.height, "interactions": written[str(paths["interactions"])],
             "quarantine": written[str(paths["quarantine"])]}
     if result.finalize is not None:
@@ -66,7 +73,7 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
     accounting = result.accounting_frame()
     write_frame(accounting, store.table_path(spec.name, ACCOUNTING), meta)
     elapsed = time.perf_counter() - started
-    accounting_md = markdown_table(accounting.drop("filtered_reasons", "repaired_reasons"))
+    accounting_md = markdown_table(accounting.drop("filtered_reasons", "repaired_reasons", "kept_elsewhere_tables"))
     reasons = (pl.scan_parquet(paths["quarantine"]).group_by("reason")
                .len().sort("len", descending=True).collect())
     for table in ("items", "interactions", "quarantine"):
@@ -110,6 +117,52 @@ def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig,  #
         **{f"rows_{k}": v for k, v in stats.rows_per_split.items()},
         mean_history_length=round(float(frame["history"].list.len().mean() or 0.0), 2),
     ))
+
+
+ImpressionsConfig = config_class(
+    "ImpressionsConfig", ImpressionConfig,
+    doc="CTR rows: `negatives` sampled per positive where the source logs no impressions (Amazon, H&M), the "
+        "chronological valid / test fractions and the sampling seed; ops.impressions.ImpressionConfig.")
+
+
+@dg.asset(
+    deps=["items", "interactions"],
+    partitions_def=DATASETS,
+    group_name=GROUP,
+    tags=job_tag("ingest"),
+    kinds={"parquet", "polars"},
+    code_version=IMPRESSIONS_CODE_VERSION,
+    op_tags={"semid/resource": "cpu"},
+)
+def impressions(context: dg.AssetExecutionContext, config: ImpressionsConfig,  # type: ignore[valid-type]
+                storage: StorageResource) -> dg.MaterializeResult:
+    """Labelled CTR rows: user_id, item_id, label (1 clicked / 0 not), timestamp, impression_id, source
+    (impression | sampled), split (chronological train / valid / test). MIND: its logged impressions (clicks and
+    shown-not-clicked); Amazon, H&M: interactions as positives plus `negatives` uniformly sampled catalog items per
+    positive that the user never interacted with (seeded)."""
+    from ops.impressions import impression_figures, logged_impressions, sampled_impressions
+
+    spec = datasets.get(context.partition_key)
+    store = storage.store()
+    cfg = config.build()
+    started = time.perf_counter()
+    interactions = store.scan(spec.name, "interactions")
+    if spec.source == "mind":
+        frame, stats = logged_impressions(interactions, store.scan(spec.name, SHOWN_TABLE), cfg)
+    else:
+        item_ids = store.scan(spec.name, "items").select("item_id").collect()["item_id"]
+        frame, stats = sampled_impressions(interactions, item_ids, cfg)
+    path = store.table_path(spec.name, "impressions")
+    write_frame(frame, path, lineage(context, code_version=IMPRESSIONS_CODE_VERSION, config=asdict(cfg),
+                                     rule="logged" if spec.source == "mind" else "sampled"))
+    return dg.MaterializeResult(metadata=table_metadata(
+        path, IMPRESSION_SCHEMA, frame.height, rule="logged impressions" if spec.source == "mind" else
+        f"interactions + {cfg.negatives} sampled negatives each", positives=stats.positives,
+        negatives=stats.negatives, units=stats.units, rows_without_timestamp=stats.rows_without_timestamp,
+        users_without_negatives=stats.users_without_negatives,
+        **{f"rows_{k}": v for k, v in stats.rows_per_split.items()},
+        per_split=dg.MetadataValue.md(markdown_table(impression_figures(frame))),
+        seconds=round(time.perf_counter() - started, 3)))
 
 
 # ---------------------------------------------------------------- checks (blocking: gate everything downstream)
@@ -157,22 +210,32 @@ def interactions_reference_known_items(context: dg.AssetCheckExecutionContext, s
                 additional_deps=["items", "interactions"])
 def row_accounting_balanced(context: dg.AssetCheckExecutionContext, storage: StorageResource
                             ) -> dg.AssetCheckResult:
-    """Per source file rows_in = kept + quarantined + filtered; kept rows match the written tables; quarantined
-    rows match the quarantine table. Nothing is dropped silently."""
+    """Per source file rows_in = kept + kept_elsewhere + quarantined + filtered; kept rows match the written tables
+    (kept_elsewhere: the side table of MIND's not-clicked impressions); quarantined rows match the quarantine
+    table. Nothing is dropped silently."""
+    import ast
+
     store = storage.store()
     ds = context.partition_key
     acc = store.read(ds, ACCOUNTING)
-    unbalanced = acc.filter(pl.col("rows_in") != pl.col("kept") + pl.col("quarantined") + pl.col("filtered"))
-    counts = {t: store.scan(ds, t).select(pl.len()).collect().item() for t in ("items", "interactions", "quarantine")}
+    unbalanced = acc.filter(pl.col("rows_in") != pl.col("kept") + pl.col("kept_elsewhere") + pl.col("quarantined")
+                            + pl.col("filtered"))
+    tables = ("items", "interactions", "quarantine", SHOWN_TABLE)
+    counts = {t: store.scan(ds, t).select(pl.len()).collect().item() for t in tables}
     kept = dict(acc.filter(pl.col("table").is_not_null()).group_by("table").agg(pl.col("kept").sum()).iter_rows())
-    mismatches = [f"{t}: accounted {kept.get(t, 0)} vs table {counts[t]}" for t in ("items", "interactions")
+    for elsewhere in acc["kept_elsewhere_tables"]:
+        for table, n in ast.literal_eval(elsewhere).items():
+            kept[table] = kept.get(table, 0) + n
+    mismatches = [f"{t}: accounted {kept.get(t, 0)} vs table {counts[t]}" for t in ("items", "interactions",
+                                                                                    SHOWN_TABLE)
                   if kept.get(t, 0) != counts[t]]
     if acc["quarantined"].sum() != counts["quarantine"]:
         mismatches.append(f"quarantine: accounted {acc['quarantined'].sum()} vs table {counts['quarantine']}")
     ok = unbalanced.height == 0 and not mismatches
     return _check(ok, "; ".join(mismatches) or f"{unbalanced.height} unbalanced files",
                   unbalanced_files=unbalanced.height, mismatches="; ".join(mismatches) or "none",
-                  rows_in=int(acc["rows_in"].sum()), quarantined=int(acc["quarantined"].sum()))
+                  rows_in=int(acc["rows_in"].sum()), quarantined=int(acc["quarantined"].sum()),
+                  kept_elsewhere=int(acc["kept_elsewhere"].sum()))
 
 
 @dg.asset_check(asset="user_sequences", partitions_def=DATASETS, blocking=True, additional_deps=["items"])
@@ -196,6 +259,25 @@ def sequences_well_formed(context: dg.AssetCheckExecutionContext, storage: Stora
                   duplicate_user_split=dup)
 
 
-ASSETS = [ingest_raw, user_sequences]
+@dg.asset_check(asset="impressions", partitions_def=DATASETS, blocking=True, additional_deps=["items"])
+def impressions_well_formed(context: dg.AssetCheckExecutionContext, storage: StorageResource
+                            ) -> dg.AssetCheckResult:
+    """Labels in {0, 1}, every item in `items`, every user id non-empty, every split non-empty with both labels;
+    rows per split and label and the CTR per split in the metadata."""
+    from ops.impressions import impression_figures, impression_problems
+
+    store = storage.store()
+    ds = context.partition_key
+    frame = store.read(ds, "impressions")
+    problems = impression_problems(frame, store.scan(ds, "items").select("item_id").collect()["item_id"])
+    figures = impression_figures(frame)
+    return _check(not problems, "; ".join(problems) or "labels, items and splits as the contract says",
+                  per_split=dg.MetadataValue.md(markdown_table(figures)),
+                  **{f"rows_{split}_label_{label}": int(n) for split, n1, n0 in
+                     figures.select("split", "label_1", "label_0").iter_rows() for label, n in ((1, n1), (0, n0))},
+                  **{f"ctr_{split}": float(c) for split, c in figures.select("split", "ctr").iter_rows()})
+
+
+ASSETS = [ingest_raw, user_sequences, impressions]
 CHECKS = [unique_item_ids, item_text_not_empty, interactions_reference_known_items, row_accounting_balanced,
-          sequences_well_formed]
+          sequences_well_formed, impressions_well_formed]

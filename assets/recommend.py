@@ -70,10 +70,13 @@ def _metrics_table(recommender: str, tokenizer: str | None) -> tuple[str, str]:
 
 def _write(store: Store, ds: str, recommender: str, tokenizer: str | None, longs: list[pl.DataFrame],
            users: list[pl.DataFrame], meta: dict) -> pl.DataFrame:
+    """The metric rows of one (recommender, tokenizer) and, for ranking models, their per-user NDCG@10 (CTR
+    models have none: `users` empty)."""
     long = pl.concat(longs)
     metrics, per_user = _metrics_table(recommender, tokenizer)
     write_frame(long, store.table_path(ds, metrics), meta)
-    write_frame(pl.concat(users), store.table_path(ds, per_user), meta)
+    if users:
+        write_frame(pl.concat(users), store.table_path(ds, per_user), meta)
     return long
 
 
@@ -246,6 +249,10 @@ GENERATIVE = [build_generative_asset(e, family) for family in GENERATIVE_FAMILIE
 for _e in tokenizers.REGISTRY.values():  # the run-start check that the LM of every generative_llm asset loads
     MODEL_SETTINGS[f"recommender__generative_llm__{_e.name}"] = PretrainedRunConfig
 RECOMMENDERS = [*GENERATIVE, sasrec, popularity]
+# the CTR assets (assets/ctr.py, which builds on this module's writers): `recommender/ctr/<tokenizer>` and
+# `recommender/ctr/ids`, named here so that the evaluation waits for them
+CTR_FAMILY, CTR_IDS = "ctr", "ids"
+CTR_KEYS = [dg.AssetKey(["recommender", CTR_FAMILY, t]) for t in [*tokenizers.REGISTRY, CTR_IDS]]
 EVALUATION_CHECK = "evaluation_complete"
 
 
@@ -276,23 +283,36 @@ def _plot(long: pl.DataFrame) -> str:
     return f"![NDCG@K](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-@dg.asset(key="evaluation", deps=[a.key for a in RECOMMENDERS], partitions_def=DATASETS, group_name=GROUP,
+def _expected_ctr(wanted: ExpectedConfig) -> list[tuple[str, str | None, str]]:
+    """(recommender, tokenizer, asset) of every CTR model the evaluation expects: `ctr_models` on every code
+    table's asset, their architectures plus `ctr_id_models` on the ID-only one."""
+    from ops.recommend.evaluation import architecture
+
+    ids = list(dict.fromkeys([*(architecture(m) for m in wanted.ctr_models), *wanted.ctr_id_models]))
+    return [(m, e, f"{CTR_FAMILY}/{e}") for e in tokenizers.REGISTRY for m in wanted.ctr_models] + [
+        (m, None, f"{CTR_FAMILY}/{CTR_IDS}") for m in ids]
+
+
+@dg.asset(key="evaluation", deps=[*(a.key for a in RECOMMENDERS), *CTR_KEYS], partitions_def=DATASETS,
+          group_name=GROUP,
           kinds={"parquet"}, tags=job_tag(EVALUATE), code_version=code_version("ops.recommend.evaluation"),
           check_specs=[dg.AssetCheckSpec(EVALUATION_CHECK, asset="evaluation", blocking=True, partitions_def=DATASETS,
-                                         description="every recommender x code table x seed present, every value "
-                                                     "in [0, 1]")],
+                                         description="every recommender x code table x seed present, recall / "
+                                                     "ndcg / auc in [0, 1], logloss finite and >= 0")],
           description="One long table of every recommender's test metrics: dataset, recommender, tokenizer (null for "
-                      "ID models), seed, metric, k, value; the comparison (mean ± std, 95 % interval, paired "
-                      "p-values against the best ID baseline) and an NDCG@K plot in the metadata.")
+                      "ID models), seed, metric, k, value (CTR models: auc and logloss, k null); the comparison "
+                      "(mean ± std, 95 % interval, paired p-values against the best ID baseline), the CTR "
+                      "comparison (against the ID-only model of the same architecture) and an NDCG@K plot in the "
+                      "metadata.")
 def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]
                storage: StorageResource):
-    from ops.recommend.evaluation import EVALUATION_SCHEMA, check_evaluation, comparison
+    from ops.recommend.evaluation import CTR_METRICS, EVALUATION_SCHEMA, check_evaluation, comparison, ctr_comparison
 
     ds = datasets.get(context.partition_key).name
     store = storage.store()
     wanted = config.build()
-    models = [(family, e.name) for family in GENERATIVE_FAMILIES for e in tokenizers.REGISTRY.values()] + [
-        ("sasrec", None), ("popularity", None)]
+    models: list = [(family, e.name) for family in GENERATIVE_FAMILIES for e in tokenizers.REGISTRY.values()] + [
+        ("sasrec", None), ("popularity", None), *_expected_ctr(wanted)]
     seeds_of = {"popularity": [0], **wanted.seeds_of}  # popularity is deterministic: one run
     expected = [(r, t, seeds_of.get(r, wanted.seeds)) for r, t in expected_models(models, wanted.skip)]
     longs, users = [], []
@@ -300,15 +320,19 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # t
         metrics, per_user = _metrics_table(recommender, tokenizer)
         if store.exists(ds, metrics):
             longs.append(store.read(ds, metrics))
-            users.append(store.read(ds, per_user))
+            if store.exists(ds, per_user):  # (ranking models only)
+                users.append(store.read(ds, per_user))
     long = pl.concat(longs) if longs else pl.DataFrame(schema=EVALUATION_SCHEMA)
     path = store.table_path(ds, "evaluation")
     write_frame(long, path, lineage(context, dataset=ds, table="evaluation"))
     passed, check_meta = check_evaluation(long, expected)
     metadata = table_metadata(path, long.schema, long.height, dataset=ds)
-    if long.height:
-        metadata["comparison"] = dg.MetadataValue.md(markdown_table(comparison(long, pl.concat(users))))
-        metadata["ndcg_plot"] = dg.MetadataValue.md(_plot(long))
+    ranking = long.filter(~pl.col("metric").is_in(CTR_METRICS))
+    if ranking.height:
+        metadata["comparison"] = dg.MetadataValue.md(markdown_table(comparison(ranking, pl.concat(users))))
+        metadata["ndcg_plot"] = dg.MetadataValue.md(_plot(ranking))
+    if ranking.height < long.height:
+        metadata["ctr_comparison"] = dg.MetadataValue.md(markdown_table(ctr_comparison(long)))
     return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
         check_name=EVALUATION_CHECK, passed=passed, metadata=check_meta)])
 

@@ -65,13 +65,14 @@ sys.path.insert(0, {root!r})
 {imp}
 started = time.perf_counter()
 res = load({data!r}, "bench")
+shown = res.shown_not_clicked.lazy().collect()  # the side table of not-clicked impressions, in both contenders
 wall = time.perf_counter() - started
 entries = [a for a in res.accounts if a.unit.startswith("history")]
 print(json.dumps({{"wall": wall, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "lines": sum(a.rows_in for a in res.accounts if a.source_file.endswith("behaviors.tsv")
                                and a.unit == "line"),
                   "entries": sum(a.rows_in for a in entries), "kept": res.interactions.height,
-                  "quarantined": res.quarantine.height}}))
+                  "quarantined": res.quarantine.height, "shown": shown.height}}))
 """
 
 
@@ -94,7 +95,7 @@ def main() -> None:
                              check=True, capture_output=True, text=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     r = results["ours"]
-    assert all(results["line_by_line"][k] == r[k] for k in ("entries", "kept", "quarantined")), results
+    assert all(results["line_by_line"][k] == r[k] for k in ("entries", "kept", "quarantined", "shown")), results
     size = (data / "behaviors.tsv").stat().st_size / 1e9
     print(f"behaviors.tsv: {r['lines']:,} lines, {r['entries']:,} history + impression entries, {size:.2f} GB; "
           f"{r['kept']:,} interactions kept (both contenders)")

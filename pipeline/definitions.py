@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, embed, ingest, palette, recommend
+from assets import codes, ctr, embed, ingest, palette, recommend
 from assets.common import DATASETS, JOB_TAG
 from pipeline.resources import default_resources
 
-ASSETS = [*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS, *codes.ASSETS, *recommend.ASSETS]
-CHECKS = [*ingest.CHECKS, *embed.CHECKS, *palette.CHECKS, *codes.CHECKS, *recommend.CHECKS]
+ASSETS = [*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS, *codes.ASSETS, *recommend.ASSETS, *ctr.ASSETS]
+CHECKS = [*ingest.CHECKS, *embed.CHECKS, *palette.CHECKS, *codes.CHECKS, *recommend.CHECKS, *ctr.CHECKS]
 
 
 def _job(name: str, description: str) -> dg.UnresolvedAssetJobDefinition:
@@ -24,7 +24,8 @@ palette_job = _job("palette", "LAMIA: train the palette model, extract every ite
                               "code_table/lamia (a GPU job for real datasets; configs/lamia_mind_opt350m_gpu.yaml is "
                               "the paper's recipe).")
 evaluate_job = _job("evaluate", "user_sequences + code tables -> recommenders (generative on every code table, "
-                                "SASRec, popularity), one model per seed -> the evaluation table.")
+                                "SASRec, popularity), impressions + code tables -> CTR models (DeepFM, DCNv2 with "
+                                "and without codes), one model per seed -> the evaluation table.")
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
     selection=dg.AssetSelection.all(),

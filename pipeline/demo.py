@@ -23,6 +23,11 @@ DEMO_CONFIG = CONFIGS / "lamia_demo_cpu.yaml"
 LM_SAMPLES = ("sample_mind",)
 PRETRAINED_FAMILY = "generative_llm"
 LM_EMBEDDINGS, LM_TOKENIZER = "item_embeddings_lm", "pca_kmeans_lm"
+# CTR models (recommender/ctr/*) on MIND's logged impressions only, on a few code tables and the ID-only baseline
+# (~37 k impressions in the demo sample: seconds per model); the other samples' sampled negatives are built
+# (`impressions`) but not trained on.
+CTR_SAMPLES = ("sample_mind",)
+CTR_TOKENIZERS = ("ids", "random", "pca_kmeans", "lamia")
 # Run-config overlays per sample, each op's config replacing the base file's: the other samples learn their palette
 # on the MiniLM encoder (the explicit encoder option; its differences are in the file).
 OVERLAYS = {"sample_amazon": [CONFIGS / "lamia_demo_cpu_encoder.yaml"],
@@ -34,6 +39,8 @@ def runs_on(key: dg.AssetKey, dataset: str) -> bool:
     path = key.path
     if path[:2] == ["recommender", PRETRAINED_FAMILY]:
         return False
+    if path[:2] == ["recommender", "ctr"]:
+        return dataset in CTR_SAMPLES and path[2] in CTR_TOKENIZERS
     return dataset in LM_SAMPLES or not (path == [LM_EMBEDDINGS] or path[-1] == LM_TOKENIZER)
 
 

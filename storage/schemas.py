@@ -29,6 +29,25 @@ USER_SEQUENCE_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),
 }
 
+# MIND impressions shown but not clicked (a side table of ingestion, `shown_not_clicked`): the label-0 rows of
+# `impressions`; the clicks are the `click` events of `interactions`.
+SHOWN_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    "timestamp": pl.Int64(),
+    "impression_id": pl.String(),
+}
+
+# Labelled CTR rows (the `impressions` asset).
+IMPRESSION_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    "label": pl.Int8(),  # 1 clicked / bought / reviewed, 0 shown and not clicked or a sampled negative
+    "timestamp": pl.Int64(),
+    "impression_id": pl.String(),
+    "source": pl.String(),  # impression | sampled
+    "split": pl.String(),
+}
 
 CODE_TABLE_SCHEMA_VERSION = 1
 
@@ -78,6 +97,9 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "history": "up to max_history item ids before the target, oldest first",
     "target": "the item to predict",
     "split": "train | valid | test",
+    # impressions
+    "label": "1 clicked (MIND) or interacted (Amazon, H&M), 0 shown and not clicked or a sampled negative",
+    "source": "impression (a logged MIND impression) | sampled (a negative drawn from the catalog)",
     # embeddings, palettes, code tables
     "embedding": "pooled item embedding (fixed-size float32 list)",
     "palette": "the item's L palette embeddings (float32 [L][D])",

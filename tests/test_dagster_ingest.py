@@ -28,10 +28,23 @@ def test_ingest_assets_materialize_with_green_checks(storage, partition):
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {"unique_item_ids": True, "item_text_not_empty": True,
                            "interactions_reference_known_items": True, "row_accounting_balanced": True,
-                           "sequences_well_formed": True}
+                           "sequences_well_formed": True, "impressions_well_formed": True}
     store = storage.store()
-    for table in ("items", "interactions", "quarantine", "user_sequences"):
+    for table in ("items", "interactions", "quarantine", "user_sequences", "impressions", "shown_not_clicked"):
         assert store.table_path(partition, table).is_file()
+    imp = store.read(partition, "impressions")
+    positives = imp.filter(pl.col("label") == 1).height
+    if partition == "sample_mind":  # logged: clicks and the side table's shown-not-clicked rows
+        assert set(imp["source"]) == {"impression"}
+        assert imp.height - positives == store.read(partition, "shown_not_clicked").height > 0
+        assert positives == store.read(partition, "interactions").filter(pl.col("event") == "click").height
+        acc = store.read(partition, "ingest_accounting")
+        assert acc["kept_elsewhere"].sum() == imp.height - positives
+    else:  # sampled: 4 negatives per interaction
+        assert positives == store.read(partition, "interactions").height and imp.height == 5 * positives
+        assert store.read(partition, "shown_not_clicked").height == 0
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "impressions_well_formed")
+    assert 0 < check.metadata["ctr_test"].value < 1 and check.metadata["rows_valid_label_0"].value > 0
     mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
     items_meta = mats["items"].materialization.metadata
     assert items_meta["dagster/row_count"].value == store.read(partition, "items").height
@@ -91,6 +104,11 @@ def test_definitions_load():
     for key in ("item_embeddings", "palette_model", "palette_embeddings"):  # model work is routed to GPU workers
         asset = defs.get_assets_def(key)
         assert asset.op.tags["semid/resource"] == "gpu" and asset.op.pool == "gpu", key
+    from ops.tokenizers import REGISTRY  # CTR: impressions (ingest) and one CTR asset per code table + ids (evaluate)
+
+    assert {"impressions", "recommender/ctr/ids", *(f"recommender/ctr/{t}" for t in REGISTRY)} <= keys
+    assert "impressions_well_formed" in checks and "impressions" in selected("ingest_job")
+    assert {"recommender/ctr/ids", "recommender/ctr/random", "evaluation"} <= selected("evaluate_job")
 
 
 def test_sequence_config_mirrors_split_config():

@@ -22,16 +22,25 @@ def test_demo_config_is_valid_and_puts_the_lm_work_on_the_mind_sample_only(datas
     lm = {"item_embeddings_lm", "code_table/pca_kmeans_lm", "recommender/generative/pca_kmeans_lm"}
     assert {"palette_model", "item_embeddings", "code_table/lamia", "recommender/generative/lamia"} <= chosen
     assert not any(k.startswith("recommender/generative_llm/") for k in chosen)
-    skipped_llm = {f"generative_llm/{t}" for t in ("lamia", "pca_kmeans", "pca_kmeans_lm", "random")}
+    from ops.tokenizers import REGISTRY
+
+    skipped_llm = {f"generative_llm/{t}" for t in REGISTRY}
+    ctr = {f"recommender/ctr/{t}" for t in ("ids", "random", "pca_kmeans", "lamia")}
+    all_ctr = {f"ctr/{t}" for t in [*REGISTRY, "ids"]}
+    assert "impressions" in chosen  # CTR rows are built on every sample
     if dataset == "sample_mind":
         assert lm <= chosen
         # the causal LM, one epoch over a sample of the items
         assert palette["model"] == "SmolLM2-135M-Instruct" and palette["epochs"] == 1 and palette["train_items"]
-        assert skip == skipped_llm
+        # CTR on MIND's logged impressions, on a few code tables and the ID-only baseline
+        assert {k for k in chosen if k.startswith("recommender/ctr/")} == ctr
+        assert skip == skipped_llm | (all_ctr - {k.removeprefix("recommender/") for k in ctr})
+        assert config["ops"]["recommender__ctr__ids"]["config"]["epochs"] == 4
     else:
         assert not chosen & lm
         assert palette["model"] == "all-MiniLM-L6-v2" and "train_items" not in palette  # the encoder overlay
-        assert skip == skipped_llm | {"generative/pca_kmeans_lm"}
+        assert not any(k.startswith("recommender/ctr/") for k in chosen)
+        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | all_ctr
 
 
 def test_every_ablation_renders_a_valid_run_config_that_changes_only_the_palette():

@@ -126,8 +126,9 @@ def test_behaviors_entry_rules_across_lines_and_splits(tmp_path, lines_writer, m
     assert (train[0].rows_in, train[0].kept) == (3, 3)
     entries = train[1]
     assert entries.rows_in == 4 + 3 + 4 + 6 + 2 + 1 and entries.kept == 7 and entries.quarantined == 7
-    assert entries.filtered == {"history entry repeated on a later impression line": 4,
-                                "impression not clicked": 1, "unlabeled impression": 1}
+    assert entries.filtered == {"history entry repeated on a later impression line": 4, "unlabeled impression": 1}
+    assert entries.kept_elsewhere == {"shown_not_clicked": 1}  # N1-0: a label-0 impression, no interaction
+    assert res.shown_not_clicked.collect().rows() == [("U1", "N1", parse_time("11/11/2019 9:00:00 AM"), "1")]
     dev = next(a for a in res.accounts if a.source_file == "b_dev/behaviors.tsv" and a.unit != "line")
     assert dev.filtered == {"history entry repeated on a later impression line": 1} and dev.kept == 3
     assert all(a.balanced for a in res.accounts)
@@ -146,6 +147,7 @@ def test_behaviors_without_records(tmp_path, lines_writer, behaviors):
 
 def _same_as_line_by_line(res, ref):
     assert res.interactions.equals(ref.interactions)
+    assert res.shown_not_clicked.collect().equals(ref.shown_not_clicked)
     assert res.quarantine.equals(ref.quarantine)  # same rows, same order
     assert res.accounts == ref.accounts
 

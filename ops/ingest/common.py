@@ -1,8 +1,9 @@
 """Shared pieces of the raw-file loaders: errors, file discovery, line reading, quarantine and row accounting.
 
-Contract of every loader: each input record is either kept, quarantined (with file, line, reason and the raw
-text) or filtered for a stated, counted reason. `FileAccount` carries the counts so that checks can verify
-`rows_in == kept + quarantined + sum(filtered)`.
+Contract of every loader: each input record is either kept, kept in a side table (e.g. MIND's shown but not
+clicked impressions, which are CTR negatives but no interactions), quarantined (with file, line, reason and the
+raw text) or filtered for a stated, counted reason. `FileAccount` carries the counts so that checks can verify
+`rows_in == kept + kept_elsewhere + quarantined + sum(filtered)`.
 """
 from __future__ import annotations
 
@@ -203,10 +204,14 @@ class FileAccount:
     # Records whose value was restored to its canonical form before validation (e.g. H&M ids that lost their
     # leading zero), by what was restored: they still end in exactly one of kept / quarantined / filtered.
     repaired: Counter[str] = field(default_factory=Counter)
+    # Records kept in a table other than `table`, by that table (MIND: not-clicked impressions -> the
+    # `shown_not_clicked` side table, read by `impressions` as label-0 rows).
+    kept_elsewhere: Counter[str] = field(default_factory=Counter)
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in == self.kept + self.quarantined + sum(self.filtered.values())
+        return self.rows_in == (self.kept + sum(self.kept_elsewhere.values()) + self.quarantined
+                                + sum(self.filtered.values()))
 
     def as_row(self) -> dict[str, object]:
         return {
@@ -215,6 +220,8 @@ class FileAccount:
             "table": self.table,
             "rows_in": self.rows_in,
             "kept": self.kept,
+            "kept_elsewhere": sum(self.kept_elsewhere.values()),
+            "kept_elsewhere_tables": dict(self.kept_elsewhere),
             "quarantined": self.quarantined,
             "filtered": sum(self.filtered.values()),
             "filtered_reasons": dict(self.filtered),
@@ -381,14 +388,19 @@ class IngestResult:
     accounts: list[FileAccount]
     # Called with rows written per table once streamed outputs are on disk, to complete the accounting.
     finalize: Callable[[dict[str, int]], None] | None = None
+    # Labelled impressions that are no interactions (MIND: shown, not clicked; SHOWN_SCHEMA), None where the source
+    # logs no impressions (Amazon, H&M): the `impressions` asset then samples its negatives.
+    shown_not_clicked: pl.LazyFrame | pl.DataFrame | None = None
 
     def accounting_frame(self) -> pl.DataFrame:
         rows = [a.as_row() for a in self.accounts]
         return pl.DataFrame(
-            [{**r, "filtered_reasons": repr(r["filtered_reasons"]), "repaired_reasons": repr(r["repaired_reasons"])}
+            [{**r, "filtered_reasons": repr(r["filtered_reasons"]), "repaired_reasons": repr(r["repaired_reasons"]),
+              "kept_elsewhere_tables": repr(r["kept_elsewhere_tables"])}
              for r in rows],
             schema={"source_file": pl.String, "unit": pl.String, "table": pl.String, "rows_in": pl.Int64, "kept": pl.Int64,
-                    "quarantined": pl.Int64, "filtered": pl.Int64, "filtered_reasons": pl.String,
+                    "kept_elsewhere": pl.Int64, "kept_elsewhere_tables": pl.String, "quarantined": pl.Int64,
+                    "filtered": pl.Int64, "filtered_reasons": pl.String,
                     "repaired": pl.Int64, "repaired_reasons": pl.String, "balanced": pl.Boolean},
         )
 

@@ -6,7 +6,9 @@ behaviors.tsv: impression_id, user_id, time (`M/D/YYYY H:MM:SS AM`), history (sp
 impressions (`Nxx-1` clicked / `Nxx-0` shown; the test split has no labels).
 
 Interactions = each user's history (once per user; order kept, no timestamp) + clicked impressions (timestamp of
-the impression). Non-clicked and unlabeled impressions are counted as filtered, not kept.
+the impression). Impressions shown and not clicked are no interactions: they are kept in the side table
+`shown_not_clicked` (SHOWN_SCHEMA), the label-0 rows of the CTR table `impressions` (whose label-1 rows are the
+clicks). Unlabeled impressions (test split) are counted as filtered.
 
 news.tsv (~100 k lines) is read line by line; behaviors.tsv (MIND-large: 2.2 M lines, ~150 M entries) with polars
 over whole columns. ops/ingest/mind_reference.py keeps the line-by-line reading of behaviors as the specification
@@ -35,7 +37,7 @@ from ops.ingest.common import (
     rel,
     scan_raw_lines,
 )
-from storage.schemas import INTERACTION_CORE
+from storage.schemas import INTERACTION_CORE, SHOWN_SCHEMA
 
 ATTRIBUTES = ("title", "abstract", "category", "subcategory")
 NEWS_COLUMNS = 8
@@ -53,6 +55,7 @@ INTERACTION_SCHEMA = {**INTERACTION_CORE, "impression_id": pl.String()}
 # what an impression token is (behaviors.tsv)
 CLICK, NOT_CLICKED, UNLABELED, BAD, UNKNOWN = range(5)
 IMPRESSION_SLICE_LINES = 200_000
+SHOWN_TABLE = "shown_not_clicked"  # the side table of label-0 impressions (FileAccount.kept_elsewhere)
 BEHAVIORS_FORMAT = (f"MIND behaviors.tsv: {BEHAVIOR_COLUMNS} tab-separated columns "
                     "(impression id, user, M/D/YYYY H:MM:SS AM, history, impressions)")
 
@@ -128,18 +131,20 @@ def _bad_json_column(*columns: tuple[str, str]) -> str | None:
 
 
 def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarantine, seen: pl.DataFrame,
-                    last: bool = True) -> tuple[FileAccount, FileAccount, pl.DataFrame, pl.DataFrame]:
+                    last: bool = True
+                    ) -> tuple[FileAccount, FileAccount, pl.DataFrame, pl.DataFrame, pl.LazyFrame]:
     """One behaviors.tsv, vectorised with polars (MIND-large's shape: several times faster and lighter than the
     per-entry Python loop it is tested to equal; bench/mind.py, bench/RESULTS.md).
     Returns the line and entry accounts, this file's interactions in file order (line, then history before
-    clicks, then position) and the (user, item) history pairs kept so far, which span the files of all splits
-    (not extended for the `last` file).
+    clicks, then position), the (user, item) history pairs kept so far, which span the files of all splits
+    (not extended for the `last` file), and the impressions shown but not clicked (SHOWN_SCHEMA, file order; lazy:
+    held as line number + item index until written, MIND-large has ~140 M of them).
 
     Same rules as a line-by-line reading: a line with the wrong column count, a bad time or no user is
     quarantined whole; a history entry is kept the first time its (user, item) appears, counted as a repeat
     after that (MIND repeats a user's full history on every impression line), quarantined when the item is
-    unknown (once per occurrence); an impression token `ID-1` is a click, `ID-0` filtered, `ID` (test split)
-    filtered as unlabeled, anything else quarantined."""
+    unknown (once per occurrence); an impression token `ID-1` is a click, `ID-0` kept in `shown_not_clicked`,
+    `ID` (test split) filtered as unlabeled, anything else quarantined."""
     lines = FileAccount(name, "line")
     entries = FileAccount(name, "history+impression entry", "interactions")
     with tempfile.TemporaryDirectory(prefix="mind-") as tmp:
@@ -239,21 +244,29 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
     # Impressions are many tokens a line, nearly all of them not clicked: classified in slices of lines, so that
     # at most one slice of tokens is in memory (MIND-large's all at once: bench/RESULTS.md, "Figures behind design choices").
     kinds: Counter[int] = Counter()
-    click_parts, rejected_parts = [], []
+    click_parts, rejected_parts, shown_parts = [], [], []
+    item_enum = pl.Enum(known)  # an item as a 4-byte index into the catalog while the tokens are in memory
     for start in range(0, max(good.height, 1), IMPRESSION_SLICE_LINES):  # one (empty) slice for an empty file
         imp = tokens(good.slice(start, IMPRESSION_SLICE_LINES), "impressions", "token").with_columns(
             news.alias("item"), kind.alias("kind"))
         kinds.update(dict(imp.group_by("kind").len().iter_rows()))
         click_parts.append(imp.filter(pl.col("kind") == CLICK).select("g", "item"))
         rejected_parts.append(imp.filter(pl.col("kind").is_in([BAD, UNKNOWN])))
+        shown_parts.append(imp.filter(pl.col("kind") == NOT_CLICKED).select("g", pl.col("item").cast(item_enum)))
         entries.rows_in += imp.height
     clicks = with_line(pl.concat(click_parts), "user", "imp", "ts")
     imp_rejected = with_line(pl.concat(rejected_parts))
     for reason, count in (("history entry repeated on a later impression line", repeated),
-                          ("impression not clicked", kinds.get(NOT_CLICKED, 0)),
                           ("unlabeled impression", kinds.get(UNLABELED, 0))):
         if count:
             entries.filtered[reason] = count
+    if kinds.get(NOT_CLICKED, 0):
+        entries.kept_elsewhere[SHOWN_TABLE] = kinds[NOT_CLICKED]
+    # the strings of a line are joined back to its shown tokens only when the table is written
+    shown = pl.concat(shown_parts).lazy().join(
+        good.select("g", "user", "ts", "imp").lazy(), on="g", how="left", maintain_order="left").select(
+        pl.col("user").alias("user_id"), pl.col("item").cast(pl.String).alias("item_id"),
+        pl.col("ts").alias("timestamp"), pl.col("imp").alias("impression_id")).cast(SHOWN_SCHEMA)
 
     del good  # everything below works on the gathered rows
     # Quarantine in file order; reason texts are built for the (few) rejected rows only.
@@ -289,7 +302,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
         "event", pl.lit(0, pl.Int64).alias("seq"), pl.col("imp").alias("impression_id"))
     entries.kept = kept.height
     # (the pairs are remembered only for a later split's file: 23 M rows on MIND-large)
-    return lines, entries, kept, seen if last else pl.concat([seen, first.select("user", "item")])
+    return lines, entries, kept, seen if last else pl.concat([seen, first.select("user", "item")]), shown
 
 
 def load_mind(raw_dir: Path, dataset: str) -> IngestResult:
@@ -308,13 +321,15 @@ def load_mind(raw_dir: Path, dataset: str) -> IngestResult:
         raise IngestError(f"MIND: no valid news in {raw_dir}")
     known = pl.Series(list(items.rows), dtype=pl.String)
     seen = pl.DataFrame(schema={"user": pl.String, "item": pl.String})
-    parts = []
+    parts, shown = [], []
     for i, path in enumerate(behavior_files):
-        lines, entries, kept, seen = _read_behaviors(path, rel(path, raw_dir), known, quarantine, seen,
-                                                     last=i == len(behavior_files) - 1)
+        lines, entries, kept, seen, not_clicked = _read_behaviors(path, rel(path, raw_dir), known, quarantine,
+                                                                  seen, last=i == len(behavior_files) - 1)
         accounts.extend((lines, entries))
         parts.append(kept)
+        shown.append(not_clicked)
     # seq: position in the files' order (splits, then lines, history before clicks), as the events were read
     interactions = pl.concat(parts).with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq")).cast(
         INTERACTION_SCHEMA)
-    return IngestResult(items.frame(), interactions, quarantine.frame(), accounts)
+    return IngestResult(items.frame(), interactions, quarantine.frame(), accounts,
+                        shown_not_clicked=pl.concat(shown))

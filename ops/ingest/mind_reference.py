@@ -8,6 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
+from storage.schemas import SHOWN_SCHEMA
+
 from ops.ingest.common import (
     FileAccount,
     FormatGuard,
@@ -23,6 +25,7 @@ from ops.ingest.mind import (
     BEHAVIOR_COLUMNS,
     BEHAVIORS_FORMAT,
     INTERACTION_SCHEMA,
+    SHOWN_TABLE,
     _read_news,
     parse_time,
     split_dirs,
@@ -36,6 +39,7 @@ def read_behaviors_line_by_line(
     quarantine: Quarantine,
     rows: dict[str, list],
     seen_history: set[tuple[str, str]],
+    shown: dict[str, list] | None = None,
 ) -> tuple[FileAccount, FileAccount]:
     lines = FileAccount(name, "line")
     entries = FileAccount(name, "history+impression entry", "interactions")
@@ -83,8 +87,11 @@ def read_behaviors_line_by_line(
                                token, entries)
             elif news_id not in items:
                 quarantine.add(name, number, f"unknown item in impressions: {news_id}", token, entries)
-            elif label == "0":
-                entries.filtered["impression not clicked"] += 1
+            elif label == "0":  # shown, not clicked: a label-0 impression, no interaction
+                entries.kept_elsewhere[SHOWN_TABLE] += 1
+                if shown is not None:
+                    for column, value in zip(SHOWN_SCHEMA, (user, news_id, ts, imp_id)):
+                        shown[column].append(value)
             else:
                 _append(rows, user, news_id, ts, "click", imp_id)
                 entries.kept += 1
@@ -115,7 +122,9 @@ def load_mind_line_by_line(raw_dir: Path, dataset: str) -> IngestResult:
         accounts.append(_read_news(news, rel(news, raw_dir), items, quarantine))
     rows: dict[str, list] = {k: [] for k in INTERACTION_SCHEMA}
     seen_history: set[tuple[str, str]] = set()
+    shown: dict[str, list] = {k: [] for k in SHOWN_SCHEMA}
     for path in behavior_files:
         accounts.extend(read_behaviors_line_by_line(path, rel(path, raw_dir), items, quarantine, rows,
-                                                    seen_history))
-    return IngestResult(items.frame(), pl.DataFrame(rows, schema=INTERACTION_SCHEMA), quarantine.frame(), accounts)
+                                                    seen_history, shown))
+    return IngestResult(items.frame(), pl.DataFrame(rows, schema=INTERACTION_SCHEMA), quarantine.frame(), accounts,
+                        shown_not_clicked=pl.DataFrame(shown, schema=SHOWN_SCHEMA))

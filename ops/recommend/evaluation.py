@@ -18,6 +18,9 @@ PER_USER_SCHEMA = {"recommender": pl.String, "tokenizer": pl.String, "seed": pl.
                    "ndcg_10": pl.Float64}
 BASELINES = ("popularity", "sasrec")  # ID models: the bar semantic IDs must clear
 RANDOM_CODES = "random"  # the tokenizer a learned code table must beat with the same recommender
+CTR_METRICS = ("auc", "logloss")  # CTR models' rows (k null); every other metric is a ranking metric at k
+UNIT_METRICS = ("recall", "ndcg", "auc")  # values in [0, 1]; logloss is >= 0
+CTR_MODELS = ("deepfm", "dcnv2")
 
 
 @dataclass
@@ -37,11 +40,32 @@ class ExpectedConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     skip: list[str] = field(default_factory=list)
     seeds_of: dict[str, list[int]] = field(default_factory=dict)  # family -> its seeds, where not `seeds`
+    # the recommenders each CTR asset (`recommender/ctr/<tokenizer>`, `recommender/ctr/ids`) writes
+    ctr_models: list[str] = field(default_factory=lambda: list(CTR_MODELS))
+    # further ID-only CTR recommenders of `recommender/ctr/ids` (its `me_embeddings`, e.g. deepfm_me4)
+    ctr_id_models: list[str] = field(default_factory=list)
 
 
-def expected_models(models: Iterable[tuple[str, str | None]], skip: Sequence[str]) -> list[tuple[str, str | None]]:
-    """The (family, tokenizer) pairs not skipped by name (`family` or `family/tokenizer`)."""
-    return [(r, t) for r, t in models if r not in skip and f"{r}/{t}" not in skip]
+def expected_models(models: Iterable[tuple[str, str | None] | tuple[str, str | None, str]], skip: Sequence[str]
+                    ) -> list[tuple[str, str | None]]:
+    """The (recommender, tokenizer) pairs not skipped by name: `recommender`, `recommender/tokenizer`
+    (`recommender/ids` for an ID model) or, where a model is given as (recommender, tokenizer, asset) with the
+    asset's key after `recommender/` (e.g. `ctr/random`), that asset or its family (`ctr`)."""
+    out = []
+    for model in models:
+        r, t = model[0], model[1]
+        names = {r, f"{r}/{t}", f"{r}/{t or 'ids'}"}
+        if len(model) > 2:
+            asset = str(model[2])  # type: ignore[misc]
+            names |= {asset, asset.split("/")[0]}
+        if not names & set(skip):
+            out.append((r, t))
+    return out
+
+
+def architecture(recommender: str) -> str:
+    """A CTR recommender's model (deepfm_me4+concat -> deepfm): its ID-only counterpart is (that, no tokenizer)."""
+    return recommender.split("+")[0].split("_me")[0]
 
 
 def rows_for(ranks: np.ndarray, users: Sequence[str], dataset: str, recommender: str, tokenizer: str | None,
@@ -62,6 +86,7 @@ def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tup
     bold), its 95 % interval for NDCG@10, and the p-values of paired Wilcoxon tests of per-user NDCG@10 (averaged over seeds) against the best ID
     baseline and, for a learned code table, against the same recommender on random codes."""
     metrics = list(metrics)
+    long = long.filter(~pl.col("metric").is_in(CTR_METRICS))  # CTR models: ctr_comparison
     user_means = per_user.group_by("recommender", "tokenizer", "user_id").agg(pl.col("ndcg_10").mean())
     models = long.select("recommender", "tokenizer").unique().sort("recommender", "tokenizer", nulls_last=False)
     best_baseline = None
@@ -100,13 +125,54 @@ def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tup
         .otherwise(pl.col(n)).alias(n) for n in names]).drop([f"_{n}" for n in names])
 
 
+def ctr_comparison(long: pl.DataFrame) -> pl.DataFrame:
+    """One row per CTR (recommender, tokenizer): mean ± std over seeds of test AUC and logloss, and against the
+    ID-only model of the same architecture (e.g. deepfm+concat / pca_kmeans vs deepfm / ids) the mean AUC gain and
+    the p-value of a paired t-test over the seeds both ran (scipy ttest_rel; null below 2 common seeds)."""
+    from scipy import stats
+
+    ctr = long.filter(pl.col("metric").is_in(CTR_METRICS))
+    if not ctr.height:
+        return pl.DataFrame()
+    auc = {(r, t): dict(zip(part["seed"].to_list(), part["value"].to_list())) for (r, t), part in
+           ctr.filter(pl.col("metric") == "auc").group_by("recommender", "tokenizer", maintain_order=True)}
+    rows = []
+    for recommender, tokenizer in ctr.select("recommender", "tokenizer").unique().sort(
+            "recommender", "tokenizer", nulls_last=False).iter_rows():
+        mine = ctr.filter(pl.col("recommender") == recommender, pl.col("tokenizer").eq_missing(tokenizer))
+        row: dict[str, object] = {"recommender": recommender, "tokenizer": tokenizer or "ids",
+                                  "seeds": mine["seed"].n_unique()}
+        for metric in CTR_METRICS:
+            s = summarize(mine.filter(pl.col("metric") == metric)["value"].to_list())
+            row[metric] = f"{s.mean:.4f} ± {s.std:.4f}"
+        base = (architecture(recommender), None)
+        row["vs"], row["auc gain"], row["p (paired t, seeds)"] = None, None, None
+        if (recommender, tokenizer) != base and base in auc:
+            ours = auc.get((recommender, tokenizer), {})
+            seeds = sorted(set(ours) & set(auc[base]))
+            if seeds:
+                a, b = np.array([ours[x] for x in seeds]), np.array([auc[base][x] for x in seeds])
+                row["vs"], row["auc gain"] = f"{base[0]}/ids", round(float((a - b).mean()), 5)
+                if len(seeds) >= 2 and np.ptp(a - b) > 0:
+                    row["p (paired t, seeds)"] = round(float(stats.ttest_rel(a, b).pvalue), 6)
+        rows.append(row)
+    return pl.DataFrame(rows, schema_overrides={"vs": pl.String, "auc gain": pl.Float64,
+                                                "p (paired t, seeds)": pl.Float64})
+
+
 def check_evaluation(long: pl.DataFrame, expected: Iterable[tuple[str, str | None, Sequence[int]]]
                      ) -> tuple[bool, dict[str, object]]:
-    """Every configured (recommender, tokenizer, seeds) present with every metric and K, every value in [0, 1]."""
+    """Every configured (recommender, tokenizer, seeds) present; every ranking model with the same metric rows
+    (every metric and K) and every CTR model likewise (auc, logloss); recall / ndcg / auc in [0, 1], logloss
+    finite and >= 0."""
     have = {(r, t, s) for r, t, s in long.select("recommender", "tokenizer", "seed").unique().iter_rows()}
     missing = [f"{r}/{t or '-'}/seed {s}" for r, t, seeds in expected for s in seeds if (r, t, s) not in have]
-    per_model = long.group_by("recommender", "tokenizer", "seed").len()["len"].unique().to_list()
-    out_of_range = int(((long["value"] < 0) | (long["value"] > 1) | long["value"].is_nan()).sum())
-    passed = not missing and out_of_range == 0 and len(per_model) <= 1
+    kinds = long.with_columns(pl.col("metric").is_in(CTR_METRICS).alias("ctr"))
+    per_model = {("ctr" if ctr else "ranking"): part["len"].unique().sort().to_list() for (ctr,), part in
+                 kinds.group_by("recommender", "tokenizer", "seed", "ctr").len().group_by("ctr")}
+    value, unit = pl.col("value"), pl.col("metric").is_in(UNIT_METRICS)
+    bad = ~value.is_finite() | (value < 0) | (unit & (value > 1))
+    out_of_range = int(long.select(bad.sum()).item() or 0)
+    passed = not missing and out_of_range == 0 and all(len(v) <= 1 for v in per_model.values())
     return passed, {"missing": ", ".join(missing) or "none", "out_of_range": out_of_range,
                     "rows": long.height, "metric_rows_per_model": per_model}

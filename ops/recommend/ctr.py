@@ -1,0 +1,355 @@
+"""CTR models on `impressions`: DeepFM and DCNv2 over user and item-ID embeddings, optionally with the item's
+semantic codes from a code table (the downstream stage of Mixture-of-Codes, papers/mixture-of-codes.txt).
+
+Fields (each an `embed_dim` vector):
+- the user's ID (users of the train split; any other user is the zero padding row),
+- the item's ID, in `id_embeddings` = M independent tables (M > 1: the multi-embedding "ME" baseline of Guo et
+  al. 2024, ID-embedding scaling without codes; here each table is its own field),
+- with `use_codes`: the item's L codes, position l embedded by its own table of K_l rows (an item that the code
+  table lacks gets each position's zero padding row), fused by `fusion` into the item's semantic field(s):
+  `gate` (MoC's self-gating: the concatenated code embeddings times sigmoid(MLP(concat)), then projected to a
+  field), `concat` (projected), `mlp` (concat -> MLP), `attention` (self-attention over the L code embeddings,
+  then their mean), `none` (each code embedding its own field).
+
+Models: DeepFM = first-order biases + FM second-order interactions over the fields + a deep MLP over their
+concatenation; DCNv2 = a cross network v2 (full-rank D x D matrices: x_{l+1} = x0 * (W x_l + b) + x_l) stacked
+with a deep MLP and a linear head. Trained with BCE on logits and Adam, seeded batch order and dropout, early
+stopping on the validation AUC (the best epoch's weights are kept), CUDA when present; AUC and logloss (sklearn) on
+the test split, as rows of the long evaluation table (metric `auc` / `logloss`, k null).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ops.models import Dtype, select_device
+from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
+from ops.training import autocast, autocast_dtype
+
+Model = Literal["deepfm", "dcnv2"]
+Fusion = Literal["gate", "concat", "mlp", "attention", "none"]
+MODELS: tuple[str, ...] = CTR_MODELS
+FUSIONS: tuple[str, ...] = ("gate", "concat", "mlp", "attention", "none")
+DEFAULT_FUSION = "gate"
+EMBED_INIT_STD = 0.1  # normal init of every embedding table (padding rows zero)
+
+
+@dataclass
+class CTRConfig:
+    """One CTR model and how it trains."""
+
+    model: Model = "deepfm"
+    fusion: Fusion = "gate"  # how the L code embeddings become the item's semantic field(s)
+    embed_dim: int = 16
+    id_embeddings: int = 1  # M independent item-ID tables (M > 1: the multi-embedding baseline)
+    use_codes: bool = True  # the item's semantic codes as features (needs a code table)
+    mlp_layers: list[int] = field(default_factory=lambda: [64, 32])  # the deep part's hidden widths
+    cross_layers: int = 2  # DCNv2
+    dropout: float = 0.1
+    lr: float = 1e-3  # Adam
+    batch_size: int = 512
+    epochs: int = 10
+    weight_decay: float = 0.0
+    patience: int = 2  # epochs without a better validation AUC before stopping
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Dtype = "auto"  # autocast dtype: auto = bf16 / fp16 on CUDA, float32 on CPU
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown CTR model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if self.id_embeddings < 1 or self.embed_dim < 1:
+            raise ValueError("id_embeddings and embed_dim must be positive")
+
+
+def recommender_name(cfg: CTRConfig) -> str:
+    """The `recommender` of its metric rows: the model, `_me<M>` for M item-ID tables, `+<fusion>` when the codes
+    are fused otherwise than by the default gate (e.g. deepfm, dcnv2_me4, deepfm+concat)."""
+    name = cfg.model + (f"_me{cfg.id_embeddings}" if cfg.id_embeddings > 1 else "")
+    return name + (f"+{cfg.fusion}" if cfg.use_codes and cfg.fusion != DEFAULT_FUSION else "")
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+@dataclass
+class CTRData:
+    users: np.ndarray  # int64 user index (0 = not a train user)
+    items: np.ndarray  # int64 item index (0 = not in the catalog)
+    labels: np.ndarray  # float32 0 / 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class CTRInputs:
+    """Everything the models of one asset share: the splits as indices and the items' codes."""
+
+    train: CTRData
+    valid: CTRData
+    test: CTRData
+    n_users: int
+    n_items: int
+    item_codes: np.ndarray | None  # (n_items + 1, L) int64; position l's padding index is code_sizes[l]
+    code_sizes: list[int] | None
+
+
+def item_code_matrix(code_table: pl.DataFrame, item_ids: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+    """Row r + 1 = the codes of item_ids[r] (row 0 and items the table lacks: each position's padding index K_l,
+    one past its largest code) and K_l per position."""
+    codes = np.stack(code_table["codes"].to_numpy()).astype(np.int64)
+    sizes = [int(k) for k in codes.max(axis=0) + 1]
+    out = np.tile(np.asarray(sizes, np.int64), (len(item_ids) + 1, 1))
+    row = {item: i for i, item in enumerate(code_table["item_id"].to_list())}
+    at = np.array([row.get(item, -1) for item in item_ids], dtype=np.int64)
+    known = at >= 0
+    out[1:][known] = codes[at[known]]
+    return out, sizes
+
+
+def prepare(impressions: pl.DataFrame, item_ids: Sequence[str], code_table: pl.DataFrame | None = None
+            ) -> CTRInputs:
+    """Index users (those of the train split, 1..) and items (the catalog, 1..) and split the rows."""
+    users = impressions.filter(pl.col("split") == "train")["user_id"].unique(maintain_order=True)
+    user_index = pl.DataFrame({"user_id": users, "_u": np.arange(1, users.len() + 1, dtype=np.int64)})
+    item_index = pl.DataFrame({"item_id": list(item_ids), "_i": np.arange(1, len(item_ids) + 1, dtype=np.int64)})
+    indexed = (impressions.join(user_index, on="user_id", how="left", maintain_order="left")
+               .join(item_index, on="item_id", how="left", maintain_order="left")
+               .with_columns(pl.col("_u", "_i").fill_null(0)))
+
+    def split(name: str) -> CTRData:
+        part = indexed.filter(pl.col("split") == name)
+        return CTRData(part["_u"].to_numpy(), part["_i"].to_numpy(), part["label"].cast(pl.Float32).to_numpy())
+
+    codes, sizes = item_code_matrix(code_table, item_ids) if code_table is not None else (None, None)
+    return CTRInputs(split("train"), split("valid"), split("test"), users.len(), len(item_ids), codes, sizes)
+
+
+# --- model -----------------------------------------------------------------------------------------------------------
+def _mlp(width: int, hidden: Sequence[int], dropout: float, out: int | None = None) -> tuple[nn.Sequential, int]:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        width = h
+    if out is not None:
+        layers.append(nn.Linear(width, out))
+        width = out
+    return nn.Sequential(*layers), width
+
+
+class CodeFusion(nn.Module):
+    """The L code embeddings (B, L, d) -> the item's semantic field(s) (B, F, d)."""
+
+    def __init__(self, kind: str, length: int, dim: int, dropout: float):
+        super().__init__()
+        self.kind, wide = kind, length * dim
+        self.fields = length if kind == "none" else 1
+        if kind == "gate":  # MoC: c * sigmoid(MLP(c)) on the concatenation c, then a projection to one field
+            self.gate = nn.Sequential(nn.Linear(wide, wide), nn.ReLU(), nn.Linear(wide, wide))
+            self.out: nn.Module = nn.Linear(wide, dim)
+        elif kind == "concat":
+            self.out = nn.Linear(wide, dim)
+        elif kind == "mlp":
+            self.out = nn.Sequential(nn.Linear(wide, wide), nn.ReLU(), nn.Dropout(dropout), nn.Linear(wide, dim))
+        elif kind == "attention":  # self-attention across the L positions, then their mean
+            self.attention = nn.MultiheadAttention(dim, 2 if dim % 2 == 0 else 1, dropout=dropout, batch_first=True)
+            self.norm = nn.LayerNorm(dim)
+        elif kind != "none":
+            raise ValueError(f"unknown fusion {kind!r}")
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        if self.kind == "none":
+            return e
+        if self.kind == "attention":
+            attended, _ = self.attention(e, e, e, need_weights=False)
+            return self.norm(e + attended).mean(dim=1, keepdim=True)
+        c = e.flatten(1)
+        if self.kind == "gate":
+            c = c * torch.sigmoid(self.gate(c))
+        return self.out(c).unsqueeze(1)
+
+
+class CTRModel(nn.Module):
+    def __init__(self, cfg: CTRConfig, n_users: int, n_items: int, item_codes: np.ndarray | None = None,
+                 code_sizes: Sequence[int] | None = None):
+        super().__init__()
+        if cfg.use_codes and item_codes is None:
+            raise ValueError("use_codes needs the items' codes (a code table)")
+        self.cfg = cfg
+        self.device_ = select_device(cfg.device)
+        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype)
+        torch.manual_seed(cfg.seed)
+        d = cfg.embed_dim
+        self.user = nn.Embedding(n_users + 1, d, padding_idx=0)
+        self.items = nn.ModuleList(nn.Embedding(n_items + 1, d, padding_idx=0) for _ in range(cfg.id_embeddings))
+        self.user_bias = nn.Embedding(n_users + 1, 1, padding_idx=0)
+        self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
+        fields = 1 + cfg.id_embeddings
+        self.fusion: CodeFusion | None = None
+        if cfg.use_codes:
+            assert item_codes is not None and code_sizes is not None
+            self.register_buffer("codes", torch.as_tensor(item_codes, dtype=torch.long))
+            self.code_embeddings = nn.ModuleList(nn.Embedding(k + 1, d, padding_idx=k) for k in code_sizes)
+            self.code_bias = nn.ModuleList(nn.Embedding(k + 1, 1, padding_idx=k) for k in code_sizes)
+            self.fusion = CodeFusion(cfg.fusion, len(code_sizes), d, cfg.dropout)
+            fields += self.fusion.fields
+        for emb in [self.user, *self.items, *(self.code_embeddings if cfg.use_codes else [])]:
+            nn.init.normal_(emb.weight, std=EMBED_INIT_STD)
+            with torch.no_grad():
+                emb.weight[emb.padding_idx].zero_()
+        for emb in [self.user_bias, self.item_bias, *(self.code_bias if cfg.use_codes else [])]:
+            nn.init.zeros_(emb.weight)
+        self.fields, width = fields, fields * d
+        self.bias = nn.Parameter(torch.zeros(1))
+        if cfg.model == "deepfm":
+            self.deep, _ = _mlp(width, cfg.mlp_layers, cfg.dropout, out=1)
+        else:  # dcnv2: cross network (full-rank) stacked with the deep MLP
+            self.cross = nn.ModuleList(nn.Linear(width, width) for _ in range(cfg.cross_layers))
+            self.deep, out = _mlp(width, cfg.mlp_layers, cfg.dropout)
+            self.head = nn.Linear(out, 1)
+        self.to(self.device_)
+
+    def field_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B, F, d): user, the M item-ID embeddings, the semantic field(s)."""
+        parts = [self.user(users).unsqueeze(1), *(t(items).unsqueeze(1) for t in self.items)]
+        if self.fusion is not None:
+            codes = self.codes[items]
+            e = torch.stack([emb(codes[:, l]) for l, emb in enumerate(self.code_embeddings)], dim=1)
+            parts.append(self.fusion(e))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        v = self.field_embeddings(users, items)
+        flat = v.flatten(1)
+        if self.cfg.model == "deepfm":
+            linear = self.bias + self.user_bias(users).squeeze(1) + self.item_bias(items).squeeze(1)
+            if self.fusion is not None:
+                codes = self.codes[items]
+                linear = linear + sum(b(codes[:, l]).squeeze(1) for l, b in enumerate(self.code_bias))
+            fm = 0.5 * (v.sum(dim=1).pow(2) - v.pow(2).sum(dim=1)).sum(dim=1)
+            return linear + fm + self.deep(flat).squeeze(1)
+        x = flat
+        for layer in self.cross:
+            x = flat * layer(x) + x
+        return self.head(self.deep(x)).squeeze(1) + self.bias
+
+    @torch.inference_mode()
+    def predict(self, data: CTRData, batch: int = 8192) -> np.ndarray:
+        """Click probabilities of the rows (float64)."""
+        self.eval()
+        out = []
+        for a in range(0, len(data), batch):
+            u = torch.tensor(data.users[a: a + batch], device=self.device_)
+            i = torch.tensor(data.items[a: a + batch], device=self.device_)
+            with autocast(self.device_, self.autocast_dtype):
+                logits = self(u, i)
+            out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# --- training and metrics --------------------------------------------------------------------------------------------
+def ctr_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """AUC and logloss (sklearn; probabilities clipped to [1e-7, 1 - 1e-7])."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("AUC needs both labels among the rows scored")
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    return {"auc": float(roc_auc_score(labels, probs)), "logloss": float(log_loss(labels, clipped, labels=[0, 1]))}
+
+
+@dataclass
+class CTRFit:
+    best_epoch: int
+    epochs_run: int
+    valid_auc: list[float]
+    train_loss: list[float]  # mean per epoch
+    seconds: float
+
+
+def train_ctr(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
+    """Adam on BCE with logits; epoch e's batch order a seeded permutation (seed, e), dropout seeded per step;
+    after each epoch the validation AUC; stops after `patience` epochs without a better one and keeps the best
+    epoch's weights. Deterministic kernels where torch has a choice (restored afterwards)."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(model, train, valid)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
+    cfg, device = model.cfg, model.device_
+    if not len(train):
+        raise ValueError("no training rows")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=model.autocast_dtype == torch.float16)
+    users, items = torch.tensor(train.users), torch.tensor(train.items)  # (copies: polars' arrays are read-only)
+    labels = torch.tensor(train.labels, dtype=torch.float32)
+    began, curve, losses = time.perf_counter(), [], []
+    best_auc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        total = 0.0
+        for step, start in enumerate(range(0, len(train), cfg.batch_size)):
+            torch.manual_seed(cfg.seed * 7919 + epoch * 1_000_033 + step)  # dropout draws
+            idx = order[start: start + cfg.batch_size]
+            with autocast(device, model.autocast_dtype):
+                logits = model(users[idx].to(device), items[idx].to(device))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(idx)
+        losses.append(round(total / len(train), 5))
+        curve.append(ctr_metrics(valid.labels, model.predict(valid))["auc"])
+        if curve[-1] > best_auc:
+            best_auc, best_epoch, best_state = curve[-1], epoch + 1, copy.deepcopy(model.state_dict())
+        elif epoch + 1 - best_epoch >= cfg.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return CTRFit(best_epoch, len(curve), curve, losses, time.perf_counter() - began)
+
+
+@dataclass
+class CTRResult:
+    recommender: str
+    metrics: dict[str, float]  # on the test split
+    fit: CTRFit
+    parameters: int
+    device: str
+
+
+def train_and_test(inputs: CTRInputs, cfg: CTRConfig) -> tuple[CTRModel, CTRResult]:
+    """One model: trained with early stopping on valid, AUC / logloss on test."""
+    model = CTRModel(cfg, inputs.n_users, inputs.n_items, inputs.item_codes if cfg.use_codes else None,
+                     inputs.code_sizes if cfg.use_codes else None)
+    fitted = train_ctr(model, inputs.train, inputs.valid)
+    metrics = ctr_metrics(inputs.test.labels, model.predict(inputs.test))
+    return model, CTRResult(recommender_name(cfg), metrics, fitted, model.parameter_count(), str(model.device_))
+
+
+def ctr_rows(metrics: dict[str, float], dataset: str, recommender: str, tokenizer: str | None, seed: int
+             ) -> pl.DataFrame:
+    """The long evaluation table's rows of one model and seed: metric auc / logloss, k null."""
+    return pl.DataFrame([{"dataset": dataset, "recommender": recommender, "tokenizer": tokenizer, "seed": seed,
+                          "metric": m, "k": None, "value": float(metrics[m])} for m in CTR_METRICS],
+                        schema=EVALUATION_SCHEMA)
