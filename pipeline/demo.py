@@ -16,18 +16,21 @@ from ops.datasets import load_registry
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_CONFIG = CONFIGS / "lamia_demo_cpu.yaml"
 # Work on the pretrained causal LM (SmolLM2-135M) costs minutes per sample on 2 CPU cores, so within its time budget
-# the demo does it on the MIND sample only: the LAMIA palette and the LM's pooled embeddings (`item_embeddings_lm`)
-# with their code table and recommender. The generative recommender *on* the LM (`recommender/generative_llm/*`)
-# is not run: at a CPU-affordable step count it learns nothing (NDCG@10 0.0 in 6 steps, 74 s of the budget);
-# bench/recommend_llm.py trains it for real and the test suite materializes the family.
-LM_SAMPLES = ("sample_mind",)
+# the demo trains the LAMIA palette on it for the MIND sample only. The LM's pooled embeddings (`item_embeddings_lm`)
+# and their code table `pca_kmeans_lm`, lamia's like-for-like baseline, are not in the demo (~2 min with their
+# recommender): `make bench-lamia` materializes them beside the palette's figures. The generative recommender *on*
+# the LM (`recommender/generative_llm/*`) is not run either: at a CPU-affordable step count it learns nothing
+# (NDCG@10 0.0 in 6 steps, 74 s of the budget); bench/recommend_llm.py trains it for real and the test suite
+# materializes the family.
+LM_SAMPLES = ()
 PRETRAINED_FAMILY = "generative_llm"
 LM_EMBEDDINGS, LM_TOKENIZER = "item_embeddings_lm", "pca_kmeans_lm"
-# CTR models (recommender/ctr/*) on MIND's logged impressions only, on a few code tables and the ID-only baseline
+# CTR models (recommender/ctr/*) on MIND's logged impressions only, on the Mixture-of-Codes paper's code tables (moc,
+# rqvae), lamia's, random codes and the ID-only baseline
 # (~37 k impressions in the demo sample: seconds per model); the other samples' sampled negatives are built
 # (`impressions`) but not trained on.
 CTR_SAMPLES = ("sample_mind",)
-CTR_TOKENIZERS = ("ids", "random", "pca_kmeans", "lamia")
+CTR_TOKENIZERS = ("ids", "random", "moc", "rqvae", "lamia")
 # Run-config overlays per sample, each op's config replacing the base file's: the other samples learn their palette
 # on the MiniLM encoder (the explicit encoder option; its differences are in the file).
 OVERLAYS = {"sample_amazon": [CONFIGS / "lamia_demo_cpu_encoder.yaml"],
