@@ -111,7 +111,7 @@ def main() -> None:
             shutil.copy2(table, work / table.name)
         if (demo / ds / "code_tables").is_dir():
             shutil.copytree(demo / ds / "code_tables", work / "code_tables", symlinks=True)  # `latest` is a link
-        if not (work / "code_tables" / "pca_kmeans_lm").is_dir():  # the demo ran the LM only on MIND
+        if not (work / "code_tables" / "pca_kmeans_lm").is_dir():  # the demo does not build the LM's pooled baseline
             started = time.perf_counter()
             materialize(ds, LM_KEYS, base, out, raw)
             print(f"{ds}: pca_kmeans_lm materialized in {time.perf_counter() - started:.0f} s", flush=True)

@@ -303,8 +303,10 @@ class VQTokenizer(Tokenizer):
         distinct = len(np.unique(codes, axis=0)) / max(possible, 1)
         if distinct < self.config.collapse_share:
             notes.append(f"collapse: {distinct:.1%} of the possible distinct code tuples (below "
-                         f"{self.config.collapse_share:.0%}); check the reconstruction / commitment balance "
-                         "(reconstruction_weight, beta)")
+                         f"{self.config.collapse_share:.0%}): " + (
+                             "check the reconstruction / commitment balance (reconstruction_weight, beta)"
+                             if self.residual else "the parallel codebooks name the same partitions (see "
+                             "position_agreement_ami); fewer codebooks or a larger K"))
         for level in range(codes.shape[1]):
             used = len(np.unique(codes[:, level]))
             if used < max(2, min(self.k, len(codes)) // 20):
