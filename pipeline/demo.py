@@ -31,6 +31,9 @@ LM_EMBEDDINGS, LM_TOKENIZER = "item_embeddings_lm", "pca_kmeans_lm"
 # (`impressions`) but not trained on.
 CTR_SAMPLES = ("sample_mind",)
 CTR_TOKENIZERS = ("ids", "random", "moc", "rqvae", "lamia")
+# The generative recommender on the training-free codebook tables (residual K-Means, PQ, OPQ) runs on the MIND sample
+# only (~15 s a table); their code tables are built on every sample and `make bench-tokenizers` compares them all.
+GENERATIVE_SAMPLES_ONLY = {"rqkmeans": ("sample_mind",), "pq": ("sample_mind",), "opq": ("sample_mind",)}
 # Run-config overlays per sample, each op's config replacing the base file's: the other samples learn their palette
 # on the MiniLM encoder (the explicit encoder option; its differences are in the file).
 OVERLAYS = {"sample_amazon": [CONFIGS / "lamia_demo_cpu_encoder.yaml"],
@@ -42,6 +45,8 @@ def runs_on(key: dg.AssetKey, dataset: str) -> bool:
     path = key.path
     if path[:2] == ["recommender", PRETRAINED_FAMILY]:
         return False
+    if path[:2] == ["recommender", "generative"] and path[2] in GENERATIVE_SAMPLES_ONLY:
+        return dataset in GENERATIVE_SAMPLES_ONLY[path[2]]
     if path[:2] == ["recommender", "ctr"]:
         return dataset in CTR_SAMPLES and path[2] in CTR_TOKENIZERS
     return dataset in LM_SAMPLES or not (path == [LM_EMBEDDINGS] or path[-1] == LM_TOKENIZER)
