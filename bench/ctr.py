@@ -10,7 +10,8 @@ Rows (3 seeds each, mean ± std, paired t-test over seeds against the ID-only mo
 Tokenizers are fitted here (seed 0, registry defaults otherwise) on the stored `item_embeddings`; the CTR models'
 settings are the demo's (configs/lamia_demo_cpu.yaml, recommender__ctr__*), or --epochs.
 
-Usage (after `make demo`): python bench/ctr.py [--store data/store] [--datasets sample_mind] [--seeds 3]
+Usage (after `make demo`, alone on the box or with OMP_NUM_THREADS=1): python bench/ctr.py [--store data/store]
+                           [--datasets sample_mind] [--seeds 3]
                            [--groups ids scaling width fusion others]
 """
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main() -> None:
                     longs.append(ctr_rows(result.metrics, ds, result.recommender,
                                           None if table is None else tname, seed))
                 seconds[(model, tname, str(extra))] = time.perf_counter() - began
+                pl.concat(longs).write_parquet(store / ds / "bench_ctr.parquet")  # partial rows survive a stop
                 print(f"{ds}: {model} {tname} {extra} {seconds[(model, tname, str(extra))]:.1f} s", file=sys.stderr,
                       flush=True)
         long = pl.concat(longs)
@@ -116,7 +118,6 @@ def main() -> None:
               f"CTR settings {settings}\n")
         print(markdown_table(ctr_comparison(long)))
         out = store / ds / "bench_ctr.parquet"
-        long.write_parquet(out)
         print(f"\n(rows: {out}; {sum(seconds.values()):.0f} s of training)")
 
 

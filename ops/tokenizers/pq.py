@@ -52,12 +52,6 @@ class ProductQuantization(Tokenizer):
         self.index = None
         self.nbits = 0
 
-    def _pq(self):
-        import faiss
-
-        index = faiss.downcast_index(self.index.index) if self.rotate else self.index
-        return index.pq
-
     def fit(self, x: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
         import faiss
 
