@@ -90,6 +90,7 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
         cfg = config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), attributes=attributes)
         started = time.perf_counter()
         lm = load_model(cfg)
+        context.log.info(f"{table}: {lm.name} on {lm.device}, dtype {lm.dtype_choice}")
         shard_root = storage.workdir(spec.name) / f"{table}_shards"
 
         def progress(done: int, total: int) -> None:

@@ -127,6 +127,7 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
     items = store.read(spec.name, "items")
     cfg = palette_config(config, compute, spec)
     model = PaletteModel(cfg, cfg.tasks)
+    context.log.info(f"palette model on {model.device_}, dtype {model.dtype_choice}")
     data = prepare_data(items, cfg.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
     fingerprint = run_fingerprint(model, data)
     checkpoints = palette_store(store, spec.name)
@@ -194,6 +195,7 @@ def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResour
     state = read_state(ck)
     dtype = run_dtype(str(state["config"]["dtype"]), compute)  # type: ignore[index]
     model = load_model(ck, PaletteConfig(device=compute.device, dtype=dtype))
+    context.log.info(f"extracting palettes on {model.device_}, dtype {model.dtype_choice}")
     cfg = model.cfg
     data = prepare_data(items, model.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
     started = time.perf_counter()
@@ -213,7 +215,8 @@ def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResour
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=table_metadata(
         path, frame.schema, frame.height, dataset=spec.name, checkpoint=dg.MetadataValue.path(str(ck)),
         length=length, dim=dim, model=str(described["model"]), device=str(described["device"]),
-        dtype=str(described["dtype"]), extract_items_per_second=round(len(data) / seconds, 1) if seconds else 0.0,
+        dtype=str(described["dtype"]), dtype_choice=str(described["dtype_choice"]),
+        extract_items_per_second=round(len(data) / seconds, 1) if seconds else 0.0,
         position_correlation=round(position_correlation(torch.from_numpy(x)), 4),
     ))
 

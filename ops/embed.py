@@ -35,9 +35,11 @@ from ops.models import (
     load_tokenizer,
     model_revision,
     resolve_model_path,
+    dtype_choice,
     select_device,
     select_dtype,
 )
+from ops.progress import Progress
 from storage.atomic import atomic_path
 
 if TYPE_CHECKING:  # torch is imported where it is used: importing this module (configs) stays cheap
@@ -60,7 +62,9 @@ class EmbedConfig:
     max_batch_size: int = 256
     padding_side: Literal["left", "right"] = "right"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: Dtype = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    # auto: bf16/fp16 on CUDA; on a CPU float32 for encoders (their vectors are the product: bench/embed.py holds
+    # them to the naive loop within 1e-5), bf16 for decoder-only LMs where the CPU has native bf16 units
+    dtype: Dtype = "auto"  # | float32 | bfloat16 | float16
     normalize: bool = False  # L2-normalise the pooled vectors
     shard_size: int = 0  # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
     attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
@@ -89,22 +93,27 @@ class LoadedModel:
     pad_id: int
     takes_position_ids: bool
     dim: int  # width of the last hidden state (not always hidden_size: OPT-350M projects 1024 back to 512)
+    dtype_choice: str = ""  # why this dtype (ops.models.dtype_choice)
 
     def describe(self) -> dict[str, object]:
         n_params = sum(p.numel() for p in self.model.parameters())
         return {"model": self.name, "model_path": self.path, "revision": self.revision,
                 "architecture": self.model.config.model_type, "decoder_only": self.decoder_only,
                 "pooling": self.pooling, "dim": self.dim, "device": str(self.device),
-                "dtype": str(self.dtype).removeprefix("torch."), "parameters": n_params}
+                "dtype": str(self.dtype).removeprefix("torch."), "dtype_choice": self.dtype_choice,
+                "parameters": n_params}
 
 
 def load_model(config: EmbedConfig) -> LoadedModel:
     path = resolve_model_path(config.model)
+    from transformers import AutoConfig
+
     device = select_device(config.device)
-    dtype = select_dtype(device, config.dtype)
+    decoder = is_decoder_only(AutoConfig.from_pretrained(path))
+    dtype = select_dtype(device, config.dtype, cpu_bf16=decoder)
+    choice = dtype_choice(device, config.dtype, cpu_bf16=decoder)
     tokenizer = load_tokenizer(path)
     model = load_backbone(path, causal_lm=False, dtype=dtype).to(device).eval()
-    decoder = is_decoder_only(model.config)
     pooling = config.pooling if config.pooling != "auto" else ("last" if decoder else "mean")
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # GPT-2 / LLaMA tokenizers have none; the value is irrelevant under the mask
@@ -115,7 +124,7 @@ def load_model(config: EmbedConfig) -> LoadedModel:
     with torch.inference_mode():  # one token: the output width as the model really produces it
         dim = model(input_ids=torch.tensor([[int(pad_id)]], device=device)).last_hidden_state.shape[-1]
     return LoadedModel(config.model, path, model_revision(path, model.config), tokenizer, model, decoder, pooling,
-                       device, dtype, int(pad_id), takes_pos, int(dim))
+                       device, dtype, int(pad_id), takes_pos, int(dim), choice)
 
 
 def item_texts(items: pl.DataFrame, attributes: Sequence[str]) -> list[str]:
@@ -212,8 +221,9 @@ class EmbedStats:
 
 
 def embed_token_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], config: EmbedConfig,
-                    stats: EmbedStats | None = None) -> np.ndarray:
-    """Pooled float32 embeddings, row i for seqs[i], computed in length-sorted token-budget batches."""
+                    stats: EmbedStats | None = None, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Pooled float32 embeddings, row i for seqs[i], computed in length-sorted token-budget batches;
+    `on_batch(items)` after each batch (progress)."""
     out = np.empty((len(seqs), lm.dim), dtype=np.float32)
     stats = stats if stats is not None else EmbedStats()
     t0 = time.perf_counter()
@@ -230,14 +240,16 @@ def embed_token_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], config: Embe
             stats.batches += 1
             stats.tokens += int(mask.sum())
             stats.padded_tokens += mask.numel()
+            if on_batch is not None:
+                on_batch(len(batch))
     stats.items += len(seqs)
     stats.seconds += time.perf_counter() - t0
     return out
 
 
 def embed_texts(lm: LoadedModel, texts: Sequence[str], config: EmbedConfig,
-                stats: EmbedStats | None = None) -> np.ndarray:
-    return embed_token_ids(lm, tokenize(lm, texts, config.max_length), config, stats)
+                stats: EmbedStats | None = None, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    return embed_token_ids(lm, tokenize(lm, texts, config.max_length), config, stats, on_batch)
 
 
 def run_fingerprint(lm: LoadedModel, config: EmbedConfig) -> str:
@@ -300,14 +312,24 @@ def embed_items(
     parts = []
     ranges = list(_shard_ranges(len(item_ids), config.shard_size or auto_shard_size(len(item_ids))))
     data = hashlib.sha256(fp.encode())
+    progress = Progress(f"embeddings ({lm.name}, {lm.device}, {str(lm.dtype).removeprefix('torch.')})",
+                        len(item_ids))
+    done = 0
+
+    def batch_done(n: int) -> None:
+        nonlocal done
+        done += n
+        progress.update(done)
+
     for k, (a, b) in enumerate(ranges):
         path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])
         data.update(path.name.encode())
         if path.is_file():
             parts.append(np.load(path))
             stats.shards_reused += 1
+            progress.start_done = done = b  # reused shards are not this run's rate
         else:
-            vec = embed_texts(lm, texts[a:b], config, stats)
+            vec = embed_texts(lm, texts[a:b], config, stats, batch_done)
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, vec)
             parts.append(vec)

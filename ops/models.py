@@ -11,9 +11,12 @@ ship inside PyPI wheels and need no hub at all (`OFFLINE_MODELS`):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -28,6 +31,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Names (and their hub spellings) that resolve to a packaged copy, never to the hub.
 OFFLINE_MODELS = {MINILM: MINILM, f"sentence-transformers/{MINILM}": MINILM,
                   SMOLLM2: SMOLLM2, f"HuggingFaceTB/{SMOLLM2}": SMOLLM2}
+log = logging.getLogger("semid")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -141,14 +145,71 @@ def select_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def select_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+def select_dtype(device: torch.device, dtype: str = "auto", cpu_bf16: bool = False) -> torch.dtype:
+    """The compute dtype. `auto`: bf16 on CUDA where supported, else fp16; on a CPU float32, or bf16 when the
+    caller runs LM-sized matmuls (`cpu_bf16`) and this CPU computes bf16 natively (`cpu_bf16_native`): without
+    native bf16 units a bf16 matmul is tens of times slower than float32, so a half dtype is never assumed."""
     import torch
 
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_bf16 and cpu_bf16_native()[0]:
+            return torch.bfloat16
         return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def dtype_choice(device: torch.device, dtype: str = "auto", cpu_bf16: bool = False) -> str:
+    """Why `select_dtype` chose what it chose, for logs and metadata."""
+    chosen = str(select_dtype(device, dtype, cpu_bf16)).removeprefix("torch.")
+    if dtype != "auto":
+        return f"{chosen} (configured)"
+    if device.type == "cuda":
+        return f"{chosen} (auto: CUDA)"
+    if device.type == "cpu" and cpu_bf16:
+        return f"{chosen} (auto: {cpu_bf16_native()[1]})"
+    return f"{chosen} (auto: {device.type}, small matmuls)"
+
+
+@functools.cache
+def cpu_bf16_native() -> tuple[bool, str]:
+    """Does this CPU compute bf16 matmuls natively, i.e. faster than float32? Asked once per process: the CPU
+    must report avx512_bf16 or AMX, and one timed 512 x 512 matmul of each dtype (~10 ms) must confirm it, since
+    a flag does not say what the libraries will use (a VM, or ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY caps, can
+    leave a flagged CPU on the slow emulated path). Returns (native, reason)."""
+    import torch
+
+    flags = [name for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))
+             if getattr(torch.cpu, probe, lambda: False)()]
+    if not flags:
+        reason = "cpu without avx512_bf16 / amx: float32"
+        log.info("dtype auto: %s", reason)
+        return False, reason
+    ratio = _bf16_matmul_ratio()
+    native = ratio < 0.8  # native bf16 runs ~0.3-0.5x float32's time, the emulated path 10-70x
+    reason = (f"cpu {'+'.join(flags)}, a bf16 matmul takes {ratio:.2f}x float32's time: "
+              f"{'bfloat16' if native else 'float32'}")
+    log.info("dtype auto: %s", reason)
+    return native, reason
+
+
+def _bf16_matmul_ratio(n: int = 512, reps: int = 3) -> float:
+    import torch
+
+    a32, b32 = torch.randn(n, n), torch.randn(n, n)
+    a16, b16 = a32.bfloat16(), b32.bfloat16()
+
+    def best(a: torch.Tensor, b: torch.Tensor) -> float:
+        a @ b  # warm-up: first calls build kernels
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(a16, b16) / max(best(a32, b32), 1e-9)
 
 
 def is_decoder_only(config) -> bool:

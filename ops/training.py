@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ops.models import Dtype, select_dtype
+from ops.progress import Progress
 from storage.artifacts import ArtifactStore
 
 if TYPE_CHECKING:  # torch is imported where it is used: importing this module (configs) stays cheap
@@ -46,8 +47,9 @@ class TrainingConfig:
     seed: int = 0
     checkpoint_every: int = 50  # steps between checkpoints; 0 = only the final one
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # autocast dtype: "auto" = bf16 on CUDA when supported (else fp16), float32 on CPU; "bfloat16" / "float16" force
-    # autocast on any device (fp16 with loss scaling); weights and optimizer state stay float32
+    # autocast dtype: "auto" = bf16 on CUDA when supported (else fp16); on a CPU float32, or bf16 for LM-sized models
+    # where the CPU has native bf16 (ops.models.select_dtype); "bfloat16" / "float16" force autocast on any device
+    # (fp16 with loss scaling); weights and optimizer state stay float32
     dtype: Dtype = "auto"
 
     def __post_init__(self) -> None:
@@ -90,11 +92,12 @@ class TrainResult:
         return self.items_seen / self.seconds if self.seconds else 0.0
 
 
-def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
-    """The autocast dtype for a device and a configured dtype; None for float32 (no autocast)."""
+def autocast_dtype(device: torch.device, dtype: str, cpu_bf16: bool = False) -> torch.dtype | None:
+    """The autocast dtype for a device and a configured dtype (ops.models.select_dtype: `cpu_bf16` for LM-sized
+    models, where a CPU's native bf16 pays); None for float32 (no autocast)."""
     import torch
 
-    amp = select_dtype(device, dtype)
+    amp = select_dtype(device, dtype, cpu_bf16)
     return None if amp == torch.float32 else amp
 
 
@@ -191,7 +194,7 @@ def _load_optimizer(checkpoint: Path, optimizer: torch.optim.Optimizer) -> None:
 def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fingerprint: str,
         checkpoints: ArtifactStore | str | Path | None = None, prefix: str = "",
         state: Mapping[str, object] | None = None,
-        on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+        on_step: Callable[[dict[str, float]], None] | None = None, progress_name: str = "") -> TrainResult:
     """Adam over `model.trainable_parameters()` for `total_steps(cfg, n_items)` steps of `cfg.batch_size` items,
     each the mean of `loss_fn` over micro-batches. Resumes from the newest checkpoint of `prefix` when its
     fingerprint matches; writes one every `cfg.checkpoint_every` steps and at the end, with `state` (the trainer's
@@ -204,14 +207,14 @@ def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fi
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _fit(model, cfg, n_items, loss_fn, fingerprint, checkpoints, prefix, state, on_step)
+        return _fit(model, cfg, n_items, loss_fn, fingerprint, checkpoints, prefix, state, on_step, progress_name)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fingerprint: str,
          checkpoints: ArtifactStore | str | Path | None, prefix: str, state: Mapping[str, object] | None,
-         on_step: Callable[[dict[str, float]], None] | None) -> TrainResult:
+         on_step: Callable[[dict[str, float]], None] | None, progress_name: str) -> TrainResult:
     import torch
 
     store = as_store(checkpoints)
@@ -231,6 +234,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
             scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
         start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
     model.train()
+    progress = Progress(f"training {progress_name or type(model).__name__}", steps, unit="steps", done=start)
     began, items_seen, last = time.perf_counter(), 0, None
     micro_size, backoffs = cfg.micro_batch_size, []
     for step in range(start, steps):
@@ -262,6 +266,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
         if on_step is not None:
             on_step(row)
         done = step + 1
+        progress.update(done, f"loss {row['loss']:.4f}" if "loss" in row else "")
         if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps):
             last = save_checkpoint(store, checkpoint_name(prefix, done), model, optimizer, {
                 **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,

@@ -41,6 +41,9 @@ def backbones(tmp_path_factory):
 
 
 def _model(path, **kw):
+    # float32 unless a test asks: these tests compare numbers exactly, and `auto` autocasts a palette in bf16 on a
+    # CPU with native bf16 units
+    kw.setdefault("dtype", "float32")
     cfg = PaletteConfig(model=path, lora_rank=8, lora_alpha=16, max_content_tokens=32, max_answer_tokens=8,
                         device="cpu", **kw)
     return PaletteModel(cfg, TASKS)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ops.embed import item_texts
 from ops.models import (
+    dtype_choice,
     is_decoder_only,
     load_backbone,
     load_tokenizer,
@@ -115,9 +116,11 @@ class PaletteModel(torch.nn.Module):
         self.path = resolve_model_path(cfg.model)
         self.device_ = select_device(cfg.device)
         # Weights stay float32; the forward runs under autocast (mixed precision training) whenever the dtype is
-        # not float32: "auto" = bf16 (else fp16) on CUDA, float32 on CPU; an explicit "bfloat16" / "float16"
-        # autocasts on CPU too (the GPU path, testable here). fp16 comes with loss scaling (ops.palette.train).
-        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype)
+        # not float32: "auto" = bf16 (else fp16) on CUDA, and on a CPU bf16 only where it has native bf16 units
+        # (ops.models.cpu_bf16_native), else float32; an explicit "bfloat16" / "float16" autocasts on CPU too (the
+        # GPU path, testable here). fp16 comes with loss scaling (ops.palette.train).
+        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype, cpu_bf16=True)
+        self.dtype_choice = dtype_choice(self.device_, cfg.dtype, cpu_bf16=True)
         hf_config = AutoConfig.from_pretrained(self.path)
         self.decoder_only = is_decoder_only(hf_config)
         self.revision = model_revision(self.path, hf_config)
@@ -180,7 +183,8 @@ class PaletteModel(torch.nn.Module):
                 "architecture": self.backbone.config.model_type, "decoder_only": self.decoder_only,
                 "dim": self.dim, "parameters": total, "trainable_parameters": trainable,
                 "lora_target_modules": self.target_modules, "device": str(self.device_),
-                "dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch.")}
+                "dtype": str(self.autocast_dtype or torch.float32).removeprefix("torch."),
+                "dtype_choice": self.dtype_choice}
 
     def save_weights(self, directory: Path) -> None:
         """What a checkpoint holds of the model: the peft adapter and palette.safetensors (LaP, task tokens)."""
@@ -223,15 +227,18 @@ class PaletteModel(torch.nn.Module):
         return out.last_hidden_state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Next-token scores; columns = the restricted vocabulary when one is set, else the whole vocabulary."""
-        if self.head is not None:
-            if self.vocabulary is None:
-                return self.head(h)
-            w, b = self.head.weight[self.vocabulary], self.head.bias
-            return F.linear(h, w, None if b is None else b[self.vocabulary])
-        # Encoders have no causal-LM head: score against the (tied) input embeddings.
-        w = self.backbone.get_input_embeddings().weight
-        return h @ (w if self.vocabulary is None else w[self.vocabulary]).T
+        """Next-token scores; columns = the restricted vocabulary when one is set, else the whole vocabulary. Under
+        the backbone's autocast: a backbone whose last layer is a projection (OPT-350M's project_out) hands over
+        half-precision states, which a float32 head cannot multiply outside autocast."""
+        with autocast(self.device_, self.autocast_dtype):
+            if self.head is not None:
+                if self.vocabulary is None:
+                    return self.head(h)
+                w, b = self.head.weight[self.vocabulary], self.head.bias
+                return F.linear(h, w, None if b is None else b[self.vocabulary])
+            # Encoders have no causal-LM head: score against the (tied) input embeddings.
+            w = self.backbone.get_input_embeddings().weight
+            return h @ (w if self.vocabulary is None else w[self.vocabulary]).T
 
     # --- the two passes ----------------------------------------------------------------------------------------
     def palette(self, data: PaletteData, idx: Sequence[int]) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from ops.palette.config import PaletteConfig
 from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
 from ops.palette.model import PaletteData, PaletteModel
+from ops.progress import Progress
 from ops.training import TrainResult, batch_indices, fit, latest_checkpoint, read_state
 from storage.artifacts import ArtifactStore
 
@@ -90,10 +91,15 @@ def extract(model: PaletteModel, data: PaletteData, batch_size: int | None = Non
     # LoRA merged into the base weights for the duration: same function, no extra adapter matmuls per layer
     # (unmerging restores the weights up to float rounding; extraction is the last use of a trained model).
     model.peft.merge_adapter()
+    progress = Progress(f"palette extraction ({model.cfg.model}, {model.device_}, {model.describe()['dtype']})",
+                        len(data))
+    done = 0
     try:
         for idx in plan_batches(lengths, max(budget, max(lengths, default=1)),
                                 batch_size or model.cfg.extract_batch_size):
             out[idx] = model.palette(data, idx.tolist()).cpu().numpy()
+            done += len(idx)
+            progress.update(done)
     finally:
         model.peft.unmerge_adapter()
     return out

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ops.models import Dtype, select_device
+from ops.progress import Progress
 from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
 from ops.training import autocast, autocast_dtype
 
@@ -303,6 +304,8 @@ def _train(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
     labels = torch.tensor(train.labels, dtype=torch.float32)
     began, curve, losses = time.perf_counter(), [], []
     best_auc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    progress = Progress(f"training CTR {cfg.model}", cfg.epochs * steps_per_epoch, unit="steps")
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
@@ -318,6 +321,7 @@ def _train(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
             scaler.step(optimizer)
             scaler.update()
             total += float(loss.detach()) * len(idx)
+            progress.update(epoch * steps_per_epoch + step + 1)
         losses.append(round(total / len(train), 5))
         curve.append(ctr_metrics(valid.labels, model.predict(valid))["auc"])
         if curve[-1] > best_auc:

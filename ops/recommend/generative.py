@@ -147,7 +147,8 @@ class GenerativeRecommender(LMRecommender):
         super().__init__()
         self.cfg, self.vocab = cfg, vocab
         self.device_ = select_device(cfg.device)
-        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype)
+        # a pretrained LM backbone is LM-sized: on a CPU with native bf16 units `auto` autocasts it in bf16
+        self.autocast_dtype = autocast_dtype(self.device_, cfg.dtype, cpu_bf16=cfg.backbone == "pretrained")
         torch.manual_seed(cfg.seed)  # the random initialisation (scratch), LoRA's A and the code tokens
         if cfg.backbone == "scratch":
             self._build_scratch(cfg, vocab)
