@@ -32,7 +32,7 @@ LM_EMBEDDINGS, LM_TOKENIZER = "item_embeddings_lm", "pca_kmeans_lm"
 CTR_SAMPLES = ("sample_mind",)
 CTR_TOKENIZERS = ("ids", "random", "moc", "rqvae", "lamia")
 # The generative recommender on the training-free codebook tables (residual K-Means, PQ, OPQ) runs on the MIND sample
-# only (~15 s a table); their code tables are built on every sample and `make bench-tokenizers` compares them all.
+# only (~15 s a table); their code tables are built on every sample and `make bench-codebooks` compares them all.
 GENERATIVE_SAMPLES_ONLY = {"rqkmeans": ("sample_mind",), "pq": ("sample_mind",), "opq": ("sample_mind",)}
 # Run-config overlays per sample, each op's config replacing the base file's: the other samples learn their palette
 # on the MiniLM encoder (the explicit encoder option; its differences are in the file).

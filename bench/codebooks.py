@@ -8,8 +8,11 @@ tokenizer side: MoC with N = 1, 2, 3, 7 codebooks (shared and per-codebook decod
 levels. The last table is the demo's evaluation table: NDCG@10 of the generative recommender per code table
 (mean ± std over its seeds) and, where CTR models ran, their test AUC.
 
-Usage: python bench/tokenizers.py [--store data/store] [--raw data/raw] [--datasets sample_mind ...] [--seeds 3]
+Usage: python bench/codebooks.py [--store data/store] [--raw data/raw] [--datasets sample_mind ...] [--seeds 3]
                                   [--scaling]
+
+(Named codebooks.py, not tokenizers.py: run as `python bench/<name>.py`, a bench/tokenizers.py shadows the
+Hugging Face `tokenizers` package for every bench script.)
 """
 from __future__ import annotations
 
