@@ -26,14 +26,19 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	cp pipeline/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+# The instance's SQLite schemas, created once before any run: two first runs on a fresh home race on them.
+$(DAGSTER_HOME)/.initialised: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m pipeline.recovery --init
+	touch $@
+
+demo: $(STAMP) $(DAGSTER_HOME)/.initialised
 	$(PY) -m ops.sample --raw-root data/raw --size demo
 	$(PY) -m pipeline.demo
 
 test: $(STAMP)
 	$(PY) -m pytest tests
 
-ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+ui: $(STAMP) $(DAGSTER_HOME)/.initialised
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 $(addprefix bench-,$(BENCHES)): bench-%: $(STAMP)

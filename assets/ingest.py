@@ -12,7 +12,9 @@ from ops.impressions import ImpressionConfig
 from ops.ingest import ingest
 from ops.sequences import SplitConfig, build_user_sequences
 from pipeline.resources import StorageResource
-from storage import sink_frames, write_frame
+from storage import atomic_path, sink_frames, write_frame
+from storage.atomic import remove_leftovers
+from storage.parquet import write_parquet
 from storage.schemas import IMPRESSION_SCHEMA, SHOWN_SCHEMA, USER_SEQUENCE_SCHEMA
 
 GROUP = "ingest"
@@ -56,22 +58,28 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
     spec = datasets.get(context.partition_key)
     _ensure_sample(spec, storage.raw_root, context.log)
     store = storage.store()
+    # what a killed ingest of this dataset left (its pid is gone); a live writer's temporaries are kept
+    for path in remove_leftovers(store.table_path(spec.name, "items").parent):
+        context.log.warning(f"removed {path}, left by a killed writer")
     started = time.perf_counter()
     result = ingest(spec, storage.raw_root, storage.workdir(spec.name))
     meta = lineage(context, dataset=spec.name, source=spec.source, code_version=INGEST_CODE_VERSION,
                    raw_dir=str(spec.raw_path(storage.raw_root)))
     paths = {t: store.table_path(spec.name, t) for t in ("items", "interactions", "quarantine", SHOWN_TABLE)}
-    write_frame(result.items, paths["items"], {**meta, "table": "items", "attributes": list(spec.attributes)})
     shown = result.shown_not_clicked if result.shown_not_clicked is not None else pl.DataFrame(schema=SHOWN_SCHEMA)
-    written = sink_frames({paths["interactions"]: result.interactions, paths["quarantine"]: result.quarantine,
-                           paths[SHOWN_TABLE]: shown},
-                          {**meta, "table": "interactions+quarantine+shown_not_clicked"})
+    # The tables are separate files, so they cannot switch in one step: all are written first and renamed one after
+    # the other (items when the sinks succeeded, the accounting last); storage.Store refuses a set of mixed runs.
+    with atomic_path(paths["items"]) as items_tmp:
+        write_parquet(result.items, items_tmp, {**meta, "table": "items", "attributes": list(spec.attributes)})
+        written = sink_frames({paths["interactions"]: result.interactions, paths["quarantine"]: result.quarantine,
+                               paths[SHOWN_TABLE]: shown},
+                              {**meta, "table": "interactions+quarantine+shown_not_clicked"})
     rows = {"items": result.items.height, "interactions": written[str(paths["interactions"])],
             "quarantine": written[str(paths["quarantine"])]}
     if result.finalize is not None:
         result.finalize(rows)
     accounting = result.accounting_frame()
-    write_frame(accounting, store.table_path(spec.name, ACCOUNTING), meta)
+    write_frame(accounting, store.table_path(spec.name, ACCOUNTING), meta)  # last: completes the set
     elapsed = time.perf_counter() - started
     accounting_md = markdown_table(accounting.drop("filtered_reasons", "repaired_reasons", "kept_elsewhere_tables"))
     reasons = (pl.scan_parquet(paths["quarantine"]).group_by("reason")

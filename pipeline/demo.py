@@ -12,6 +12,7 @@ import dagster as dg
 import yaml
 
 from ops.datasets import load_registry
+from pipeline.recovery import init_instance, process_tags, recover
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_CONFIG = CONFIGS / "lamia_demo_cpu.yaml"
@@ -92,13 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     names = args.datasets or [s.name for s in load_registry().values() if s.sample]
     job = defs.resolve_job_def(args.job)
     run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    if os.environ.get("DAGSTER_HOME"):
+        init_instance(os.environ["DAGSTER_HOME"])  # once, under a lock: concurrent first runs race on the schemas
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    for line in recover(instance, storage.storage_root):  # runs killed earlier would hold the gpu slot for ever
+        print(line)
     failures = 0
     for name in names:
         started = time.perf_counter()
         keys, config = selection(job, name, run_config)
         result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
-                                        run_config=config, asset_selection=keys)
+                                        run_config=config, asset_selection=keys,
+                                        tags=process_tags())  # lets a later start tell this run died
         checks = result.get_asset_check_evaluations()
         # a failed check of WARN severity published its asset with a warning; only ERROR ones fail the demo
         failed_checks = [c.check_name for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]

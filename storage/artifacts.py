@@ -5,8 +5,10 @@ models of later stages.
         v20261123T101500Z-1a2b3c4d/     one immutable version directory
             ...                         whatever the writer puts there (codes.parquet, adapter/, optimizer.safetensors …)
             MANIFEST.json               written last; a version without it is incomplete and ignored
-        latest -> v20261123T101500Z-1a2b3c4d   symlink, replaced atomically (os.replace) by `publish`
+        latest -> v20261123T101500Z-1a2b3c4d   symlink, replaced atomically (os.replace) by `publish`:
+                                        the pointer of record, what `latest()` reads
         LATEST                          the same version name as text, for object stores without symlinks
+        .publish.lock                   `publish` moves both pointers under this lock, so they never disagree
 
 A version directory is assembled under a temporary name and renamed into place in one step, so readers see a
 whole version or none, and an existing version is never replaced. `latest` moves only when the caller publishes,
@@ -14,19 +16,21 @@ i.e. after its checks passed. Nothing here rewrites or deletes a complete versio
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from storage.atomic import atomic_dir, atomic_write_text
+from storage.atomic import atomic_dir, atomic_write_text, temp_name
 
 MANIFEST = "MANIFEST.json"
 LATEST_LINK = "latest"
 LATEST_FILE = "LATEST"
+PUBLISH_LOCK = ".publish.lock"
 
 
 def new_version(run_id: str) -> str:
@@ -54,7 +58,11 @@ class ArtifactStore:
         return found[-1] if found else None
 
     def latest(self) -> str | None:
-        """The published version (the one downstream reads), or None before the first publish."""
+        """The published version (the one downstream reads), or None before the first publish: the `latest`
+        symlink where there is one (what readers of `latest/` follow), else the LATEST file."""
+        link = self.dir / LATEST_LINK
+        if link.is_symlink():
+            return os.readlink(link).rstrip("/")
         f = self.dir / LATEST_FILE
         return f.read_text().strip() if f.is_file() else None
 
@@ -81,10 +89,23 @@ class ArtifactStore:
         return final
 
     def publish(self, version: str) -> None:
-        """Point `latest` at a complete version (the symlink and the LATEST file, each replaced atomically)."""
+        """Point `latest` at a complete version: the symlink, then the LATEST file, each replaced atomically, both
+        under one exclusive lock so that concurrent publishers cannot leave them naming different versions (the
+        last publisher wins both)."""
         if not (self.path(version) / MANIFEST).is_file():
             raise FileNotFoundError(f"no complete version {version} under {self.dir}")
-        link_tmp = self.dir / f".{LATEST_LINK}.tmp-{uuid.uuid4().hex[:8]}"
-        os.symlink(version, link_tmp, target_is_directory=True)
-        os.replace(link_tmp, self.dir / LATEST_LINK)
-        atomic_write_text(self.dir / LATEST_FILE, version + "\n")
+        with self._publish_lock():
+            link_tmp = self.dir / temp_name(LATEST_LINK)
+            os.symlink(version, link_tmp, target_is_directory=True)
+            os.replace(link_tmp, self.dir / LATEST_LINK)
+            atomic_write_text(self.dir / LATEST_FILE, version + "\n")
+
+    @contextlib.contextmanager
+    def _publish_lock(self) -> Iterator[None]:
+        # flock: released by the kernel when the holder dies, so a killed publisher never blocks the next one
+        with open(self.dir / PUBLISH_LOCK, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from storage.atomic import atomic_path
+from storage.atomic import atomic_path, scratch_prefix
 
 # zstd level 1, not polars' default 3: on our interactions tables (64-char hex user ids dominate) level 1 takes
 # much less CPU to write, the files come out *smaller* and read back no slower; only the small text-heavy items
@@ -68,13 +68,14 @@ def sink_frames(
     """
     # Every sink writes into a private scratch directory beside its target. On failure the directory is removed:
     # polars may still create a failed sink's file *after* collect_all has raised (seen in ~10 % of runs), and
-    # with its directory gone that late file cannot appear as litter next to the tables.
+    # with its directory gone that late file cannot appear as litter next to the tables. Its name carries our pid,
+    # so that a next start removes it when this process is killed (storage.atomic.remove_leftovers).
     scratch: dict[Path, Path] = {}
 
     def scratch_dir(target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.parent not in scratch:
-            scratch[target.parent] = Path(tempfile.mkdtemp(prefix=".sink-", dir=target.parent))
+            scratch[target.parent] = Path(tempfile.mkdtemp(prefix=scratch_prefix(), dir=target.parent))
         return scratch[target.parent]
 
     try:

@@ -7,6 +7,17 @@ from pathlib import Path
 
 import polars as pl
 
+from storage.parquet import read_table_metadata
+
+# The tables one ingest step writes, in the order they become visible; the row accounting goes last and so marks the
+# set complete. They are separate files (their documented paths), so a killed ingest can leave some replaced and
+# some not: every read of one of them first checks that all carry the same run id (`check_ingest`).
+INGEST_TABLES = ("interactions", "quarantine", "shown_not_clicked", "items", "ingest_accounting")
+
+
+class MixedIngestError(RuntimeError):
+    """The ingest tables of a dataset come from different runs (or the set is incomplete)."""
+
 
 @dataclass(frozen=True)
 class Store:
@@ -25,7 +36,23 @@ class Store:
         path = self.table_path(dataset, table)
         if not path.is_file():
             raise FileNotFoundError(f"table '{table}' of dataset '{dataset}' not materialized yet: {path} is missing")
+        if table in INGEST_TABLES:
+            self.check_ingest(dataset)
         return pl.scan_parquet(path)
+
+    def check_ingest(self, dataset: str) -> str:
+        """The run id that wrote the dataset's ingest tables; raises MixedIngestError, naming the tables and runs,
+        when they are not all from one run or the accounting (written last) is missing."""
+        runs = {t: read_table_metadata(p).get("run_id") if p.is_file() else None
+                for t in INGEST_TABLES for p in [self.table_path(dataset, t)]}
+        last = INGEST_TABLES[-1]
+        odd = [t for t in INGEST_TABLES if runs[t] != runs[last]]
+        if runs[last] is None or odd:
+            found = ", ".join(f"{t}.parquet is from run {runs[t]}" if runs[t] else f"{t}.parquet is missing"
+                              for t in (*odd, last))
+            raise MixedIngestError(f"dataset '{dataset}': {found}: an ingest was interrupted; rematerialize "
+                                   f"ingest_raw for '{dataset}'")
+        return runs[last]
 
     def read(self, dataset: str, table: str) -> pl.DataFrame:
         return self.scan(dataset, table).collect()
