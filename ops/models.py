@@ -16,7 +16,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -172,44 +171,41 @@ def dtype_choice(device: torch.device, dtype: str = "auto", cpu_bf16: bool = Fal
     return f"{chosen} (auto: {device.type}, small matmuls)"
 
 
+# oneDNN ISA names (ONEDNN_MAX_CPU_ISA) under which its bf16 matmuls run on bf16 units, not emulated
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+                     "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL")
+
+
 @functools.cache
 def cpu_bf16_native() -> tuple[bool, str]:
-    """Does this CPU compute bf16 matmuls natively, i.e. faster than float32? Asked once per process: the CPU
-    must report avx512_bf16 or AMX, and one timed 512 x 512 matmul of each dtype (~10 ms) must confirm it, since
-    a flag does not say what the libraries will use (a VM, or ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY caps, can
-    leave a flagged CPU on the slow emulated path). Returns (native, reason)."""
+    """Does this CPU compute bf16 matmuls natively (bf16 units), rather than on the emulated path that is tens of
+    times slower than float32? Decided from what the hardware and the libraries report, never from a timing: the
+    dtype decides the trained weights, and a timing taken on a loaded machine would give one run bf16 and the next
+    float32 (different codes from the same data, config and seed). Native = the CPU reports avx512_bf16 or AMX,
+    torch's kernels run at AVX-512 (`ATEN_CPU_CAPABILITY` not capped lower) and oneDNN is not capped below its bf16
+    ISAs (`ONEDNN_MAX_CPU_ISA`). `SEMID_CPU_BF16=0|1` overrides, for a VM whose flags say more than it does.
+    Returns (native, reason)."""
     import torch
 
+    forced = os.environ.get("SEMID_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        reason = f"SEMID_CPU_BF16={forced}: {'bfloat16' if forced == '1' else 'float32'}"
+        log.info("dtype auto: %s", reason)
+        return forced == "1", reason
     flags = [name for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx", "_is_amx_tile_supported"))
              if getattr(torch.cpu, probe, lambda: False)()]
+    capability = torch.backends.cpu.get_cpu_capability()  # follows ATEN_CPU_CAPABILITY
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).strip().upper()
     if not flags:
         reason = "cpu without avx512_bf16 / amx: float32"
-        log.info("dtype auto: %s", reason)
-        return False, reason
-    ratio = _bf16_matmul_ratio()
-    native = ratio < 0.8  # native bf16 runs ~0.3-0.5x float32's time, the emulated path 10-70x
-    reason = (f"cpu {'+'.join(flags)}, a bf16 matmul takes {ratio:.2f}x float32's time: "
-              f"{'bfloat16' if native else 'float32'}")
+    elif not capability.startswith("AVX512"):
+        reason = f"cpu {'+'.join(flags)} but torch's kernels capped at {capability}: float32"
+    elif onednn and onednn not in _ONEDNN_BF16_ISAS:
+        reason = f"cpu {'+'.join(flags)} but ONEDNN_MAX_CPU_ISA={onednn}: float32"
+    else:
+        reason = f"cpu {'+'.join(flags)}, kernels at {capability}: bfloat16"
     log.info("dtype auto: %s", reason)
-    return native, reason
-
-
-def _bf16_matmul_ratio(n: int = 512, reps: int = 3) -> float:
-    import torch
-
-    a32, b32 = torch.randn(n, n), torch.randn(n, n)
-    a16, b16 = a32.bfloat16(), b32.bfloat16()
-
-    def best(a: torch.Tensor, b: torch.Tensor) -> float:
-        a @ b  # warm-up: first calls build kernels
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(a16, b16) / max(best(a32, b32), 1e-9)
+    return reason.endswith("bfloat16"), reason
 
 
 def is_decoder_only(config) -> bool:

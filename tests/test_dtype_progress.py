@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import torch
 import yaml
 
@@ -36,6 +35,23 @@ def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16():
     got = _probe(AVX2_ONLY)
     assert got["native"] is False and got["lm"] == "torch.float32" and got["small"] == "torch.float32", got
     assert "float32" in got["why"]
+
+
+def test_auto_dtype_is_read_off_the_hardware_and_caps_not_timed():
+    """The dtype decides the trained weights: it must not depend on how busy the machine is (a timed matmul under
+    load gave one run bf16 and the next float32). One oneDNN cap is enough to rule bf16 out; the override wins."""
+    flagged = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    capped = _probe({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert capped["native"] is False and capped["lm"] == "torch.float32", capped
+    assert _probe({"SEMID_CPU_BF16": "0"})["lm"] == "torch.float32"
+    forced = _probe({"SEMID_CPU_BF16": "1"})
+    assert forced["native"] is True and forced["lm"] == "torch.bfloat16" and "SEMID_CPU_BF16=1" in forced["why"]
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the other core busy
+    try:
+        loaded = _probe({})
+    finally:
+        hog.kill()
+    assert loaded["native"] is flagged and loaded == _probe({})
 
 
 def test_auto_dtype_follows_the_cpu_and_small_models_stay_float32():
