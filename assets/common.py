@@ -7,7 +7,6 @@ import hashlib
 import socket
 import sys
 import time
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ import numpy as np
 import polars as pl
 import pydantic
 
+from ops.config import field_type
 from ops.datasets import load_registry
 from pipeline.resources import PROJECT_ROOT
 from storage import Store
@@ -37,6 +37,7 @@ class OpsConfig(dg.Config):
     a wrong value is refused at launch."""
 
     ops_types: ClassVar[tuple[type, ...]] = ()
+    loads_model: ClassVar[bool] = False  # its `model` field names a model the run loads (pipeline.preflight)
 
     def build(self, ops_type: type | None = None, **overrides: Any) -> Any:
         """The ops config (the first source type unless named), from this config's fields plus `overrides`."""
@@ -46,13 +47,13 @@ class OpsConfig(dg.Config):
         return ops_type(**{**values, **overrides})
 
 
-def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc: str | None = None
-                 ) -> type[OpsConfig]:
+def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc: str | None = None,
+                 loads_model: bool = False) -> type[OpsConfig]:
     """A `dg.Config` class whose fields are those of the given ops dataclasses (minus `exclude`, e.g. what a
     resource supplies), with their types and defaults. A field in two of them must agree on both."""
     fields: dict[str, tuple[Any, Any]] = {}
     for ops_type in ops_types:
-        hints = typing.get_type_hints(ops_type)
+        hints = {f.name: field_type(ops_type, f.name) for f in dataclasses.fields(ops_type)}  # with their ranges
         for f in dataclasses.fields(ops_type):
             if f.name in exclude:
                 continue
@@ -64,6 +65,7 @@ def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc
     cls = pydantic.create_model(name, __base__=OpsConfig, __doc__=doc or ops_types[0].__doc__,
                                 __module__=ops_types[0].__module__, **fields)  # type: ignore[call-overload]
     cls.ops_types = ops_types
+    cls.loads_model = loads_model
     return cls
 
 
@@ -71,35 +73,6 @@ def run_dtype(asked: str, compute: Any) -> str:
     """The dtype a model asset runs in: its run config's where that names one, else the compute resource's (e.g.
     bfloat16 autocast on a CPU with native bf16 matmuls for one LM-heavy asset, float32 for the rest)."""
     return asked if asked != "auto" else compute.dtype
-
-
-# Assets that load a model by their run config's `model` key: op name -> run-config class (set by their modules).
-MODEL_SETTINGS: dict[str, type[OpsConfig]] = {}
-OFFLINE_CHOICES = ("offline choices: `all-MiniLM-L6-v2` (sentence encoder), `SmolLM2-135M-Instruct` (pretrained "
-                   "causal LM), or the path of a local Hugging Face model folder")
-
-
-def model_problems(run: dg.DagsterRun) -> list[str]:
-    """One message per model setting of this run that cannot be loaded, naming its run-config key."""
-    from ops.models import model_problem
-
-    selected = run.asset_selection or None  # (dg.materialize leaves it empty)
-    if selected is None:  # a job run: the job's assets
-        from pipeline.definitions import defs
-
-        try:
-            selected = defs.resolve_job_def(run.job_name).asset_layer.executable_asset_keys
-        except Exception:  # a job these definitions do not know: check every model setting
-            selected = None
-    ops_config = (run.run_config or {}).get("ops", {})
-    problems = []
-    for op, config_type in MODEL_SETTINGS.items():
-        if selected is not None and op not in {"__".join(k.path) for k in selected}:  # op name = key joined by __
-            continue
-        name = (ops_config.get(op) or {}).get("config", {}).get("model", config_type.model_fields["model"].default)
-        if (problem := model_problem(name)) is not None:
-            problems.append(f"ops.{op}.config.model = {name!r} cannot be loaded: {problem}; {OFFLINE_CHOICES}")
-    return problems
 
 
 def column_schema(schema: Mapping[str, pl.DataType]) -> dg.TableSchema:

@@ -5,6 +5,7 @@ their test AUC / logloss rows (metrics__<model>__<tokenizer|ids>), which `evalua
 
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import dagster as dg
 import polars as pl
@@ -12,6 +13,7 @@ import polars as pl
 from assets.common import DATASETS, GPU_ASSET, code_version, config_class, job_tag, lineage, markdown_table
 from assets.recommend import CTR_FAMILY, CTR_IDS, EVALUATE, GROUP, _write
 from ops import datasets, tokenizers
+from ops.config import Checked, NonEmpty, PositiveInt
 from ops.recommend.ctr import CTRConfig
 from ops.recommend.evaluation import CTR_MODELS, EvalConfig
 from pipeline.resources import ComputeResource, StorageResource
@@ -21,18 +23,18 @@ _NOT_RUN_CONFIG = ("model", "use_codes", "id_embeddings", "seed", "device", "dty
 
 
 @dataclass
-class CTRSuite:
+class CTRSuite(Checked):
     """The models one CTR asset trains (each once per seed)."""
 
-    models: list[str] = field(default_factory=lambda: list(CTR_MODELS))
+    models: Annotated[list[str], NonEmpty] = field(default_factory=lambda: list(CTR_MODELS))
 
 
 @dataclass
-class MultiEmbedding:
+class MultiEmbedding(Checked):
     """The ID-only asset's multi-embedding baseline (Guo et al. 2024): one more run of every model per M in the
     list, with M item-ID tables (recommender `<model>_me<M>`); empty = not run."""
 
-    me_embeddings: list[int] = field(default_factory=list)
+    me_embeddings: list[PositiveInt] = field(default_factory=list)
 
 
 CTRRunConfig = config_class(
@@ -48,7 +50,6 @@ CTRIdsRunConfig = config_class(
 def _train_all(context: dg.AssetExecutionContext, config, storage: StorageResource, compute: ComputeResource,
                tokenizer: str | None) -> dg.MaterializeResult:
     from ops.recommend.ctr import ctr_rows, prepare, train_and_test
-    from storage.codes import CodeTableStore
 
     ds = datasets.get(context.partition_key).name
     store = storage.store()
@@ -59,7 +60,7 @@ def _train_all(context: dg.AssetExecutionContext, config, storage: StorageResour
     started = time.perf_counter()
     frame = store.read(ds, "impressions")
     item_ids = store.scan(ds, "items").select("item_id").collect()["item_id"].to_list()
-    table = CodeTableStore(store.root, ds, tokenizer).read() if tokenizer else None
+    table = store.code_tables(ds, tokenizer).read() if tokenizer else None
     inputs = prepare(frame, item_ids, table)
     variants = [(m, 1) for m in config.models] + [(m, k) for k in getattr(config, "me_embeddings", []) if k > 1
                                                   for m in config.models]

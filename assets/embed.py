@@ -9,7 +9,6 @@ import dagster as dg
 from assets.common import (
     DATASETS,
     GPU_ASSET,
-    MODEL_SETTINGS,
     code_version,
     config_class,
     job_tag,
@@ -51,16 +50,18 @@ EMBEDDINGS: dict[str, tuple[type[EmbedConfig], str]] = {
 }
 
 
+RUN_CONFIGS: dict[str, type] = {}  # table -> its run-config class
+
+
 def run_config_class(table: str) -> type:
     camel = "".join(part.title() for part in table.split("_"))
-    return config_class(f"{camel}Config", EMBEDDINGS[table][0], exclude=("device",),
+    return config_class(f"{camel}Config", EMBEDDINGS[table][0], exclude=("device",), loads_model=True,
                         doc=f"Run config of `{table}` (ops.embed.EmbedConfig; the device comes from the compute "
                             "resource, and so does the dtype unless this config names one other than auto).")
 
 
 def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    run_config = run_config_class(table)
-    MODEL_SETTINGS[table] = run_config
+    run_config = RUN_CONFIGS[table] = run_config_class(table)
 
     @dg.asset(
         name=table,
@@ -128,7 +129,7 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
 
 _BUILT = {table: build_embedding_asset(table) for table in EMBEDDINGS}
 item_embeddings, embeddings_complete_and_finite = _BUILT["item_embeddings"]
-EmbeddingConfig = MODEL_SETTINGS["item_embeddings"]
+EmbeddingConfig = RUN_CONFIGS["item_embeddings"]
 
 ASSETS = [asset for asset, _ in _BUILT.values()]
 CHECKS = [check for _, check in _BUILT.values()]

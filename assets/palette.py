@@ -17,7 +17,6 @@ import polars as pl
 from assets.common import (
     DATASETS,
     GPU_ASSET,
-    MODEL_SETTINGS,
     OpsConfig,
     code_version,
     config_class,
@@ -38,11 +37,10 @@ from storage.artifacts import ArtifactStore
 GROUP = "palette"
 PALETTE_CODE_VERSION = code_version("ops.palette.train")  # training and extraction (and all they import)
 PaletteModelConfig = config_class(
-    "PaletteModelConfig", PaletteConfig, exclude=("device",),
+    "PaletteModelConfig", PaletteConfig, exclude=("device",), loads_model=True,
     doc="Run config of `palette_model`: ops.palette.PaletteConfig (the paper's settings; the device comes from the "
         "compute resource, and so does the dtype unless this config names one other than auto; palette_embeddings "
         "extracts in the same dtype). `tasks` empty and `content_attributes` null mean the dataset's own.")
-MODEL_SETTINGS["palette_model"] = PaletteModelConfig
 
 
 def palette_config(config: OpsConfig, compute: ComputeResource, spec: datasets.DatasetSpec) -> PaletteConfig:
@@ -55,7 +53,7 @@ def palette_config(config: OpsConfig, compute: ComputeResource, spec: datasets.D
 def palette_store(store: Store, dataset: str) -> ArtifactStore:
     """Checkpoints `<fingerprint>-step-<n>` of every palette training run of a dataset; `latest` = the model
     palette_embeddings reads, moved when a training run finished."""
-    return ArtifactStore(store.root / dataset / "palette_model")
+    return store.artifacts(dataset, "palette_model")
 
 
 def current_checkpoint(store: Store, dataset: str) -> Path:

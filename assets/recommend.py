@@ -16,7 +16,6 @@ import polars as pl
 from assets.common import (
     DATASETS,
     GPU_ASSET,
-    MODEL_SETTINGS,
     code_version,
     config_class,
     job_tag,
@@ -31,7 +30,6 @@ from ops.recommend.generative import GenerativeConfig
 from ops.recommend.sasrec import SASRecConfig, SASRecGrid
 from pipeline.resources import ComputeResource, StorageResource
 from storage import Store, write_frame
-from storage.artifacts import ArtifactStore
 
 GROUP = "recommend"
 EVALUATE = "evaluate"
@@ -45,7 +43,7 @@ GenerativeRunConfig = config_class("GenerativeRunConfig", GenerativeConfig, Eval
                                    doc="The generative recommender from scratch (ops.recommend.generative."
                                        "GenerativeConfig) and how it is evaluated (EvalConfig: seeds, decoder).")
 PretrainedRunConfig = config_class("PretrainedRunConfig", GenerativeConfig, EvalConfig,
-                                   exclude=_RESOURCE_FIELDS + _SCRATCH_FIELDS,
+                                   exclude=_RESOURCE_FIELDS + _SCRATCH_FIELDS, loads_model=True,
                                    doc="The generative recommender on a pretrained LM with LoRA (ops.recommend."
                                        "generative.GenerativeConfig, backbone `pretrained`: L_rip + L_align, then "
                                        "L_rip) and how it is evaluated (EvalConfig: seeds, decoder). `dtype` other "
@@ -120,14 +118,13 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "gene
             train_early_stopping,
         )
         from ops.recommend.tokens import SemanticVocab
-        from storage.codes import CodeTableStore
 
         spec = datasets.get(context.partition_key)
         ds = spec.name
         store = storage.store()
         evaluation = config.build(EvalConfig)
         seqs = store.read(ds, "user_sequences")
-        table = CodeTableStore(store.root, ds, entry.name).read()
+        table = store.code_tables(ds, entry.name).read()
         vocab = SemanticVocab.from_code_table(table, f"code_table/{entry.name} of {ds}")
         dtype = run_dtype(config.dtype, compute) if backbone == "pretrained" else compute.dtype
         settings = dict(backbone=backbone, device=compute.device, dtype=dtype)
@@ -141,7 +138,7 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "gene
         valid_rows = examples(seqs, vocab, "valid", base.max_history)
         test_rows = examples(seqs, vocab, "test", base.max_history)
         index = PrefixIndex.build(vocab.item_codes)
-        checkpoints = ArtifactStore(store.root / ds / "recommenders" / f"{family}-{entry.name}")
+        checkpoints = store.artifacts(ds, "recommenders", f"{family}-{entry.name}")
         longs, users, curves, stopping, started, tokens = [], [], {}, {}, time.perf_counter(), 0.0
         train_seconds = 0.0
         for seed in evaluation.seeds:
@@ -246,8 +243,6 @@ def popularity(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 
 GENERATIVE = [build_generative_asset(e, family) for family in GENERATIVE_FAMILIES
               for e in tokenizers.REGISTRY.values()]
-for _e in tokenizers.REGISTRY.values():  # the run-start check that the LM of every generative_llm asset loads
-    MODEL_SETTINGS[f"recommender__generative_llm__{_e.name}"] = PretrainedRunConfig
 RECOMMENDERS = [*GENERATIVE, sasrec, popularity]
 # the CTR assets (assets/ctr.py, which builds on this module's writers): `recommender/ctr/<tokenizer>` and
 # `recommender/ctr/ids`, named here so that the evaluation waits for them

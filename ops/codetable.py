@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from ops.config import Checked, ConfigError, Fraction
 from storage.schemas import code_table_schema
 
 
@@ -148,14 +149,14 @@ def aspect_scores(codes: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
 
 
 @dataclass(frozen=True)
-class CodeTableChecks:
+class CodeTableChecks(Checked):
     """Settings of the checks every code table passes before `latest` moves."""
 
-    min_utilization: float = 0.1  # the collapse floor: each position uses at least this share of its K codes
-    collision_warn: float = 0.05  # collision rate before dedup above which the table is published with a warning
-    collision_block: float = 0.5  # ... and above which it is not published (more than half the items collide)
+    min_utilization: Fraction = 0.1  # the collapse floor: each position uses at least this share of its K codes
+    collision_warn: Fraction = 0.05  # collision rate before dedup above which the table is published with a warning
+    collision_block: Fraction = 0.5  # ... and above which it is not published (more than half the items collide)
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.collision_warn <= self.collision_block <= 1:
-            raise ValueError("need 0 <= collision_warn <= collision_block <= 1, got "
-                             f"{self.collision_warn} and {self.collision_block}")
+    def check(self) -> None:
+        if self.collision_warn > self.collision_block:
+            raise ConfigError(f"collision_warn = {self.collision_warn} must be <= collision_block = "
+                              f"{self.collision_block}")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 import polars as pl
 
+from ops.config import Checked, ConfigError, NonNegativeInt, PositiveInt
 from ops.models import (
     MINILM,
     Dtype,
@@ -54,28 +55,28 @@ CUDA_TOKEN_BUDGET = 65536
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
+class EmbedConfig(Checked):
     model: str = MINILM  # an offline model name (ops.models), a local directory, or a hub name where reachable
     pooling: Pooling = "auto"  # auto = mean for encoders, last token for decoder-only models
-    max_length: int = 128
-    token_budget: int = 0  # padded tokens per batch; 0 = by device (CPU_TOKEN_BUDGET / CUDA_TOKEN_BUDGET)
-    max_batch_size: int = 256
+    max_length: PositiveInt = 128
+    token_budget: NonNegativeInt = 0  # padded tokens per batch; 0 = by device (CPU_TOKEN_BUDGET / CUDA_TOKEN_BUDGET)
+    max_batch_size: PositiveInt = 256
     padding_side: Literal["left", "right"] = "right"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: bf16/fp16 on CUDA; on a CPU float32 for encoders (their vectors are the product: bench/embed.py holds
     # them to the naive loop within 1e-5), bf16 for decoder-only LMs where the CPU has native bf16 units
     dtype: Dtype = "auto"  # | float32 | bfloat16 | float16
     normalize: bool = False  # L2-normalise the pooled vectors
-    shard_size: int = 0  # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
+    shard_size: NonNegativeInt = 0  # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
     attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         if self.token_budget and self.token_budget < self.max_length:
-            raise ValueError(f"token_budget ({self.token_budget}) must hold one item of max_length "
+            raise ConfigError(f"token_budget ({self.token_budget}) must hold one item of max_length "
                              f"({self.max_length}) tokens")
 
 

@@ -19,17 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from ops.config import Checked, ConfigError, OpenFraction, PositiveInt, Seed
 from storage.schemas import IMPRESSION_SCHEMA
 
 SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
-class ImpressionConfig:
-    negatives: int = 4  # sampled negatives per positive (sources without logged impressions)
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
+class ImpressionConfig(Checked):
+    negatives: PositiveInt = 4  # sampled negatives per positive (sources without logged impressions)
+    valid_fraction: OpenFraction = 0.1
+    test_fraction: OpenFraction = 0.1
+    seed: Seed = 0
+
+    def check(self) -> None:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction}: must "
+                              "be < 1 (the rest trains)")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from ops.config import Checked, CodesPerPosition, ConfigError, PositiveInt, Seed
+
 
 InitMethod = Literal["afkmc2", "kmeans++", "random", "greedy_kmeans++"]
 INIT_METHODS = {"afkmc2": "AFK_MC2", "kmeans++": "KMEANS_PLUS_PLUS", "random": "RANDOM", "greedy_kmeans++": None}
@@ -23,15 +25,15 @@ GREEDY_SAMPLE_PER_CENTROID = 16
 
 
 @dataclass(frozen=True)
-class QuantizeConfig:
-    d: int = 64  # PCA output dim per position (skipped when the input is not wider)
-    k: int = 256  # codes per position (capped at the number of items)
-    niter: int = 20
-    nredo: int = 1
-    seed: int = 0
+class QuantizeConfig(Checked):
+    d: PositiveInt = 64  # PCA output dim per position (skipped when the input is not wider)
+    k: CodesPerPosition = 256  # codes per position (capped at the number of items)
+    niter: PositiveInt = 20
+    nredo: PositiveInt = 1
+    seed: Seed = 0
     backend: Literal["faiss", "sklearn"] = "faiss"  # sklearn: the reference
     gpu: Literal["auto", "never"] = "auto"  # auto: a faiss GPU index when faiss-gpu sees a CUDA device
-    max_points_per_centroid: int = 256  # faiss subsamples training points beyond K x this (faiss default)
+    max_points_per_centroid: PositiveInt = 256  # faiss subsamples training points beyond K x this (faiss default)
     # Seeding. faiss' default (random points) often puts two seeds in one true cluster and k-means never
     # recovers; AFK-MC2 approximates k-means++ at about random-init cost. On K well-separated clusters only
     # *greedy* k-means++ (sklearn's kmeans_plusplus on a 16 K-point sample, then faiss Lloyd) avoids merged
@@ -39,15 +41,13 @@ class QuantizeConfig:
     # own greedy k-means++ unless init=random.
     init: InitMethod = "afkmc2"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.backend not in ("faiss", "sklearn"):
-            raise ValueError(f"backend must be 'faiss' or 'sklearn', got {self.backend!r}")
+            raise ConfigError(f"backend must be 'faiss' or 'sklearn', got {self.backend!r}")
         if self.gpu not in ("auto", "never"):
-            raise ValueError(f"gpu must be 'auto' or 'never', got {self.gpu!r}")
+            raise ConfigError(f"gpu must be 'auto' or 'never', got {self.gpu!r}")
         if self.init not in INIT_METHODS:
-            raise ValueError(f"init must be one of {tuple(INIT_METHODS)}, got {self.init!r}")
-        if self.d < 1 or self.k < 1:
-            raise ValueError(f"d and k must be positive, got d={self.d} k={self.k}")
+            raise ConfigError(f"init must be one of {tuple(INIT_METHODS)}, got {self.init!r}")
 
 
 def faiss_gpus() -> int:

@@ -11,27 +11,34 @@ Users with fewer than `min_interactions` events are dropped and counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import polars as pl
+from annotated_types import Ge
 
+from ops.config import Checked, ConfigError, OpenFraction, PositiveInt, Seed
 from storage.schemas import USER_SEQUENCE_SCHEMA
 
 Protocol = Literal["user", "leave_one_out"]
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(Checked):
     protocol: Protocol = "user"
-    max_history: int = 20
-    min_interactions: int = 2
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_valid_users: int | None = 5000
-    max_test_users: int | None = 5000
-    max_train_users: int | None = None  # paper: 40_000
-    seed: int = 0
+    max_history: PositiveInt = 20
+    min_interactions: Annotated[int, Ge(2)] = 2  # a history of at least one item before the target
+    valid_fraction: OpenFraction = 0.1
+    test_fraction: OpenFraction = 0.1
+    max_valid_users: PositiveInt | None = 5000
+    max_test_users: PositiveInt | None = 5000
+    max_train_users: PositiveInt | None = None  # paper: 40_000
+    seed: Seed = 0
+
+    def check(self) -> None:
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction}: must "
+                              "be < 1 (the rest trains)")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ops.config import Checked, NonNegativeInt, PositiveFloat, PositiveInt, Seed
 from ops.models import Dtype, select_dtype
 from ops.progress import Progress
 from storage.artifacts import ArtifactStore
@@ -36,25 +37,21 @@ STATE_FILE = "state.json"
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(Checked):
     """Settings of the shared loop; a trainer's config extends it with its own fields and defaults."""
 
-    lr: float = 1e-4  # Adam
-    batch_size: int = 128  # items per optimizer step
-    micro_batch_size: int = 16  # items per forward; gradients accumulate up to batch_size
-    epochs: float = 1.0
-    max_steps: int = 0  # > 0 overrides epochs
-    seed: int = 0
-    checkpoint_every: int = 50  # steps between checkpoints; 0 = only the final one
+    lr: PositiveFloat = 1e-4  # Adam
+    batch_size: PositiveInt = 128  # items per optimizer step
+    micro_batch_size: PositiveInt = 16  # items per forward; gradients accumulate up to batch_size
+    epochs: PositiveFloat = 1.0
+    max_steps: NonNegativeInt = 0  # > 0 overrides epochs
+    seed: Seed = 0
+    checkpoint_every: NonNegativeInt = 50  # steps between checkpoints; 0 = only the final one
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # autocast dtype: "auto" = bf16 on CUDA when supported (else fp16); on a CPU float32, or bf16 for LM-sized models
     # where the CPU has native bf16 (ops.models.select_dtype); "bfloat16" / "float16" force autocast on any device
     # (fp16 with loss scaling); weights and optimizer state stay float32
     dtype: Dtype = "auto"
-
-    def __post_init__(self) -> None:
-        if self.micro_batch_size < 1 or self.batch_size < 1:
-            raise ValueError("batch_size and micro_batch_size must be positive")
 
     def training_fields(self) -> dict[str, object]:
         """What determines the trained weights (a checkpoint is resumed only when these match): everything but
@@ -272,6 +269,8 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
                 **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None})
     model.eval()
+    if not history:  # nothing trained: an untrained model must never reach a published table
+        raise RuntimeError(f"training {progress_name or type(model).__name__} ran zero steps ({steps} planned)")
     if last is None and store is not None:
         last = latest_checkpoint(store, prefix)
     return TrainResult(steps, history, start, time.perf_counter() - began, items_seen, fingerprint,

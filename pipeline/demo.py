@@ -12,6 +12,7 @@ import dagster as dg
 import yaml
 
 from ops.datasets import load_registry
+from pipeline.preflight import config_problems, model_problems
 from pipeline.recovery import init_instance, process_tags, recover
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -97,12 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("DAGSTER_HOME"):
         init_instance(os.environ["DAGSTER_HOME"])  # once, under a lock: concurrent first runs race on the schemas
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    # every sample's settings checked before the first run starts: a bad value costs seconds, not a stage
+    plans = {name: selection(job, name, run_config) for name in names}
+    problems = sorted({p for keys, config in plans.values() for ops in [{"__".join(k.path) for k in keys}]
+                       for p in (*config_problems(config, ops), *model_problems(config, ops))})
+    if problems:
+        print(f"{args.config}: the run config cannot work:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     for line in recover(instance, storage.storage_root):  # runs killed earlier would hold the gpu slot for ever
         print(line)
     failures = 0
     for name in names:
         started = time.perf_counter()
-        keys, config = selection(job, name, run_config)
+        keys, config = plans[name]
         result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
                                         run_config=config, asset_selection=keys,
                                         tags=process_tags())  # lets a later start tell this run died

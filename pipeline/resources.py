@@ -15,26 +15,25 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class StorageResource(dg.ConfigurableResource):
     """Raw-data root (where each dataset's original files are) and the table store root
     (`$SEMID_RAW_ROOT`, `$SEMID_STORAGE_ROOT`). Every asset uses it, so its set-up is where a run checks, in its
-    first step, that every model it will load can be loaded (assets.common.model_problems): a wrong model path
-    fails the run in seconds, not after the stages before it."""
+    first step, every op's config against its declared ranges and that every model it will load can be loaded
+    (pipeline.preflight): a bad value or a wrong model path fails the run in seconds, not after the stages before
+    it."""
 
     raw_root: str = str(PROJECT_ROOT / "data" / "raw")
     storage_root: str = str(PROJECT_ROOT / "data" / "store")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        from assets.common import model_problems
+        from pipeline.preflight import run_problems
 
-        if context.dagster_run is not None and (problems := model_problems(context.dagster_run)):
-            raise dg.Failure("\n".join(problems))
+        if context.dagster_run is not None and (problems := run_problems(context.dagster_run)):
+            raise dg.Failure("the run's settings cannot work:\n" + "\n".join(problems))
 
     def store(self) -> Store:
         return Store(self.storage_root)
 
     def workdir(self, dataset: str) -> Path:
         """Scratch space on the same disk as the store (e.g. for decompressing a large .gz)."""
-        path = Path(self.storage_root) / "_work" / dataset
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.store().workdir(dataset)
 
 
 class ComputeResource(dg.ConfigurableResource):

@@ -61,7 +61,7 @@ def _defaults(ops_type, exclude=()):
 
 @pytest.mark.parametrize("config_type,ops_types,exclude", [
     (embed.EmbeddingConfig, (EmbedConfig,), ("device",)),
-    (embed.MODEL_SETTINGS["item_embeddings_lm"], (embed.LMEmbedConfig,), ("device",)),
+    (embed.RUN_CONFIGS["item_embeddings_lm"], (embed.LMEmbedConfig,), ("device",)),
     (palette.PaletteModelConfig, (PaletteConfig,), ("device",)),
     (ingest.SequenceConfig, (SplitConfig,), ()),
     *[(codes.code_table_config(e), (e.config_type, CodeTableChecks), ()) for e in tokenizers.REGISTRY.values()],

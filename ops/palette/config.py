@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
+from annotated_types import Interval
+
+from ops.config import ConfigError, NonNegativeFloat, OpenFraction, PositiveInt
 from ops.models import SMOLLM2
 from ops.palette.losses import Reduction
 from ops.training import TrainingConfig
@@ -12,6 +15,7 @@ Layout = Literal["split", "full"]
 ContentAttention = Literal["auto", "causal", "bidirectional"]
 LapInit = Literal["random", "summary"]
 AnswerVocabulary = Literal["full", "answers"]
+Margin = Annotated[float, Interval(ge=-1, le=1)]  # a hinge margin on a cosine
 
 
 @dataclass
@@ -22,26 +26,26 @@ class PaletteConfig(TrainingConfig):
     # Any causal LM (OPT, GPT-2, LLaMA families) or encoder: an offline name (ops.models.OFFLINE_MODELS, e.g. the
     # packaged SmolLM2-135M-Instruct causal LM), a local path, or a hub name where the hub is reachable.
     model: str = SMOLLM2  # offline; the paper's OPT-350M is the explicit choice of configs/lamia_mind_opt350m_gpu.yaml
-    palette_size: int = 4  # L
-    content_attributes: int | None = None  # r: the first r attributes form the content (None: dataset default)
-    max_content_tokens: int = 96
-    max_answer_tokens: int = 32  # answer tokens per task, end-of-text token included
+    palette_size: PositiveInt = 4  # L
+    content_attributes: PositiveInt | None = None  # r: the first r attributes form the content (None: dataset default)
+    max_content_tokens: PositiveInt = 96
+    max_answer_tokens: PositiveInt = 32  # answer tokens per task, end-of-text token included
     # "full": L_gen is a softmax over the whole vocabulary (the paper). "answers": over the tokens that occur in
     # some answer of the dataset only, a restricted softmax that makes CPU demos several times cheaper (the
     # vocabulary projection dominates a small backbone's step); it changes L_gen's scale, not what it rewards.
     answer_vocabulary: AnswerVocabulary = "full"
     # LoRA (peft). target_modules None = peft's default for the model family (OPT/LLaMA: q_proj, v_proj;
     # GPT-2: c_attn; BERT: query, value); the resolved list is recorded with the checkpoint.
-    lora_rank: int = 128
-    lora_alpha: int = 128
-    lora_dropout: float = 0.0
+    lora_rank: PositiveInt = 128
+    lora_alpha: PositiveInt = 128
+    lora_dropout: OpenFraction = 0.0
     target_modules: list[str] | None = None
-    gamma: float = 0.1
+    gamma: NonNegativeFloat = 0.1
     # "sum": the contrastive losses as the paper writes them, sums over the batch's pairs; "mean": averaged
     # (ops.palette.losses says why the choice matters)
     contrastive_reduction: Reduction = "sum"
-    alpha_intra: float = 0.1
-    alpha_inter: float = 0.25
+    alpha_intra: Margin = 0.1
+    alpha_inter: Margin = 0.25
     use_gen: bool = True  # switches for ablations
     use_intra: bool = True
     use_inter: bool = True
@@ -55,25 +59,20 @@ class PaletteConfig(TrainingConfig):
     lap_init: LapInit = "random"
     attn_implementation: str | None = None  # transformers' choice when None (sdpa); "eager" works as well
     layout: Layout = "split"  # "split": two short passes; "full": the paper's one row per pass (same numbers)
-    extract_batch_size: int = 64
+    extract_batch_size: PositiveInt = 64
     # Train on a seeded sample of this many items (None: every item; e.g. one CPU epoch over part of a catalog);
     # palette_embeddings still extracts the palette of every item with the trained model.
-    train_items: int | None = None
+    train_items: PositiveInt | None = None
     tasks: list[str] = field(default_factory=list)  # empty: every attribute of the dataset, in its order
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         for name, kind in (("layout", Layout), ("answer_vocabulary", AnswerVocabulary),
                            ("content_attention", ContentAttention), ("lap_init", LapInit),
                            ("contrastive_reduction", Reduction)):
             if getattr(self, name) not in get_args(kind):
-                raise ValueError(f"{name} must be one of {get_args(kind)}, got {getattr(self, name)!r}")
-        if self.train_items is not None and self.train_items < 1:
-            raise ValueError(f"train_items must be positive or null, got {self.train_items}")
-        if self.palette_size < 1:
-            raise ValueError("palette_size must be positive")
+                raise ConfigError(f"{name} must be one of {get_args(kind)}, got {getattr(self, name)!r}")
         if not (self.use_gen or self.use_intra or self.use_inter):
-            raise ValueError("at least one loss term must be switched on")
+            raise ConfigError("use_gen, use_intra, use_inter: at least one loss term must be switched on")
 
     def training_fields(self) -> dict[str, object]:
         """What determines the trained weights (a checkpoint is resumed only when these match)."""

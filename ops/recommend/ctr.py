@@ -31,6 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.config import (
+    Checked,
+    ConfigError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+)
 from ops.models import Dtype, select_device
 from ops.progress import Progress
 from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
@@ -45,33 +55,31 @@ EMBED_INIT_STD = 0.1  # normal init of every embedding table (padding rows zero)
 
 
 @dataclass
-class CTRConfig:
+class CTRConfig(Checked):
     """One CTR model and how it trains."""
 
     model: Model = "deepfm"
     fusion: Fusion = "gate"  # how the L code embeddings become the item's semantic field(s)
-    embed_dim: int = 16
-    id_embeddings: int = 1  # M independent item-ID tables (M > 1: the multi-embedding baseline)
+    embed_dim: PositiveInt = 16
+    id_embeddings: PositiveInt = 1  # M independent item-ID tables (M > 1: the multi-embedding baseline)
     use_codes: bool = True  # the item's semantic codes as features (needs a code table)
-    mlp_layers: list[int] = field(default_factory=lambda: [64, 32])  # the deep part's hidden widths
-    cross_layers: int = 2  # DCNv2
-    dropout: float = 0.1
-    lr: float = 1e-3  # Adam
-    batch_size: int = 512
-    epochs: int = 10
-    weight_decay: float = 0.0
-    patience: int = 2  # epochs without a better validation AUC before stopping
-    seed: int = 0
+    mlp_layers: list[PositiveInt] = field(default_factory=lambda: [64, 32])  # the deep part's hidden widths
+    cross_layers: NonNegativeInt = 2  # DCNv2
+    dropout: OpenFraction = 0.1
+    lr: PositiveFloat = 1e-3  # Adam
+    batch_size: PositiveInt = 512
+    epochs: PositiveInt = 10
+    weight_decay: NonNegativeFloat = 0.0
+    patience: PositiveInt = 2  # epochs without a better validation AUC before stopping
+    seed: Seed = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Dtype = "auto"  # autocast dtype: auto = bf16 / fp16 on CUDA, float32 on CPU
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.model not in MODELS:
-            raise ValueError(f"unknown CTR model {self.model!r}; choose one of {', '.join(MODELS)}")
+            raise ConfigError(f"unknown CTR model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if self.id_embeddings < 1 or self.embed_dim < 1:
-            raise ValueError("id_embeddings and embed_dim must be positive")
+            raise ConfigError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
 
 
 def recommender_name(cfg: CTRConfig) -> str:

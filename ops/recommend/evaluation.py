@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
 
+from ops.config import Checked, NonEmpty, PositiveInt, Seed
 from ops.metrics import KS, paired_test, per_user_metrics, summarize
 
 EVALUATION_SCHEMA = {"dataset": pl.String, "recommender": pl.String, "tokenizer": pl.String, "seed": pl.Int64,
@@ -24,20 +25,20 @@ CTR_MODELS = ("deepfm", "dcnv2")
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     """How a recommender is evaluated: trained once per seed, ranked on the test split."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: Annotated[list[Seed], NonEmpty] = field(default_factory=lambda: [0, 1, 2])
     decoder: Literal["beam", "exact"] = "beam"  # generative recommenders: constrained beam search or exact scoring
-    beam_width: int = 20  # >= the largest K
+    beam_width: PositiveInt = 20  # >= the largest K
 
 
 @dataclass
-class ExpectedConfig:
+class ExpectedConfig(Checked):
     """Which recommenders the evaluation check requires: every recommender asset's (family, tokenizer) except
     those in `skip`, each as `family` or `family/tokenizer` (e.g. `generative_llm` where no pretrained LM ran)."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: Annotated[list[Seed], NonEmpty] = field(default_factory=lambda: [0, 1, 2])
     skip: list[str] = field(default_factory=list)
     seeds_of: dict[str, list[int]] = field(default_factory=dict)  # family -> its seeds, where not `seeds`
     # the recommenders each CTR asset (`recommender/ctr/<tokenizer>`, `recommender/ctr/ids`) writes

@@ -26,6 +26,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from ops.config import ConfigError, OpenFraction, PositiveFloat, PositiveInt
 from ops.embed import collate
 from ops.metrics import ranks_from_lists, ranks_from_scores, recall_ndcg
 from ops.models import SMOLLM2, select_device
@@ -42,30 +43,34 @@ class GenerativeConfig(TrainingConfig):
     `scratch` reads layers .. dropout; `pretrained` reads model .. align_epochs."""
 
     backbone: Literal["scratch", "pretrained"] = "scratch"
-    layers: int = 4
-    d_model: int = 128
-    heads: int = 4
-    d_ff: int = 512
-    dropout: float = 0.1
+    layers: PositiveInt = 4
+    d_model: PositiveInt = 128
+    heads: PositiveInt = 4
+    d_ff: PositiveInt = 512
+    dropout: OpenFraction = 0.1
     # pretrained: any causal LM (or an encoder such as BERT, run as a causal decoder) by HF path or offline name
     model: str = SMOLLM2
-    lora_rank: int = 128
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
+    lora_rank: PositiveInt = 128
+    lora_alpha: PositiveInt = 128
+    lora_dropout: OpenFraction = 0.05
     target_modules: list[str] | None = None  # None = peft's default for the model family
     prompt: str = "A user's history of items, then the next item:"
     align_prompt: str = "An item's description, then the item:"
-    max_text_tokens: int = 48  # of an item's text in the alignment task
+    max_text_tokens: PositiveInt = 48  # of an item's text in the alignment task
     align: bool = True  # phase 1 = L_rip jointly with L_align (text -> codes), then L_rip alone
-    align_epochs: float = 10.0  # at most, early-stopped like `epochs`
-    max_history: int = 20
+    align_epochs: PositiveFloat = 10.0  # at most, early-stopped like `epochs`
+    max_history: PositiveInt = 20
     train_on: Literal["all", "last"] = "all"  # which items of a training sequence are targets (see `loss`)
     lr: float = 5e-4
     batch_size: int = 64
     micro_batch_size: int = 64
     epochs: float = 10.0  # at most; training stops early when validation NDCG@10 has not improved for `patience`
-    patience: int = 5
-    valid_users: int | None = None  # early stopping validates on the first N validation rows (None: all)
+    patience: PositiveInt = 5
+    valid_users: PositiveInt | None = None  # early stopping validates on the first N validation rows (None: all)
+
+    def check(self) -> None:
+        if self.backbone == "scratch" and self.d_model % self.heads:
+            raise ConfigError(f"d_model = {self.d_model} must be a multiple of heads = {self.heads}")
 
     def training_fields(self) -> dict[str, object]:
         """The trajectory of the weights: a longer run of the same settings continues it (batches are a function

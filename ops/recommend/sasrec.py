@@ -10,12 +10,14 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Annotated
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 
+from ops.config import Checked, NonEmpty, OpenFraction, PositiveFloat, PositiveInt
 from ops.embed import collate
 from ops.metrics import ranks_from_scores, recall_ndcg
 from ops.models import select_device
@@ -27,11 +29,11 @@ PAD = 0  # item i is token i + 1
 
 @dataclass
 class SASRecConfig(TrainingConfig):
-    d_model: int = 128
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2
-    max_length: int = 50
+    d_model: PositiveInt = 128
+    layers: PositiveInt = 2
+    heads: PositiveInt = 2
+    dropout: OpenFraction = 0.2
+    max_length: PositiveInt = 50
     lr: float = 1e-3
     batch_size: int = 128
     micro_batch_size: int = 128
@@ -125,13 +127,13 @@ GRID = {"d_model": (64, 128), "layers": (1, 2), "dropout": (0.2, 0.5), "lr": (1e
 
 
 @dataclass
-class SASRecGrid:
+class SASRecGrid(Checked):
     """The tuning grid (every combination trained on train, NDCG@10 on valid); one value per field = no tuning."""
 
-    grid_d_model: list[int] = field(default_factory=lambda: list(GRID["d_model"]))
-    grid_layers: list[int] = field(default_factory=lambda: list(GRID["layers"]))
-    grid_dropout: list[float] = field(default_factory=lambda: list(GRID["dropout"]))
-    grid_lr: list[float] = field(default_factory=lambda: list(GRID["lr"]))
+    grid_d_model: Annotated[list[PositiveInt], NonEmpty] = field(default_factory=lambda: list(GRID["d_model"]))
+    grid_layers: Annotated[list[PositiveInt], NonEmpty] = field(default_factory=lambda: list(GRID["layers"]))
+    grid_dropout: Annotated[list[OpenFraction], NonEmpty] = field(default_factory=lambda: list(GRID["dropout"]))
+    grid_lr: Annotated[list[PositiveFloat], NonEmpty] = field(default_factory=lambda: list(GRID["lr"]))
 
     def as_grid(self) -> dict[str, Sequence[object]]:
         return {"d_model": self.grid_d_model, "layers": self.grid_layers, "dropout": self.grid_dropout,

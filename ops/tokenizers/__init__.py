@@ -10,11 +10,13 @@ from ops.tokenizers.pq import OptimizedProductQuantization, ProductQuantization
 from ops.tokenizers.random import RandomCodes
 from ops.tokenizers.rqkmeans import RQKMeans
 from ops.tokenizers.rqvae import RQVAE
+from storage.paths import check_name
 
 REGISTRY: dict[str, TokenizerEntry] = {}
 
 
 def register(entry: TokenizerEntry) -> TokenizerEntry:
+    check_name("tokenizer", entry.name)  # it names the code table's directory and asset key
     if entry.name in REGISTRY and REGISTRY[entry.name] != entry:
         raise ValueError(f"a different tokenizer is already registered as {entry.name!r}")
     REGISTRY[entry.name] = entry

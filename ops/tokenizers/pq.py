@@ -17,22 +17,23 @@ from typing import ClassVar
 
 import numpy as np
 
+from ops.config import Checked, CodesPerPosition, ConfigError, PositiveInt, Seed
 from ops.tokenizers.base import Tokenizer
 
 INDEX_FILE = "index.faiss"
 
 
 @dataclass(frozen=True)
-class PQConfig:
-    length: int = 4  # M sub-spaces = codes per item; D must be a multiple of M
-    k: int = 256  # codes per sub-space, a power of 2 (nbits = log2 K); capped at the number of items
-    niter: int = 25  # K-Means iterations per sub-space (faiss' default)
-    opq_iterations: int = 25  # OPQ only: alternations of rotation and PQ
-    seed: int = 1234
+class PQConfig(Checked):
+    length: PositiveInt = 4  # M sub-spaces = codes per item; D must be a multiple of M
+    k: CodesPerPosition = 256  # codes per sub-space, a power of 2 (nbits = log2 K); capped at the number of items
+    niter: PositiveInt = 25  # K-Means iterations per sub-space (faiss' default)
+    opq_iterations: PositiveInt = 25  # OPQ only: alternations of rotation and PQ
+    seed: Seed = 1234
 
-    def __post_init__(self) -> None:
-        if self.length < 1 or self.k < 2 or self.k & (self.k - 1):
-            raise ValueError(f"length must be >= 1 and k a power of 2 >= 2, got length={self.length} k={self.k}")
+    def check(self) -> None:
+        if self.k & (self.k - 1):
+            raise ConfigError(f"k = {self.k}: must be a power of 2 (faiss' nbits = log2 K)")
 
 
 def unpack_codes(packed: np.ndarray, m: int, nbits: int) -> np.ndarray:

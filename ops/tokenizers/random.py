@@ -7,14 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ops.config import Checked, CodesPerPosition, PositiveInt, Seed
 from ops.tokenizers.base import Tokenizer
 
 
 @dataclass(frozen=True)
-class RandomConfig:
-    length: int = 4
-    k: int = 256
-    seed: int = 0
+class RandomConfig(Checked):
+    length: PositiveInt = 4
+    k: CodesPerPosition = 256
+    seed: Seed = 0
 
 
 def random_codes(item_ids: Sequence[str], length: int, k: int, seed: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ops.config import Checked, CodesPerPosition, PositiveInt, Seed
 from ops.quantize import InitMethod, QuantizeConfig, kmeans, nearest
 from ops.tokenizers.base import Tokenizer
 
@@ -21,11 +22,11 @@ CENTROIDS_FILE = "centroids.safetensors"
 
 
 @dataclass(frozen=True)
-class RQKMeansConfig:
-    length: int = 3  # levels (TIGER / GRID use 3, plus the dedup index)
-    k: int = 256  # codes per level (capped at the number of items)
-    niter: int = 20
-    seed: int = 0
+class RQKMeansConfig(Checked):
+    length: PositiveInt = 3  # levels (TIGER / GRID use 3, plus the dedup index)
+    k: CodesPerPosition = 256  # codes per level (capped at the number of items)
+    niter: PositiveInt = 20
+    seed: Seed = 0
     init: InitMethod = "greedy_kmeans++"
 
     def quantize_config(self) -> QuantizeConfig:

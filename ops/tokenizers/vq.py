@@ -23,10 +23,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ops.config import (
+    Checked,
+    CodesPerPosition,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+)
 from ops.models import Dtype
 from ops.quantize import QuantizeConfig, kmeans, nearest
 from ops.tokenizers.base import Tokenizer
@@ -40,32 +51,28 @@ CURVE_POINTS = 100  # training-curve rows kept in the metadata
 
 
 @dataclass(frozen=True)
-class VQConfig:
+class VQConfig(Checked):
     """Shared by `rqvae` and `moc`. Defaults follow TIGER's RQ-VAE (MLP 512-256-128, latent 32, K 256, beta 0.25)
     with Adam instead of its Adagrad at lr 0.4, and far fewer epochs than its 20 k (small catalogs converge)."""
 
-    length: int = 3  # levels (rqvae) or parallel codebooks (moc): codes per item
-    k: int = 256  # codes per codebook (capped at the number of items)
-    latent_dim: int = 32
-    hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
-    beta: float = 0.25  # commitment weight
-    reconstruction_weight: float = 1.0
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: float = 100.0
-    max_steps: int = 0  # > 0 overrides epochs
-    dropout: float = 0.0
-    restart_every: int = 20  # steps between dead-code restarts; 0 = never
+    length: PositiveInt = 3  # levels (rqvae) or parallel codebooks (moc): codes per item
+    k: CodesPerPosition = 256  # codes per codebook (capped at the number of items)
+    latent_dim: PositiveInt = 32
+    hidden: list[PositiveInt] = field(default_factory=lambda: [512, 256, 128])
+    beta: NonNegativeFloat = 0.25  # commitment weight
+    reconstruction_weight: PositiveFloat = 1.0
+    lr: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 256
+    epochs: PositiveFloat = 100.0
+    max_steps: NonNegativeInt = 0  # > 0 overrides epochs
+    dropout: OpenFraction = 0.0
+    restart_every: NonNegativeInt = 20  # steps between dead-code restarts; 0 = never
     kmeans_init: bool = True
-    collapse_share: float = 0.5  # warn below this share of min(items, K^L) distinct code tuples
-    seed: int = 0
+    collapse_share: Fraction = 0.5  # warn below this share of min(items, K^L) distinct code tuples
+    seed: Seed = 0
     device: str = "auto"
     dtype: Dtype = "auto"
 
-    def __post_init__(self) -> None:
-        if self.length < 1 or self.k < 2 or self.latent_dim < 1:
-            raise ValueError(f"length >= 1, k >= 2 and latent_dim >= 1 required, got {self.length}, {self.k}, "
-                             f"{self.latent_dim}")
 
 
 def _mlp(dims: Sequence[int], dropout: float):
