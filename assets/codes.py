@@ -35,7 +35,6 @@ from ops.tokenizers import TokenizerEntry
 from pipeline.resources import StorageResource
 from storage import Store, read_table_metadata
 from storage.artifacts import new_version
-from storage.codes import CodeTableStore
 from storage.schemas import CODE_TABLE_SCHEMA_VERSION
 
 GROUP = "tokenize"
@@ -125,7 +124,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         codes = tokenizer.fit(_fit_rows(store, ds, ids, entry), ids)
         frame, figures = build_code_table(ids, codes, tokenizer.k)
         seconds = round(time.perf_counter() - started, 3)
-        tables = CodeTableStore(store.root, ds, entry.name)
+        tables = store.code_tables(ds, entry.name)
         version = new_version(context.run.run_id)
         meta = lineage(context, schema_version=CODE_TABLE_SCHEMA_VERSION, dataset=ds, tokenizer=entry.name,
                        config=config.model_dump(), length=tokenizer.length, k=tokenizer.k,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ops.ingest import amazon, hm, mind
+from storage.paths import check_name
 
 SOURCES = ("mind", "amazon", "hm")
 ATTRIBUTES = {"mind": mind.ATTRIBUTES, "amazon": amazon.ATTRIBUTES, "hm": hm.ATTRIBUTES}
@@ -35,6 +36,7 @@ class DatasetSpec:
     options: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        check_name("dataset", self.name)  # it names the dataset's directory in the store
         if self.source not in SOURCES:
             raise ValueError(f"dataset {self.name}: source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "amazon" and not self.category:
@@ -76,7 +78,10 @@ def load_registry(extra_file: str | os.PathLike[str] | None = None) -> dict[str,
             cfg = dict(cfg)
             known = {k: cfg.pop(k) for k in ("source", "raw_dir", "category", "version", "sample") if k in cfg}
             base = registry.get(name)
-            spec = replace(base, **known) if base else DatasetSpec(name=name, **known)
+            try:
+                spec = replace(base, **known) if base else DatasetSpec(name=name, **known)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{extra_file}: [{name}]: {error}") from None
             registry[name] = replace(spec, options={**spec.options, **cfg})
     return registry
 

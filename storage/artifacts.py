@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.atomic import atomic_dir, atomic_write_text, temp_name
+from storage.paths import check_name, inside
 
 MANIFEST = "MANIFEST.json"
 LATEST_LINK = "latest"
@@ -43,7 +44,7 @@ class ArtifactStore:
         self.dir = Path(directory).expanduser().resolve()
 
     def path(self, version: str) -> Path:
-        return self.dir / version
+        return inside(self.dir, self.dir / check_name("version", version))
 
     def versions(self, prefix: str = "") -> list[str]:
         """Complete versions whose name starts with `prefix`, in name order (= creation order for the names

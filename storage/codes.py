@@ -18,13 +18,14 @@ import polars as pl
 
 from storage.artifacts import ArtifactStore
 from storage.parquet import write_parquet
+from storage.paths import safe_join
 
 CODES_FILE = "codes.parquet"
 
 
 class CodeTableStore(ArtifactStore):
     def __init__(self, root: str | os.PathLike[str], dataset: str, tokenizer: str):
-        super().__init__(Path(root) / dataset / "code_tables" / tokenizer)
+        super().__init__(safe_join(root, ("dataset", dataset), ("directory", "code_tables"), ("tokenizer", tokenizer)))
 
     def table_path(self, version: str) -> Path:
         return self.path(version) / CODES_FILE

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,15 @@ Frame = pl.LazyFrame | pl.DataFrame
 def sink_frames(
     frames: Mapping[str | os.PathLike[str], Frame | Sequence[Frame]],
     metadata: Mapping[str, Any] | None = None,
+    before_commit: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, int]:
     """Stream several lazy frames to Parquet in one pass over their shared sources, each file atomic.
 
     A target may be given as a list of parts (e.g. a small in-memory frame and a huge streamed one): each part
     is sunk on its own and the part files are merged by a streaming scan afterwards. (`pl.concat` of the parts
     inside the query would make polars materialise the streamed branch, multiplying the peak memory.)
-    All targets are renamed only after every sink succeeded, so a failure leaves no partial set behind.
+    All targets are renamed only after every sink succeeded and `before_commit(rows per target)` (a caller's
+    check of what was written) returned, so a failure or a refusal leaves no partial set behind.
     Returns rows written per target path. Lineage goes into the footer's key/value metadata only: polars'
     streaming writer cannot set the Arrow schema's metadata (`read_table_metadata` reads the footer).
     """
@@ -101,6 +103,8 @@ def sink_frames(
             pl.scan_parquet(paths).sink_parquet(tmps[target], **PARQUET_OPTIONS,
                                                 metadata=footer_metadata(metadata))
         rows = {t: pq.ParquetFile(p).metadata.num_rows for t, p in tmps.items()}
+        if before_commit is not None:
+            before_commit(rows)
         for tmp in tmps.values():
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import polars as pl
 
+from storage.artifacts import ArtifactStore
+from storage.codes import CodeTableStore
 from storage.parquet import read_table_metadata
+from storage.paths import check_name, inside, safe_join
 
 # The tables one ingest step writes, in the order they become visible; the row accounting goes last and so marks the
 # set complete. They are separate files (their documented paths), so a killed ingest can leave some replaced and
@@ -26,8 +29,24 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]):
         object.__setattr__(self, "root", Path(root).expanduser().resolve())
 
+    def dataset_dir(self, dataset: str) -> Path:
+        return safe_join(self.root, ("dataset", dataset))
+
     def table_path(self, dataset: str, table: str) -> Path:
-        return self.root / dataset / f"{table}.parquet"
+        return inside(self.root, self.dataset_dir(dataset) / f"{check_name('table', table)}.parquet")
+
+    def code_tables(self, dataset: str, tokenizer: str) -> CodeTableStore:
+        return CodeTableStore(self.root, dataset, tokenizer)
+
+    def artifacts(self, dataset: str, *names: str) -> ArtifactStore:
+        """A dataset's versioned artifacts (a model's checkpoints, …) at <root>/<dataset>/<name>/<name>…/."""
+        return ArtifactStore(safe_join(self.root, ("dataset", dataset), *(("artifact", n) for n in names)))
+
+    def workdir(self, dataset: str) -> Path:
+        """Scratch space on the same disk as the tables (e.g. for decompressing a large .gz)."""
+        path = inside(self.root, self.root / "_work" / check_name("dataset", dataset))  # no dataset starts with _
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def exists(self, dataset: str, table: str) -> bool:
         return self.table_path(dataset, table).is_file()

@@ -29,10 +29,12 @@ def run(tmp_path_factory):
         "evaluation": {"config": {"seeds": [0, 1], "skip": skip, "ctr_models": ["deepfm+concat", "dcnv2+concat"],
                                   "ctr_id_models": ["deepfm_me2", "dcnv2_me2"]}}}}
     threads = torch.get_num_threads()  # the resource sets one thread for this (in-process) run
-    result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, random_codes, *chosen, recommend.evaluation],
-                            partition_key=PARTITION, resources=resources, run_config=run_config)
-    yield storage, result
-    torch.set_num_threads(threads)
+    try:
+        result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, random_codes, *chosen, recommend.evaluation],
+                                partition_key=PARTITION, resources=resources, run_config=run_config)
+        yield storage, result
+    finally:  # later tests' figures depend on the thread count, even when this run failed
+        torch.set_num_threads(threads)
 
 
 def test_ctr_assets_write_auc_and_logloss_rows_that_the_evaluation_gathers(run):

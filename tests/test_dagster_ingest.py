@@ -76,8 +76,15 @@ def test_missing_raw_files_give_clear_failure(tmp_path):
                             raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert f"raw directory {tmp_path / 'raw' / 'mind'} does not exist" in message and "raw_root" in message
+    (tmp_path / "raw" / "mind").mkdir(parents=True)  # there, but without news.tsv
+    (tmp_path / "raw" / "mind" / "behaviors.tsv").write_text("1\tU1\t11/15/2019 8:55:22 AM\tN1\tN1-1\n")
+    result = dg.materialize(ingest.ASSETS, partition_key="mind", resources={"storage": storage},
+                            raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.cause.message  # the loader's own message, not a parser traceback
-    assert "MIND news" in message and "does not exist" in message
+    assert "MIND news" in message and "no file news.tsv[.gz]" in message
 
 
 def test_definitions_load():

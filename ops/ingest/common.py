@@ -405,6 +405,36 @@ class IngestResult:
         )
 
 
+def _file_summary(accounts: Sequence[FileAccount]) -> str:
+    a = accounts[0]
+    if all(x.rows_in == 0 for x in accounts):
+        return f"{a.source_file} is empty (no records)"
+    parts = [f"{a.rows_in:,} {a.unit}s read"] + [f"{x.rows_in:,} {x.unit}s" for x in accounts[1:] if x.rows_in]
+    quarantined = sum(x.quarantined for x in accounts)
+    filtered: Counter[str] = Counter()
+    for x in accounts:
+        filtered.update(x.filtered)
+    if quarantined:
+        parts.append(f"{quarantined:,} quarantined (see the quarantine table's reasons)")
+    if filtered:
+        parts.append("filtered: " + ", ".join(f"{n:,} {why}" for why, n in filtered.most_common()))
+    return f"{a.source_file}: " + ", ".join(parts) + ", none kept"
+
+
+def require_rows(accounts: Sequence[FileAccount], raw_dir: Path, rows: dict[str, int]) -> None:
+    """An ingest that keeps no items or no interactions is an error naming the files behind them (empty, or
+    every record quarantined or filtered), not a run with empty tables and green checks. `rows`: rows written
+    per canonical table."""
+    for table in ("items", "interactions"):
+        if rows.get(table, 0) > 0:
+            continue
+        files = [a.source_file for a in accounts if a.table == table]
+        if not files:
+            continue
+        by_file = [[a for a in accounts if a.source_file == f] for f in dict.fromkeys(files)]
+        raise IngestError(f"no {table} kept from {raw_dir}: " + "; ".join(_file_summary(accs) for accs in by_file))
+
+
 def rel(path: Path, root: Path) -> str:
     """Path as stored in quarantine/accounting: relative to the dataset's raw directory when possible."""
     try:
