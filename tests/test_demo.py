@@ -42,7 +42,9 @@ def test_demo_config_is_valid_and_puts_the_palette_lm_on_the_mind_sample_only(da
     else:
         assert palette["model"] == "all-MiniLM-L6-v2" and "train_items" not in palette  # the encoder overlay
         assert not any(k.startswith("recommender/ctr/") for k in chosen)
-        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | all_ctr | not_in_demo
+        mind_only = {"generative/moc", "generative/rqvae"}  # the trained VQ tables' recommender: MIND only
+        assert skip == skipped_llm | {"generative/pca_kmeans_lm"} | all_ctr | not_in_demo | mind_only
+        assert not {f"recommender/{t}" for t in mind_only} & chosen
     assert not {f"recommender/{t}" for t in not_in_demo} & chosen
 
 
