@@ -80,6 +80,9 @@ def _train_all(context: dg.AssetExecutionContext, config, storage: StorageResour
                          "seconds": round(result.fit.seconds, 2)})
             curves[f"{result.recommender}/seed {seed}"] = {"valid_auc": [round(a, 5) for a in result.fit.valid_auc],
                                                            "train_loss": result.fit.train_loss}
+            context.log.info(f"recommender/{CTR_FAMILY}/{tokenizer or CTR_IDS}: {result.recommender} seed {seed} done "
+                             f"({len(runs)}/{len(variants) * len(evaluation.seeds)}), "
+                             f"{time.perf_counter() - started:.0f} s so far")
     meta = lineage(context, dataset=ds, family=CTR_FAMILY, tokenizer=tokenizer, config=config.model_dump())
     for recommender, parts in longs.items():
         _write(store, ds, recommender, tokenizer, parts, [], meta)

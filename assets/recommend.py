@@ -157,6 +157,9 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "gene
             curves[seed] = [round(h["loss"], 4) for h in stopped.result.history]  # type: ignore[attr-defined]
             tokens += stopped.tokens
             checkpoints.publish(Path(stopped.checkpoint).name)  # the best epoch's model
+            context.log.info(f"{key.to_user_string()}: seed {seed} done ({len(longs)}/{len(evaluation.seeds)}), "
+                             f"best epoch {stopped.best_epoch} of {stopped.epochs_run}, "
+                             f"{time.perf_counter() - started:.0f} s so far")
         long = _write(store, ds, family, entry.name, longs, users,
                       lineage(context, dataset=ds, recommender=family, tokenizer=entry.name,
                               config=config.model_dump()))
@@ -209,6 +212,8 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
         longs.append(long)
         users.append(per_user)
         curves[seed] = [round(h["loss"], 4) for h in result.history]
+        context.log.info(f"recommender/sasrec: seed {seed} done ({len(longs)}/{len(evaluation.seeds)}), "
+                         f"{time.perf_counter() - started:.0f} s so far")
     long = _write(store, ds, "sasrec", None, longs, users,
                   lineage(context, dataset=ds, recommender="sasrec", config=config.model_dump(),
                           chosen=chosen))
