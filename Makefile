@@ -35,7 +35,9 @@ demo: $(STAMP) $(DAGSTER_HOME)/.initialised
 	$(PY) -m ops.sample --raw-root data/raw --size demo
 	$(PY) -m pipeline.demo
 
-test: $(STAMP)
+test: $(STAMP)  # lint (ruff), the layers (lint-imports: pipeline -> assets -> ops -> storage), then the suite
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests
 
 ui: $(STAMP) $(DAGSTER_HOME)/.initialised

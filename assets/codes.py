@@ -22,6 +22,7 @@ from assets.common import (
     markdown_table,
     table_metadata,
 )
+from assets.resources import StorageResource
 from ops import datasets, tokenizers
 from ops.codetable import (
     CheckOutcome,
@@ -32,7 +33,6 @@ from ops.codetable import (
     check_collisions,
 )
 from ops.tokenizers import TokenizerEntry
-from pipeline.resources import StorageResource
 from storage import Store, read_table_metadata
 from storage.artifacts import new_version
 from storage.schemas import CODE_TABLE_SCHEMA_VERSION
@@ -174,3 +174,6 @@ def code_table_assets() -> list[dg.AssetsDefinition]:
 
 ASSETS = code_table_assets()
 CHECKS: list = []  # the code-table checks are declared on each asset (check_specs) and evaluated in its body
+
+# this stage's part of the code location (pipeline/definitions.py merges every stage's)
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

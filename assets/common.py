@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pydantic
 
+from assets.resources import PROJECT_ROOT
 from ops.config import field_type
 from ops.datasets import load_registry
-from pipeline.resources import PROJECT_ROOT
 from storage import Store
 from storage.schemas import COLUMN_DESCRIPTIONS
 

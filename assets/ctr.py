@@ -11,13 +11,14 @@ import dagster as dg
 import polars as pl
 
 from assets.common import DATASETS, GPU_ASSET, code_version, config_class, job_tag, lineage, markdown_table
-from assets.recommend import CTR_FAMILY, CTR_IDS, EVALUATE, GROUP, _write
+from assets.resources import ComputeResource, StorageResource
+from assets.results import EVALUATE, GROUP, write_metrics
 from ops import datasets, tokenizers
 from ops.config import Checked, NonEmpty, PositiveInt
 from ops.recommend.ctr import CTRConfig
 from ops.recommend.evaluation import CTR_MODELS, EvalConfig
-from pipeline.resources import ComputeResource, StorageResource
 
+CTR_FAMILY, CTR_IDS = "ctr", "ids"  # recommender/ctr/<tokenizer> and recommender/ctr/ids
 CTR_CODE_VERSION = code_version("ops.recommend.ctr", "ops.recommend.evaluation")
 _NOT_RUN_CONFIG = ("model", "use_codes", "id_embeddings", "seed", "device", "dtype", "decoder", "beam_width")
 
@@ -85,7 +86,7 @@ def _train_all(context: dg.AssetExecutionContext, config, storage: StorageResour
                              f"{time.perf_counter() - started:.0f} s so far")
     meta = lineage(context, dataset=ds, family=CTR_FAMILY, tokenizer=tokenizer, config=config.model_dump())
     for recommender, parts in longs.items():
-        _write(store, ds, recommender, tokenizer, parts, [], meta)
+        write_metrics(store, ds, recommender, tokenizer, parts, [], meta)
     table_runs = pl.DataFrame(runs)
     summary = table_runs.group_by("recommender", maintain_order=True).agg(
         pl.col("auc").mean().round(5).alias("auc_mean"), pl.col("auc").std().round(5).alias("auc_std"),
@@ -126,3 +127,6 @@ def build_ctr_asset(tokenizer: str | None) -> dg.AssetsDefinition:
 
 ASSETS = [build_ctr_asset(e) for e in tokenizers.REGISTRY] + [build_ctr_asset(None)]
 CHECKS: list = []
+
+# this stage's part of the code location (pipeline/definitions.py merges every stage's)
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -17,6 +17,7 @@ from assets.common import (
     table_metadata,
     vector_check,
 )
+from assets.resources import ComputeResource, StorageResource
 from ops import datasets
 from ops.embed import (
     EmbedConfig,
@@ -27,7 +28,6 @@ from ops.embed import (
     load_model,
 )
 from ops.models import SMOLLM2
-from pipeline.resources import ComputeResource, StorageResource
 from storage import write_frame
 
 GROUP = "embed"
@@ -133,3 +133,6 @@ EmbeddingConfig = RUN_CONFIGS["item_embeddings"]
 
 ASSETS = [asset for asset, _ in _BUILT.values()]
 CHECKS = [check for _, check in _BUILT.values()]
+
+# this stage's part of the code location (pipeline/definitions.py merges every stage's)
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

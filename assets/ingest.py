@@ -2,19 +2,19 @@
 
 import os
 import time
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
+from assets.resources import StorageResource
 from ops import datasets
 from ops.impressions import ImpressionConfig
 from ops.ingest import ingest
 from ops.ingest.common import require_rows
 from ops.sequences import SplitConfig, build_user_sequences
-from pipeline.resources import StorageResource
 from storage import atomic_path, sink_frames, write_frame
 from storage.atomic import remove_leftovers
 from storage.parquet import write_parquet
@@ -53,14 +53,16 @@ def _require_raw(spec: datasets.DatasetSpec, raw_root: str) -> None:
 @dg.multi_asset(
     name="ingest_raw",
     specs=[
-        dg.AssetSpec("items", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet", "polars"}, code_version=INGEST_CODE_VERSION,
+        dg.AssetSpec("items", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet", "polars"},
+                     code_version=INGEST_CODE_VERSION,
                      description="Canonical items: item_id (unique), dataset, one text column per attribute in the "
                                  "dataset's attribute order, content_hash."),
         dg.AssetSpec("interactions", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet", "polars"},
                      code_version=INGEST_CODE_VERSION,
                      description="Canonical interactions: user_id, item_id, timestamp (unix s), event, seq, plus "
                                  "source extras (rating, price, impression_id …). Every item_id is in `items`."),
-        dg.AssetSpec("quarantine", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet"}, code_version=INGEST_CODE_VERSION,
+        dg.AssetSpec("quarantine", group_name=GROUP, tags=job_tag("ingest"), kinds={"parquet"},
+                     code_version=INGEST_CODE_VERSION,
                      description="Every rejected raw record: source_file, line, reason, raw text. Row accounting "
                                  "per source file proves rows_in = kept + quarantined + filtered."),
     ],
@@ -108,7 +110,8 @@ def ingest_raw(context: dg.AssetExecutionContext, storage: StorageResource):
                .len().sort("len", descending=True).collect())
     for table in ("items", "interactions", "quarantine"):
         schema = pl.read_parquet_schema(paths[table])
-        extra = {"dataset": spec.name, "seconds": round(elapsed, 3), "row_accounting": dg.MetadataValue.md(accounting_md)}
+        extra = {"dataset": spec.name, "seconds": round(elapsed, 3),
+                 "row_accounting": dg.MetadataValue.md(accounting_md)}
         if table == "interactions":
             extra["rows_per_second"] = round(rows["interactions"] / max(elapsed, 1e-9))
         if table == "quarantine":
@@ -311,3 +314,6 @@ def impressions_well_formed(context: dg.AssetCheckExecutionContext, storage: Sto
 ASSETS = [ingest_raw, user_sequences, impressions]
 CHECKS = [unique_item_ids, item_text_not_empty, interactions_reference_known_items, row_accounting_balanced,
           sequences_well_formed, impressions_well_formed]
+
+# this stage's part of the code location (pipeline/definitions.py merges every stage's)
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -27,10 +27,10 @@ from assets.common import (
     table_metadata,
     vector_check,
 )
+from assets.resources import ComputeResource, StorageResource
 from ops import datasets
 from ops.palette.config import PaletteConfig
 from ops.training import read_state
-from pipeline.resources import ComputeResource, StorageResource
 from storage import Store, write_frame
 from storage.artifacts import ArtifactStore
 
@@ -108,9 +108,9 @@ def _curve(history: list[dict[str, float]], points: int = 12) -> str:
     code_version=PALETTE_CODE_VERSION,
     **GPU_ASSET,
     description="LAMIA item palette model: a causal LM (any HF path; the offline SmolLM2-135M by default) with "
-                "LoRA (peft), L trainable palette tokens and one task token per attribute, trained with L_gen + gamma (L_intra + "
-                "L_inter) under the hierarchical mask (dual forward). Checkpoints (adapter + palette, safetensors) "
-                "are resumable; the loss curve and per-term losses are in this metadata.",
+                "LoRA (peft), L trainable palette tokens and one task token per attribute, trained with L_gen + "
+                "gamma (L_intra + L_inter) under the hierarchical mask (dual forward). Checkpoints (adapter + "
+                "palette, safetensors) are resumable; the loss curve and per-term losses are in this metadata.",
 )
 def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,  # type: ignore[valid-type]
                   storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
@@ -228,3 +228,6 @@ def palette_complete_and_finite(context: dg.AssetCheckExecutionContext, storage:
 
 ASSETS = [palette_model, palette_embeddings]
 CHECKS = [palette_complete_and_finite]
+
+# this stage's part of the code location (pipeline/definitions.py merges every stage's)
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

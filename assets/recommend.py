@@ -1,8 +1,8 @@
-"""Stage 5: recommenders trained on `user_sequences` and evaluated on its test split, and the `evaluation` table.
+"""Stage 5: recommenders trained on `user_sequences` and evaluated on its test split.
 
 `recommender/generative/<tokenizer>` (one per registered tokenizer: the same recommender on every code table),
 `recommender/sasrec` and `recommender/popularity` (the ID baselines) each train once per seed and write their
-metric rows; `evaluation` gathers them into one long table with a comparison, a plot and a blocking check.
+metric rows (assets/results.py), which `evaluation` (assets/evaluation.py) gathers.
 """
 
 import time
@@ -22,17 +22,15 @@ from assets.common import (
     lineage,
     markdown_table,
     run_dtype,
-    table_metadata,
 )
+from assets.resources import ComputeResource, StorageResource
+from assets.results import EVALUATE, GROUP, summary, write_metrics
 from ops import datasets, tokenizers
-from ops.recommend.evaluation import EvalConfig, ExpectedConfig, expected_models
+from ops.recommend.evaluation import EvalConfig
 from ops.recommend.generative import GenerativeConfig
 from ops.recommend.sasrec import SASRecConfig, SASRecGrid
-from pipeline.resources import ComputeResource, StorageResource
-from storage import Store, write_frame
+from storage import Store
 
-GROUP = "recommend"
-EVALUATE = "evaluate"
 # Each backbone's run config shows only its own settings (ops.recommend.generative.GenerativeConfig has both).
 _RESOURCE_FIELDS = ("device", "seed", "backbone")
 _SCRATCH_FIELDS = ("layers", "d_model", "heads", "d_ff", "dropout")
@@ -56,40 +54,12 @@ SASRecRunConfig = config_class("SASRecRunConfig", SASRecConfig, SASRecGrid, Eval
                                doc="SASRec on item IDs (ops.recommend.sasrec.SASRecConfig): width, layers, dropout "
                                    "and lr tuned on the validation split over a grid (SASRecGrid), then one model "
                                    "per seed with the chosen setting.")
-EvaluationConfig = config_class("EvaluationConfig", ExpectedConfig,
-                                doc="The seeds every learned recommender must have run with and the recommenders not "
-                                    "run for this dataset (the check).")
 
-
-def _metrics_table(recommender: str, tokenizer: str | None) -> tuple[str, str]:
-    name = f"{recommender}__{tokenizer or 'ids'}"
-    return f"metrics__{name}", f"per_user__{name}"
-
-
-def _write(store: Store, ds: str, recommender: str, tokenizer: str | None, longs: list[pl.DataFrame],
-           users: list[pl.DataFrame], meta: dict) -> pl.DataFrame:
-    """The metric rows of one (recommender, tokenizer) and, for ranking models, their per-user NDCG@10 (CTR
-    models have none: `users` empty)."""
-    long = pl.concat(longs)
-    metrics, per_user = _metrics_table(recommender, tokenizer)
-    write_frame(long, store.table_path(ds, metrics), meta)
-    if users:
-        write_frame(pl.concat(users), store.table_path(ds, per_user), meta)
-    return long
 
 
 def _item_index(store: Store, ds: str) -> dict[str, int]:
     """Item id -> row of `items`: the catalog the ID baselines rank."""
     return {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
-
-
-def _summary(long: pl.DataFrame) -> dict[str, object]:
-    ndcg = long.filter(pl.col("metric") == "ndcg", pl.col("k") == 10)["value"]
-    recall = long.filter(pl.col("metric") == "recall", pl.col("k") == 10)["value"]
-    return {"ndcg@10_mean": round(float(ndcg.mean()), 5), "ndcg@10_std": round(float(ndcg.std() or 0.0), 5),
-            "recall@10_mean": round(float(recall.mean()), 5),
-            "per_seed": dg.MetadataValue.md(markdown_table(long.filter(pl.col("k") == 10).pivot(
-                "metric", index="seed", values="value")))}
 
 
 def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "generative") -> dg.AssetsDefinition:
@@ -160,11 +130,11 @@ def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "gene
             context.log.info(f"{key.to_user_string()}: seed {seed} done ({len(longs)}/{len(evaluation.seeds)}), "
                              f"best epoch {stopped.best_epoch} of {stopped.epochs_run}, "
                              f"{time.perf_counter() - started:.0f} s so far")
-        long = _write(store, ds, family, entry.name, longs, users,
+        long = write_metrics(store, ds, family, entry.name, longs, users,
                       lineage(context, dataset=ds, recommender=family, tokenizer=entry.name,
                               config=config.model_dump()))
         return dg.MaterializeResult(metadata={
-            **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": index.n_items,
+            **summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": index.n_items,
             **{k: v for k, v in model.describe().items() if k in ("model", "revision", "device", "dtype",
                                                                   "parameters", "trainable_parameters")},
             "train_tokens_per_s": round(tokens / max(train_seconds, 1e-9), 1),
@@ -214,11 +184,11 @@ def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: 
         curves[seed] = [round(h["loss"], 4) for h in result.history]
         context.log.info(f"recommender/sasrec: seed {seed} done ({len(longs)}/{len(evaluation.seeds)}), "
                          f"{time.perf_counter() - started:.0f} s so far")
-    long = _write(store, ds, "sasrec", None, longs, users,
+    long = write_metrics(store, ds, "sasrec", None, longs, users,
                   lineage(context, dataset=ds, recommender="sasrec", config=config.model_dump(),
                           chosen=chosen))
     return dg.MaterializeResult(metadata={
-        **_summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": len(index),
+        **summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": len(index),
         "chosen": dg.MetadataValue.json(chosen), "device": str(model.device_),
         "dtype": str(model.autocast_dtype or "float32").removeprefix("torch."),
         "tuning": dg.MetadataValue.md(markdown_table(pl.DataFrame(trials))) if trials else "no grid (one setting)",
@@ -242,100 +212,15 @@ def popularity(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     test_rows = item_sequences(seqs, index, "test")
     scores = np.tile(popularity_scores(seqs, index), (len(test_rows), 1))
     long, per_user = rows_for(ranks_from_scores(scores, test_rows.targets), test_rows.users, ds, "popularity", None, 0)
-    long = _write(store, ds, "popularity", None, [long], [per_user], lineage(context, dataset=ds))
-    return dg.MaterializeResult(metadata={**_summary(long), "test_rows": len(test_rows)})
+    long = write_metrics(store, ds, "popularity", None, [long], [per_user], lineage(context, dataset=ds))
+    return dg.MaterializeResult(metadata={**summary(long), "test_rows": len(test_rows)})
 
 
 GENERATIVE = [build_generative_asset(e, family) for family in GENERATIVE_FAMILIES
               for e in tokenizers.REGISTRY.values()]
 RECOMMENDERS = [*GENERATIVE, sasrec, popularity]
-# the CTR assets (assets/ctr.py, which builds on this module's writers): `recommender/ctr/<tokenizer>` and
-# `recommender/ctr/ids`, named here so that the evaluation waits for them
-CTR_FAMILY, CTR_IDS = "ctr", "ids"
-CTR_KEYS = [dg.AssetKey(["recommender", CTR_FAMILY, t]) for t in [*tokenizers.REGISTRY, CTR_IDS]]
-EVALUATION_CHECK = "evaluation_complete"
-
-
-def _plot(long: pl.DataFrame) -> str:
-    """NDCG@K per recommender x tokenizer with the std over seeds as error bars, as a Markdown PNG."""
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stats = (long.filter(pl.col("metric") == "ndcg").group_by("recommender", "tokenizer", "k")
-             .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().fill_null(0).alias("std"))
-             .sort("recommender", "tokenizer", "k", nulls_last=False))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    for (rec, tok), part in stats.group_by("recommender", "tokenizer", maintain_order=True):
-        ax.errorbar(part["k"].to_list(), part["mean"].to_list(), yerr=part["std"].to_list(), marker="o", capsize=3,
-                    label=f"{rec}/{tok}" if tok else rec)
-    ax.set_xlabel("K")
-    ax.set_ylabel("NDCG@K")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return f"![NDCG@K](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
-
-
-def _expected_ctr(wanted: ExpectedConfig) -> list[tuple[str, str | None, str]]:
-    """(recommender, tokenizer, asset) of every CTR model the evaluation expects: `ctr_models` on every code
-    table's asset, their architectures plus `ctr_id_models` on the ID-only one."""
-    from ops.recommend.evaluation import architecture
-
-    ids = list(dict.fromkeys([*(architecture(m) for m in wanted.ctr_models), *wanted.ctr_id_models]))
-    return [(m, e, f"{CTR_FAMILY}/{e}") for e in tokenizers.REGISTRY for m in wanted.ctr_models] + [
-        (m, None, f"{CTR_FAMILY}/{CTR_IDS}") for m in ids]
-
-
-@dg.asset(key="evaluation", deps=[*(a.key for a in RECOMMENDERS), *CTR_KEYS], partitions_def=DATASETS,
-          group_name=GROUP,
-          kinds={"parquet"}, tags=job_tag(EVALUATE), code_version=code_version("ops.recommend.evaluation"),
-          check_specs=[dg.AssetCheckSpec(EVALUATION_CHECK, asset="evaluation", blocking=True, partitions_def=DATASETS,
-                                         description="every recommender x code table x seed present, recall / "
-                                                     "ndcg / auc in [0, 1], logloss finite and >= 0")],
-          description="One long table of every recommender's test metrics: dataset, recommender, tokenizer (null for "
-                      "ID models), seed, metric, k, value (CTR models: auc and logloss, k null); the comparison "
-                      "(mean ± std, 95 % interval, paired p-values against the best ID baseline), the CTR "
-                      "comparison (against the ID-only model of the same architecture) and an NDCG@K plot in the "
-                      "metadata.")
-def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]
-               storage: StorageResource):
-    from ops.recommend.evaluation import CTR_METRICS, EVALUATION_SCHEMA, check_evaluation, comparison, ctr_comparison
-
-    ds = datasets.get(context.partition_key).name
-    store = storage.store()
-    wanted = config.build()
-    models: list = [(family, e.name) for family in GENERATIVE_FAMILIES for e in tokenizers.REGISTRY.values()] + [
-        ("sasrec", None), ("popularity", None), *_expected_ctr(wanted)]
-    seeds_of = {"popularity": [0], **wanted.seeds_of}  # popularity is deterministic: one run
-    expected = [(r, t, seeds_of.get(r, wanted.seeds)) for r, t in expected_models(models, wanted.skip)]
-    longs, users = [], []
-    for recommender, tokenizer, _ in expected:
-        metrics, per_user = _metrics_table(recommender, tokenizer)
-        if store.exists(ds, metrics):
-            longs.append(store.read(ds, metrics))
-            if store.exists(ds, per_user):  # (ranking models only)
-                users.append(store.read(ds, per_user))
-    long = pl.concat(longs) if longs else pl.DataFrame(schema=EVALUATION_SCHEMA)
-    path = store.table_path(ds, "evaluation")
-    write_frame(long, path, lineage(context, dataset=ds, table="evaluation"))
-    passed, check_meta = check_evaluation(long, expected)
-    metadata = table_metadata(path, long.schema, long.height, dataset=ds)
-    ranking = long.filter(~pl.col("metric").is_in(CTR_METRICS))
-    if ranking.height:
-        metadata["comparison"] = dg.MetadataValue.md(markdown_table(comparison(ranking, pl.concat(users))))
-        metadata["ndcg_plot"] = dg.MetadataValue.md(_plot(ranking))
-    if ranking.height < long.height:
-        metadata["ctr_comparison"] = dg.MetadataValue.md(markdown_table(ctr_comparison(long)))
-    return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
-        check_name=EVALUATION_CHECK, passed=passed, metadata=check_meta)])
-
-
-ASSETS = [*RECOMMENDERS, evaluation]
+ASSETS = RECOMMENDERS
 CHECKS: list = []
+
+# this stage's part of the code location (pipeline/definitions.py merges every stage's)
+defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS)

@@ -32,7 +32,8 @@ from ops.codetable import aspect_scores, build_code_table  # noqa: E402
 
 POOLED = ("pca_kmeans", "rqkmeans", "pq", "opq", "rqvae", "moc", "random")
 SCALING = [("moc", {"length": n}) for n in (1, 2, 3, 7)] + [
-    ("moc", {"length": n, "decoder": "per_codebook"}) for n in (3, 7)] + [("rqvae", {"length": n}) for n in (1, 2, 3, 7)]
+    ("moc", {"length": n, "decoder": "per_codebook"}) for n in (3, 7)] + [
+    ("rqvae", {"length": n}) for n in (1, 2, 3, 7)]
 
 
 def variant_name(name: str, overrides: dict) -> str:
@@ -104,7 +105,8 @@ def evaluation_rows(store: Path, ds: str) -> None:
     print(f"\n{ds}, evaluation table (NDCG@10 on the test split):\n")
     print("| recommender | tokenizer | NDCG@10 | seeds |\n|---|---|---|---|")
     for r in ranking.iter_rows(named=True):
-        print(f"| {r['recommender']} | {r['tokenizer'] or '-'} | {r['mean']:.4f} ± {r['std'] or 0:.4f} | {r['seeds']} |")
+        print(f"| {r['recommender']} | {r['tokenizer'] or '-'} | {r['mean']:.4f} ± {r['std'] or 0:.4f} "
+              f"| {r['seeds']} |")
     ctr = long.filter(pl.col("metric") == "auc")
     if ctr.height:
         print("\n| CTR model | tokenizer | test AUC | seeds |\n|---|---|---|---|")

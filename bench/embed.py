@@ -28,10 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def sample_texts(n: int) -> tuple[list[str], list[str]]:
+    from ops.embed import item_texts
     from ops.ingest.mind import load_mind
     from ops.sample import generate
-
-    from ops.embed import item_texts
 
     raw = Path(tempfile.gettempdir()) / "semid-bench-embed" / "sample_mind"
     if not (raw / "news.tsv").is_file():
@@ -54,8 +53,16 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from ops.embed import (EmbedConfig, collate, embed_items, forward_pooled, load_model,
-                           plan_batches, token_budget, tokenize)
+    from ops.embed import (
+        EmbedConfig,
+        collate,
+        embed_items,
+        forward_pooled,
+        load_model,
+        plan_batches,
+        token_budget,
+        tokenize,
+    )
 
     torch.set_num_threads(args.threads)
     ids, texts = sample_texts(args.items)

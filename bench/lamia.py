@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 BASELINES = ("pca_kmeans", "pca_kmeans_lm", "random")
-LAMIA_KEYS = (("palette_model",), ("palette_embeddings",), ("code_table", "lamia"), ("recommender", "generative", "lamia"))
+LAMIA_KEYS = (("palette_model",), ("palette_embeddings",), ("code_table", "lamia"),
+              ("recommender", "generative", "lamia"))
 LM_KEYS = (("item_embeddings_lm",), ("code_table", "pca_kmeans_lm"), ("recommender", "generative", "pca_kmeans_lm"))
 
 
@@ -39,13 +40,14 @@ def materialize(ds: str, keys, run_config: dict, store: Path, raw: Path) -> dict
     """Materialize `keys` for partition `ds` with the pipeline's assets and checks; metadata by asset key."""
     import dagster as dg
 
-    from pipeline.definitions import ASSETS, CHECKS
+    from pipeline.definitions import defs
     from pipeline.resources import ComputeResource, StorageResource
 
     asset_keys = [dg.AssetKey(list(k)) for k in keys]
     names = {"__".join(k) for k in keys}
     config = {"ops": {op: c for op, c in run_config["ops"].items() if op in names}}
-    result = dg.materialize([*ASSETS, *CHECKS], selection=asset_keys, partition_key=ds, run_config=config,
+    result = dg.materialize([*defs.assets, *defs.asset_checks], selection=asset_keys, partition_key=ds,
+                            run_config=config,
                             resources={"storage": StorageResource(raw_root=str(raw), storage_root=str(store)),
                                        "compute": ComputeResource()})
     if not result.success:

@@ -124,7 +124,8 @@ def main() -> None:
     started = time.perf_counter()
     result = train(model, train_rows)
     train_s = time.perf_counter() - started
-    tokens = sum(len(c) + vocab.positions for c in train_rows.contexts) * result.steps * cfg.batch_size / len(train_rows)
+    tokens = (sum(len(c) + vocab.positions for c in train_rows.contexts) * result.steps * cfg.batch_size
+              / len(train_rows))
     n = min(args.users, len(test_rows))
     test_rows.users, test_rows.contexts = test_rows.users[:n], test_rows.contexts[:n]
     test_rows.targets, test_rows.target_items = test_rows.targets[:n], test_rows.target_items[:n]

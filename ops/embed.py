@@ -31,12 +31,12 @@ from ops.config import Checked, ConfigError, NonNegativeInt, PositiveInt
 from ops.models import (
     MINILM,
     Dtype,
+    dtype_choice,
     is_decoder_only,
     load_backbone,
     load_tokenizer,
     model_revision,
     resolve_model_path,
-    dtype_choice,
     select_device,
     select_dtype,
 )
@@ -67,7 +67,8 @@ class EmbedConfig(Checked):
     # them to the naive loop within 1e-5), bf16 for decoder-only LMs where the CPU has native bf16 units
     dtype: Dtype = "auto"  # | float32 | bfloat16 | float16
     normalize: bool = False  # L2-normalise the pooled vectors
-    shard_size: NonNegativeInt = 0  # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
+    # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
+    shard_size: NonNegativeInt = 0
     attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
 
     def check(self) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 
 from ops.config import Checked, CodesPerPosition, ConfigError, PositiveInt, Seed
 
-
 InitMethod = Literal["afkmc2", "kmeans++", "random", "greedy_kmeans++"]
 INIT_METHODS = {"afkmc2": "AFK_MC2", "kmeans++": "KMEANS_PLUS_PLUS", "random": "RANDOM", "greedy_kmeans++": None}
 assert set(INIT_METHODS) == set(get_args(InitMethod))
@@ -37,8 +36,8 @@ class QuantizeConfig(Checked):
     # Seeding. faiss' default (random points) often puts two seeds in one true cluster and k-means never
     # recovers; AFK-MC2 approximates k-means++ at about random-init cost. On K well-separated clusters only
     # *greedy* k-means++ (sklearn's kmeans_plusplus on a 16 K-point sample, then faiss Lloyd) avoids merged
-    # clusters, at a higher cost (figures: bench/RESULTS.md, "Figures behind design choices"). The sklearn backend always uses its
-    # own greedy k-means++ unless init=random.
+    # clusters, at a higher cost (figures: bench/RESULTS.md, "Figures behind design choices"). The sklearn backend
+    # always uses its own greedy k-means++ unless init=random.
     init: InitMethod = "afkmc2"
 
     def check(self) -> None:

@@ -78,13 +78,15 @@ AMAZON_ASPECTS = Aspects(
     primary_words=(
         ("moisturizer", "serum", "cleanser", "spf", "retinol", "toner", "cream", "acne", "hydrating", "wrinkle"),
         ("shampoo", "conditioner", "curl", "frizz", "keratin", "scalp", "dryshampoo", "volume", "hairspray", "mask"),
-        ("mascara", "lipstick", "foundation", "eyeliner", "concealer", "blush", "palette", "primer", "bronzer", "gloss"),
+        ("mascara", "lipstick", "foundation", "eyeliner", "concealer", "blush", "palette", "primer", "bronzer",
+         "gloss"),
         ("perfume", "cologne", "eau", "floral", "musk", "citrus", "woody", "vanilla", "parfum", "scent"),
         ("polish", "nail", "gel", "manicure", "cuticle", "topcoat", "lacquer", "file", "acrylic", "pedicure"),
         ("bubble", "soap", "bathbomb", "loofah", "shower", "salts", "lotion", "scrub", "sponge", "oil"),
     ),
     sub=(("Face", "Body", "Sun"), ("Shampoos", "Styling", "Treatments"), ("Eyes", "Lips", "Face Makeup"),
-         ("Women's", "Men's", "Unisex"), ("Nail Polish", "Nail Tools", "Nail Care"), ("Bath Salts", "Soaps", "Body Wash")),
+         ("Women's", "Men's", "Unisex"), ("Nail Polish", "Nail Tools", "Nail Care"),
+         ("Bath Salts", "Soaps", "Body Wash")),
     secondary=("luxe", "organic", "budget", "pro"),
     secondary_words=(("luxury", "premium", "gold", "elegant"), ("organic", "natural", "vegan", "botanical"),
                      ("value", "pack", "everyday", "basic"), ("professional", "salon", "expert", "studio")),
@@ -101,7 +103,8 @@ HM_PRODUCT_TYPES = (
     ("Jacket", "Garment Upper body", ("jacket", "hood", "padded", "zip", "lining", "collar")),
 )
 HM_COLOURS = (("Black", "Dark", ("black",)), ("White", "Light", ("white",)), ("Dark Blue", "Dark", ("navy", "blue")),
-              ("Red", "Medium", ("red",)), ("Beige", "Light", ("beige",)), ("Green", "Medium Dusty", ("green", "khaki")))
+              ("Red", "Medium", ("red",)), ("Beige", "Light", ("beige",)),
+              ("Green", "Medium Dusty", ("green", "khaki")))
 HM_GRAPHICS = ("Solid", "Stripe", "All over pattern", "Denim")
 HM_INDEX = ("Ladieswear", "Menswear", "Divided", "Children Sizes 92-140")
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, ctr, embed, ingest, palette, recommend
+from assets import codes, ctr, embed, evaluation, ingest, palette, recommend
 from assets.common import DATASETS, JOB_TAG
 from pipeline.resources import default_resources
 
-ASSETS = [*ingest.ASSETS, *embed.ASSETS, *palette.ASSETS, *codes.ASSETS, *recommend.ASSETS, *ctr.ASSETS]
-CHECKS = [*ingest.CHECKS, *embed.CHECKS, *palette.CHECKS, *codes.CHECKS, *recommend.CHECKS, *ctr.CHECKS]
+STAGES = (ingest, embed, palette, codes, recommend, ctr, evaluation)  # each exports its own `defs`
 
 
 def _job(name: str, description: str) -> dg.UnresolvedAssetJobDefinition:
@@ -33,9 +32,8 @@ full_pipeline_job = dg.define_asset_job(
     description="Every stage for one dataset partition.",
 )
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=CHECKS,
-    jobs=[ingest_job, tokenize_job, palette_job, evaluate_job, full_pipeline_job],
-    resources=default_resources(),
+defs = dg.Definitions.merge(
+    *(stage.defs for stage in STAGES),
+    dg.Definitions(jobs=[ingest_job, tokenize_job, palette_job, evaluate_job, full_pipeline_job],
+                   resources=default_resources()),
 )

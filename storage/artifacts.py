@@ -3,7 +3,7 @@ models of later stages.
 
     <dir>/                              one store per (dataset, artifact), e.g. <root>/<dataset>/code_tables/pca_kmeans
         v20261123T101500Z-1a2b3c4d/     one immutable version directory
-            ...                         whatever the writer puts there (codes.parquet, adapter/, optimizer.safetensors …)
+            ...                         what the writer puts there (codes.parquet, adapter/, optimizer.safetensors …)
             MANIFEST.json               written last; a version without it is incomplete and ignored
         latest -> v20261123T101500Z-1a2b3c4d   symlink, replaced atomically (os.replace) by `publish`:
                                         the pointer of record, what `latest()` reads

@@ -14,7 +14,6 @@ import pytest
 from assets import codes, ingest
 from ops.config import ConfigError, declared_range, field_type
 from ops.datasets import load_registry
-from ops.ingest.common import IngestError
 from ops.recommend.generative import GenerativeConfig
 from ops.sample import generate
 from ops.tokenizers.random import RandomConfig

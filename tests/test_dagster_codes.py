@@ -99,7 +99,8 @@ def test_code_table_contract_read_with_plain_pyarrow(env, tokenizer):
     assert meta["k"] == (256 if tokenizer == "random" else min(256, items.height))
     assert set(meta["sources"]) >= {"items"} and meta["sources"]["items"]["run_id"]
     if tokenizer == "lamia":
-        assert meta["sources"]["palette_embeddings"]["fingerprint"] and (tables.dir / version / "quantizer.npz").is_file()
+        assert meta["sources"]["palette_embeddings"]["fingerprint"]
+        assert (tables.dir / version / "quantizer.npz").is_file()
     if tokenizer == "pca_kmeans":
         assert meta["sources"]["item_embeddings"]["fingerprint"] and (tables.dir / version / "quantizer.npz").is_file()
     codes_arr = np.array(table.column("codes").to_pylist())
@@ -172,7 +173,8 @@ def test_a_tokenizer_registered_in_a_test_gets_a_code_table_checks_and_lineage(e
     meta = json.loads(pq.ParquetFile(latest / "codes.parquet").metadata.metadata[b"semid"])
     assert meta["tokenizer"] == "sign" and meta["length"] == 16 and meta["k"] == 2
     assert meta["config"] == {"length": 16, "min_utilization": 0.5, "collision_warn": 0.05, "collision_block": 0.5}
-    assert meta["sources"]["item_embeddings"]["fingerprint"] and meta["code_version"] == asset.code_versions_by_key[asset.key]
+    assert meta["sources"]["item_embeddings"]["fingerprint"]
+    assert meta["code_version"] == asset.code_versions_by_key[asset.key]
     table = storage.store().read(PARTITION, "item_embeddings")
     x = table["embedding"].to_numpy()
     written = tables.read()
@@ -253,7 +255,7 @@ def test_every_table_shows_described_columns_and_numeric_figures(env):
 
 
 def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(env):
-    from assets import recommend
+    from assets import evaluation, recommend
 
     storage, resources, _ = env
     tiny = {"layers": 1, "d_model": 16, "heads": 2, "d_ff": 32, "epochs": 2, "batch_size": 32,
@@ -267,7 +269,8 @@ def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(e
         "recommender__sasrec": {"config": {"grid_d_model": [16], "grid_layers": [1], "grid_dropout": [0.2],
                                             "grid_lr": [1e-3, 3e-3], "heads": 2, "epochs": 2, "seeds": [0, 1]}},
         "evaluation": {"config": {"seeds": [0, 1], "skip": ["ctr"]}}}}  # CTR: tests/test_dagster_ctr.py
-    result = dg.materialize(recommend.ASSETS, partition_key=PARTITION, resources=resources, run_config=run_config)
+    result = dg.materialize([*recommend.ASSETS, *evaluation.ASSETS], partition_key=PARTITION, resources=resources,
+                            run_config=run_config)
     assert result.success
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "evaluation_complete")
     assert check.passed and check.partition == PARTITION

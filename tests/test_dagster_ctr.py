@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 import torch
 
-from assets import codes, ctr, ingest, recommend
+from assets import codes, ctr, evaluation, ingest
 from ops.sample import generate
 from ops.tokenizers import REGISTRY
 from pipeline.resources import ComputeResource, StorageResource
@@ -30,7 +30,7 @@ def run(tmp_path_factory):
                                   "ctr_id_models": ["deepfm_me2", "dcnv2_me2"]}}}}
     threads = torch.get_num_threads()  # the resource sets one thread for this (in-process) run
     try:
-        result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, random_codes, *chosen, recommend.evaluation],
+        result = dg.materialize([*ingest.ASSETS, *ingest.CHECKS, random_codes, *chosen, evaluation.evaluation],
                                 partition_key=PARTITION, resources=resources, run_config=run_config)
         yield storage, result
     finally:  # later tests' figures depend on the thread count, even when this run failed
@@ -67,7 +67,7 @@ def test_the_evaluation_check_fails_when_a_ctr_model_is_missing(run):
     storage, _ = run
     resources = {"storage": storage, "compute": ComputeResource(device="cpu")}
     skip = ["generative", "generative_llm", "sasrec", "popularity", *(f"ctr/{t}" for t in REGISTRY if t != "random")]
-    result = dg.materialize([recommend.evaluation], partition_key=PARTITION, resources=resources,
+    result = dg.materialize([evaluation.evaluation], partition_key=PARTITION, resources=resources,
                             raise_on_error=False,
                             run_config={"ops": {"evaluation": {"config": {"seeds": [0, 1], "skip": skip}}}})
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "evaluation_complete")

@@ -58,7 +58,8 @@ def test_mind_readers_agree_on_mutated_files(tmp_path, seed):
     assert fast.quarantine.equals(ref.quarantine) and fast.accounts == ref.accounts
     assert fast.shown_not_clicked.collect().equals(ref.shown_not_clicked)
     assert all(a.balanced for a in fast.accounts)
-    for frame in (fast.items, fast.interactions, fast.quarantine, fast.shown_not_clicked.collect()):  # storable: no surrogate, no bad type
+    # storable: no surrogate, no bad type
+    for frame in (fast.items, fast.interactions, fast.quarantine, fast.shown_not_clicked.collect()):
         frame.write_parquet(tmp_path / "t.parquet")
 
 

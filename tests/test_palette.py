@@ -14,10 +14,9 @@ from assets.palette import PaletteModelConfig, palette_config
 from ops import datasets
 from ops.ingest.mind import load_mind
 from ops.palette import PaletteConfig, PaletteModel, extract, latest_checkpoint, load_model, prepare_data
-from ops.palette.train import train
 from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
 from ops.palette.mask import CONTENT, LAP, LDP, PAD, TASK, additive_mask, allowed, full_row, pack
-from ops.palette.train import batch_indices
+from ops.palette.train import batch_indices, train
 from ops.sample import generate
 from ops.tiny_models import save_random_model
 from pipeline.definitions import defs

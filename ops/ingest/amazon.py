@@ -2,9 +2,11 @@
 
 | release | reviews file | meta file | user / item / rating / time |
 |---|---|---|---|
-| 2014 | reviews_<Cat>_5.json (JSON lines) | meta_<Cat>.json (Python-literal dict lines) | reviewerID / asin / overall / unixReviewTime (s) |
-| 2018 | <Cat>_5.json (JSON lines) | meta_<Cat>.json (JSON lines) | reviewerID / asin / overall / unixReviewTime (s) |
-| 2023 | <Cat>.jsonl (JSON lines) | meta_<Cat>.jsonl (JSON lines, keyed by parent_asin) | user_id / parent_asin / rating / timestamp (ms) |
+| 2014 | reviews_<Cat>_5.json | meta_<Cat>.json (Python literals) | reviewerID / asin / overall / unixReviewTime s |
+| 2018 | <Cat>_5.json | meta_<Cat>.json | reviewerID / asin / overall / unixReviewTime s |
+| 2023 | <Cat>.jsonl | meta_<Cat>.jsonl (keyed by parent_asin) | user_id / parent_asin / rating / timestamp ms |
+
+Every file holds one record per line (JSON unless said otherwise).
 
 Reviews are read first so that meta lines of items nobody reviewed are skipped cheaply (counted, not parsed);
 the full meta of a category is far larger than its 5-core reviews. Reviews (tens of millions of lines in a 2023

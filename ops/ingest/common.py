@@ -23,6 +23,7 @@ import polars as pl
 
 from storage.atomic import atomic_write_stream
 from storage.schemas import QUARANTINE_SCHEMA
+
 # Stop after this many leading records fail structurally: the file is in the wrong format, say so once.
 FORMAT_PROBE_RECORDS = 20
 
@@ -114,8 +115,8 @@ def line_field_separator(path: Path) -> str:
     """A byte absent from a plain file, for reading each of its lines as one field with polars' CSV reader
     (quote_char=None): that reader splits at its separator whatever the quoting, so a line holding it would be
     cut short without a word. The unit separator \x1f is checked first (at memchr speed, through one reused
-    buffer: larger fresh reads cost peak memory; bench/RESULTS.md, "Figures behind design choices"); only a file that has one pays
-    for a byte count."""
+    buffer: larger fresh reads cost peak memory; bench/RESULTS.md, "Figures behind design choices"); only a file
+    that has one pays for a byte count."""
     buf = bytearray(_SCAN_CHUNK)
     with open(path, "rb", buffering=0) as fh:
         while n := fh.readinto(buf):
@@ -398,7 +399,8 @@ class IngestResult:
             [{**r, "filtered_reasons": repr(r["filtered_reasons"]), "repaired_reasons": repr(r["repaired_reasons"]),
               "kept_elsewhere_tables": repr(r["kept_elsewhere_tables"])}
              for r in rows],
-            schema={"source_file": pl.String, "unit": pl.String, "table": pl.String, "rows_in": pl.Int64, "kept": pl.Int64,
+            schema={"source_file": pl.String, "unit": pl.String, "table": pl.String, "rows_in": pl.Int64,
+                    "kept": pl.Int64,
                     "kept_elsewhere": pl.Int64, "kept_elsewhere_tables": pl.String, "quarantined": pl.Int64,
                     "filtered": pl.Int64, "filtered_reasons": pl.String,
                     "repaired": pl.Int64, "repaired_reasons": pl.String, "balanced": pl.Boolean},

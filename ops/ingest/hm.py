@@ -23,8 +23,8 @@ from ops.ingest.common import (
     IngestError,
     IngestResult,
     ItemBuilder,
-    Quarantine,
     LineCounter,
+    Quarantine,
     find_file,
     open_text,
     plain_file,
@@ -199,7 +199,8 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
     ]
     if customers is not None:
         # Membership on 64-bit hashes of the 64-char ids: cheaper per row than on the strings
-        # (bench/RESULTS.md, "Figures behind design choices"); a false accept needs a 64-bit hash collision with a known id.
+        # (bench/RESULTS.md, "Figures behind design choices"); a false accept needs a 64-bit hash collision with a
+        # known id.
         known = customers.hash(CUSTOMER_HASH_SEED).implode()
         rules.append((f[1].hash(CUSTOMER_HASH_SEED).is_in(known).not_(), "unknown customer_id"))
     rules += [

@@ -211,7 +211,7 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
         return expr.is_in(known.implode())
 
     def with_line(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
-        return frame.with_columns(good.select("line", *columns)[frame["g"]])
+        return frame.with_columns(good.select("line", *columns)[frame["g"]])  # noqa: F821 (used before the del)
 
     # MIND repeats a user's history verbatim on each of their impression lines: only a (user, history) seen for
     # the first time is split into entries; on a repeating line every known entry is a repeat by construction.
@@ -242,7 +242,8 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
             .when(shown).then(pl.lit(NOT_CLICKED))
             .otherwise(pl.lit(CLICK)).cast(pl.UInt8))
     # Impressions are many tokens a line, nearly all of them not clicked: classified in slices of lines, so that
-    # at most one slice of tokens is in memory (MIND-large's all at once: bench/RESULTS.md, "Figures behind design choices").
+    # at most one slice of tokens is in memory (MIND-large's all at once: bench/RESULTS.md, "Figures behind design
+    # choices").
     kinds: Counter[int] = Counter()
     click_parts, rejected_parts, shown_parts = [], [], []
     item_enum = pl.Enum(known)  # an item as a 4-byte index into the catalog while the tokens are in memory

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import polars as pl
 
-from storage.schemas import SHOWN_SCHEMA
-
 from ops.ingest.common import (
     FileAccount,
     FormatGuard,
@@ -30,6 +28,7 @@ from ops.ingest.mind import (
     parse_time,
     split_dirs,
 )
+from storage.schemas import SHOWN_SCHEMA
 
 
 def read_behaviors_line_by_line(

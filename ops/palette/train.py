@@ -56,8 +56,9 @@ def run_fingerprint(model: PaletteModel, data: PaletteData) -> str:
 def train(model: PaletteModel, data: PaletteData, checkpoints: ArtifactStore | str | Path | None = None,
           on_step: Callable[[dict[str, float]], None] | None = None, prefix: str = "") -> TrainResult:
     """Adam over LoRA + LaP + task tokens (ops.training.fit), on `training_data`. Resumes from the newest
-    checkpoint under `prefix` of the same run (same config, model revision and data); writes one every `checkpoint_every` steps and at the
-    end: the peft adapter, palette.safetensors (LaP, task tokens), optimizer state and state.json."""
+    checkpoint under `prefix` of the same run (same config, model revision and data); writes one every
+    `checkpoint_every` steps and at the end: the peft adapter, palette.safetensors (LaP, task tokens), optimizer
+    state and state.json."""
     data = training_data(data, model.cfg)
     model.restrict_vocabulary(data)
     state = {"tasks": model.tasks, "config": asdict(model.cfg), "model": model.describe()}

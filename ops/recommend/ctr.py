@@ -233,7 +233,7 @@ class CTRModel(nn.Module):
         parts = [self.user(users).unsqueeze(1), *(t(items).unsqueeze(1) for t in self.items)]
         if self.fusion is not None:
             codes = self.codes[items]
-            e = torch.stack([emb(codes[:, l]) for l, emb in enumerate(self.code_embeddings)], dim=1)
+            e = torch.stack([emb(codes[:, pos]) for pos, emb in enumerate(self.code_embeddings)], dim=1)
             parts.append(self.fusion(e))
         return torch.cat(parts, dim=1)
 
@@ -244,7 +244,7 @@ class CTRModel(nn.Module):
             linear = self.bias + self.user_bias(users).squeeze(1) + self.item_bias(items).squeeze(1)
             if self.fusion is not None:
                 codes = self.codes[items]
-                linear = linear + sum(b(codes[:, l]).squeeze(1) for l, b in enumerate(self.code_bias))
+                linear = linear + sum(b(codes[:, pos]).squeeze(1) for pos, b in enumerate(self.code_bias))
             fm = 0.5 * (v.sum(dim=1).pow(2) - v.pow(2).sum(dim=1)).sum(dim=1)
             return linear + fm + self.deep(flat).squeeze(1)
         x = flat

@@ -84,8 +84,9 @@ def rows_for(ranks: np.ndarray, users: Sequence[str], dataset: str, recommender:
 def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tuple[str, int]] = (
         ("recall", 10), ("ndcg", 10), ("ndcg", 5))) -> pl.DataFrame:
     """One row per (recommender, tokenizer): mean ± std over seeds of each metric (the best of each column in
-    bold), its 95 % interval for NDCG@10, and the p-values of paired Wilcoxon tests of per-user NDCG@10 (averaged over seeds) against the best ID
-    baseline and, for a learned code table, against the same recommender on random codes."""
+    bold), its 95 % interval for NDCG@10, and the p-values of paired Wilcoxon tests of per-user NDCG@10 (averaged
+    over seeds) against the best ID baseline and, for a learned code table, against the same recommender on random
+    codes."""
     metrics = list(metrics)
     long = long.filter(~pl.col("metric").is_in(CTR_METRICS))  # CTR models: ctr_comparison
     user_means = per_user.group_by("recommender", "tokenizer", "user_id").agg(pl.col("ndcg_10").mean())

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ops.quantize import QuantizeResult, Quantizer
+from ops.quantize import Quantizer, QuantizeResult
 from ops.tokenizers.base import Tokenizer
 
 

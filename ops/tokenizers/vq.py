@@ -113,7 +113,8 @@ def _build(input_dim: int, k: int, cfg: VQConfig, residual: bool, decoders: int)
         def standardize(self, x: torch.Tensor) -> torch.Tensor:
             return (x - self.mean) / self.scale
 
-        def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        def quantize(self, z: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
             """codes (B x L), z_q, the vectors each codebook quantized, their chosen codewords (fp32, no autocast)."""
             z = z.float()
             r, codes, inputs, chosen = z, [], [], []
