@@ -180,16 +180,16 @@ def impressions(context: dg.AssetExecutionContext, config: ImpressionsConfig,  #
     cfg = config.build()
     started = time.perf_counter()
     interactions = store.scan(spec.name, "interactions")
-    if spec.source == "mind":
+    if spec.impressions == "logged":
         frame, stats = logged_impressions(interactions, store.scan(spec.name, SHOWN_TABLE), cfg)
     else:
         item_ids = store.scan(spec.name, "items").select("item_id").collect()["item_id"]
         frame, stats = sampled_impressions(interactions, item_ids, cfg)
     path = store.table_path(spec.name, "impressions")
     write_frame(frame, path, lineage(context, code_version=IMPRESSIONS_CODE_VERSION, config=asdict(cfg),
-                                     rule="logged" if spec.source == "mind" else "sampled"))
+                                     rule=spec.impressions))
     return dg.MaterializeResult(metadata=table_metadata(
-        path, IMPRESSION_SCHEMA, frame.height, rule="logged impressions" if spec.source == "mind" else
+        path, IMPRESSION_SCHEMA, frame.height, rule="logged impressions" if spec.impressions == "logged" else
         f"interactions + {cfg.negatives} sampled negatives each", positives=stats.positives,
         negatives=stats.negatives, units=stats.units, rows_without_timestamp=stats.rows_without_timestamp,
         users_without_negatives=stats.users_without_negatives,

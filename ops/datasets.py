@@ -16,13 +16,8 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ops.ingest import amazon, hm, mind
+from ops.ingest import get_source
 from storage.paths import check_name
-
-SOURCES = ("mind", "amazon", "hm")
-ATTRIBUTES = {"mind": mind.ATTRIBUTES, "amazon": amazon.ATTRIBUTES, "hm": hm.ATTRIBUTES}
-# r of LAMIA: how many leading attributes form the item's content (MIND: title + abstract; H&M: all 7).
-CONTENT_ATTRIBUTES = {"mind": 2, "amazon": 2, "hm": 7}
 
 
 @dataclass(frozen=True)
@@ -37,18 +32,32 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         check_name("dataset", self.name)  # it names the dataset's directory in the store
-        if self.source not in SOURCES:
-            raise ValueError(f"dataset {self.name}: source must be one of {SOURCES}, got {self.source!r}")
-        if self.source == "amazon" and not self.category:
-            raise ValueError(f"dataset {self.name}: Amazon datasets need a category (e.g. 'Beauty')")
+        try:
+            source = get_source(self.source)
+        except KeyError as error:
+            raise ValueError(f"dataset {self.name}: {error.args[0]}") from None
+        missing = [f for f in source.required if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"dataset {self.name}: a {self.source} dataset needs {', '.join(missing)} "
+                             "(e.g. category = 'Beauty')")
 
     @property
     def attributes(self) -> tuple[str, ...]:
-        return ATTRIBUTES[self.source]
+        return get_source(self.source).attributes
 
     @property
     def content_attributes(self) -> int:
-        return CONTENT_ATTRIBUTES[self.source]
+        """r of LAMIA: how many leading attributes form the item's content (MIND: title + abstract; H&M: all 7)."""
+        return get_source(self.source).content_attributes
+
+    @property
+    def impressions(self) -> str:
+        """`logged` where the source logs shown-and-not-clicked impressions, else `sampled` (negatives drawn)."""
+        return get_source(self.source).impressions
+
+    def sample_options(self) -> dict[str, object]:
+        """What the source's sample generator needs for this dataset (e.g. Amazon's category and release)."""
+        return dict(get_source(self.source).sample_options(self))
 
     def raw_path(self, raw_root: str | os.PathLike[str]) -> Path:
         p = Path(self.raw_dir).expanduser()

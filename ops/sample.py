@@ -362,18 +362,17 @@ def generate_hm(out_dir: Path, size: SampleSize, seed: int = 0, corrupt: bool = 
     return out_dir
 
 
-def generate(spec_source: str, out_dir: Path, size: str | SampleSize = "demo", seed: int = 0,
-             corrupt: bool = True, **kwargs: object) -> Path:
-    """Generate one bundled sample dataset by source name ('mind', 'amazon', 'hm')."""
-    sz = SIZES[size] if isinstance(size, str) else size
-    out_dir = Path(out_dir)
-    if spec_source == "mind":
-        return generate_mind(out_dir, sz, seed, corrupt, **kwargs)  # type: ignore[arg-type]
-    if spec_source == "amazon":
-        return generate_amazon(out_dir, sz, seed, corrupt=corrupt, **kwargs)  # type: ignore[arg-type]
-    if spec_source == "hm":
-        return generate_hm(out_dir, sz, seed, corrupt, **kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"no sample generator for source {spec_source!r}")
+def generate(source: str, out_dir: Path, size: str | SampleSize = "demo", seed: int = 0,
+             corrupt: bool = True, **options: object) -> Path:
+    """Generate one bundled sample dataset in the original format of a registered source ('mind', 'amazon',
+    'hm', …): its declared generator (ops.ingest.source.Source.generate_sample)."""
+    from ops.ingest import get_source
+
+    declared = get_source(source)
+    if declared.generate_sample is None:
+        raise ValueError(f"source {source!r} declares no sample generator")
+    return declared.generate_sample(Path(out_dir), SIZES[size] if isinstance(size, str) else size, seed, corrupt,
+                                    **options)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -394,8 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         if target.is_dir() and any(target.iterdir()) and not args.force:
             print(f"{spec.name}: present at {target}")
             continue
-        extra = {"category": spec.category, "version": spec.version} if spec.source == "amazon" else {}
-        generate(spec.source, target, args.size, args.seed, **extra)
+        generate(spec.source, target, args.size, args.seed, **spec.sample_options())
         print(f"{spec.name}: generated ({args.size}) at {target}")
 
 

@@ -1,29 +1,41 @@
-"""Raw-file loaders: one module per source, one entry point for all."""
+"""Raw-file loaders: one module per source, each declaring itself once (`SOURCE`, ops/ingest/source.py), and
+the registry of those declarations. A new source = one module with its loader and `SOURCE`, plus one
+`register(...)` line here."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ops.ingest import amazon, hm, mind
 from ops.ingest.common import FileAccount, IngestError, IngestResult
+from ops.ingest.source import Source
 
 if TYPE_CHECKING:
     from ops.datasets import DatasetSpec
 
+SOURCES: dict[str, Source] = {}
+
+
+def register(source: Source) -> Source:
+    if source.name in SOURCES and SOURCES[source.name] != source:
+        raise ValueError(f"a different source is already registered as {source.name!r}")
+    SOURCES[source.name] = source
+    return source
+
+
+def get_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise KeyError(f"unknown source {name!r}; registered: {', '.join(SOURCES)}")
+    return SOURCES[name]
+
 
 def ingest(spec: DatasetSpec, raw_root: str | Path, workdir: str | Path | None = None) -> IngestResult:
     """Read a dataset's original files into canonical frames (items, interactions, quarantine) + accounts."""
-    from ops.ingest import amazon, hm, mind
-
-    raw_dir = spec.raw_path(raw_root)
-    if spec.source == "mind":
-        return mind.load_mind(raw_dir, spec.name)
-    if spec.source == "amazon":
-        return amazon.load_amazon(raw_dir, spec.name, str(spec.category), spec.version,
-                                  keep_unreviewed_items=bool(spec.options.get("keep_unreviewed_items", False)))
-    if spec.source == "hm":
-        return hm.load_hm(raw_dir, spec.name, workdir=Path(workdir) if workdir else None,
-                          validate_customers=bool(spec.options.get("validate_customers", True)))
-    raise IngestError(f"no loader for source {spec.source!r}")
+    return get_source(spec.source).load(spec.raw_path(raw_root), spec, Path(workdir) if workdir else None)
 
 
-__all__ = ["FileAccount", "IngestError", "IngestResult", "ingest"]
+register(mind.SOURCE)
+register(amazon.SOURCE)
+register(hm.SOURCE)
+
+__all__ = ["SOURCES", "FileAccount", "IngestError", "IngestResult", "Source", "get_source", "ingest", "register"]

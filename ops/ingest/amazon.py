@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -43,7 +43,11 @@ from ops.ingest.common import (
     open_binary,
     rel,
 )
+from ops.ingest.source import Source
 from storage.schemas import INTERACTION_CORE
+
+if TYPE_CHECKING:
+    from ops.datasets import DatasetSpec
 
 ATTRIBUTES = ("title", "description", "categories", "brand")
 INTERACTION_SCHEMA = {**INTERACTION_CORE, "rating": pl.Float64()}
@@ -498,3 +502,20 @@ def load_amazon(raw_dir: Path, dataset: str, category: str, version: str = "2014
     interactions = frame.filter(known).drop("line")
     r_account.kept = interactions.height
     return IngestResult(items.frame(), interactions, quarantine.frame(), [r_account, m_account])
+
+
+def _load(raw_dir: Path, spec: DatasetSpec, workdir: Path | None) -> IngestResult:
+    return load_amazon(raw_dir, spec.name, str(spec.category), spec.version,
+                       keep_unreviewed_items=bool(spec.options.get("keep_unreviewed_items", False)))
+
+
+def _sample(out_dir: Path, size, seed: int = 0, corrupt: bool = False, **options) -> Path:
+    from ops.sample import generate_amazon
+
+    return generate_amazon(out_dir, size, seed, corrupt=corrupt, **options)
+
+
+# reviews are the interactions (negatives for CTR are sampled); content = title + description
+SOURCE = Source("amazon", ATTRIBUTES, content_attributes=2, load=_load, generate_sample=_sample,
+                impressions="sampled", required=("category",),
+                sample_options=lambda spec: {"category": spec.category, "version": spec.version})

@@ -14,6 +14,7 @@ import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -31,7 +32,11 @@ from ops.ingest.common import (
     rel,
     scan_raw_lines,
 )
+from ops.ingest.source import Source
 from storage.schemas import INTERACTION_CORE, QUARANTINE_SCHEMA
+
+if TYPE_CHECKING:
+    from ops.datasets import DatasetSpec
 
 ATTRIBUTES = (
     "detail_desc",
@@ -290,3 +295,16 @@ def load_hm(raw_dir: Path, dataset: str, workdir: Path | None = None, validate_c
     )
 
 
+def _load(raw_dir: Path, spec: DatasetSpec, workdir: Path | None) -> IngestResult:
+    return load_hm(raw_dir, spec.name, workdir=workdir,
+                   validate_customers=bool(spec.options.get("validate_customers", True)))
+
+
+def _sample(out_dir: Path, size, seed: int = 0, corrupt: bool = False, **options) -> Path:
+    from ops.sample import generate_hm
+
+    return generate_hm(out_dir, size, seed, corrupt, **options)
+
+
+# transactions are the interactions (negatives for CTR are sampled); content = all seven article attributes
+SOURCE = Source("hm", ATTRIBUTES, content_attributes=7, load=_load, generate_sample=_sample, impressions="sampled")

@@ -21,6 +21,7 @@ import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -37,7 +38,11 @@ from ops.ingest.common import (
     rel,
     scan_raw_lines,
 )
+from ops.ingest.source import Source
 from storage.schemas import INTERACTION_CORE, SHOWN_SCHEMA
+
+if TYPE_CHECKING:
+    from ops.datasets import DatasetSpec
 
 ATTRIBUTES = ("title", "abstract", "category", "subcategory")
 NEWS_COLUMNS = 8
@@ -334,3 +339,17 @@ def load_mind(raw_dir: Path, dataset: str) -> IngestResult:
         INTERACTION_SCHEMA)
     return IngestResult(items.frame(), interactions, quarantine.frame(), accounts,
                         shown_not_clicked=pl.concat(shown))
+
+
+def _load(raw_dir: Path, spec: DatasetSpec, workdir: Path | None) -> IngestResult:
+    return load_mind(raw_dir, spec.name)
+
+
+def _sample(out_dir: Path, size, seed: int = 0, corrupt: bool = False, **options) -> Path:
+    from ops.sample import generate_mind
+
+    return generate_mind(out_dir, size, seed, corrupt, **options)
+
+
+# MIND logs its impressions (clicked and shown-not-clicked); content = title + abstract
+SOURCE = Source("mind", ATTRIBUTES, content_attributes=2, load=_load, generate_sample=_sample, impressions="logged")
