@@ -1,16 +1,16 @@
-"""Stage 5's end: `evaluation` gathers the metric rows of every recommender asset (assets/recommend.py, assets/ctr.py)
-into one long table with a comparison, a plot and a blocking check."""
+"""Stage 5's end: `evaluation` gathers the metric rows of every recommender asset (assets/recommend.py) into one long
+table with a comparison, a plot and a blocking check. The rows it expects come from the recommender registry
+(ops.recommend): every family on every code table it runs on, with its seeds."""
 
 import dagster as dg
 import polars as pl
 
 from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
-from assets.ctr import ASSETS as CTR_ASSETS
-from assets.ctr import CTR_FAMILY, CTR_IDS
-from assets.recommend import GENERATIVE_FAMILIES, RECOMMENDERS
+from assets.recommend import ASSETS as RECOMMENDERS
+from assets.recommend import IDS
 from assets.resources import StorageResource
 from assets.results import EVALUATE, GROUP, metrics_tables
-from ops import datasets, tokenizers
+from ops import datasets, recommend, tokenizers
 from ops.recommend.evaluation import ExpectedConfig, expected_models
 from storage import write_frame
 
@@ -47,61 +47,74 @@ def _plot(long: pl.DataFrame) -> str:
     return f"![NDCG@K](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-def _expected_ctr(wanted: ExpectedConfig) -> list[tuple[str, str | None, str]]:
-    """(recommender, tokenizer, asset) of every CTR model the evaluation expects: `ctr_models` on every code
-    table's asset, their architectures plus `ctr_id_models` on the ID-only one."""
-    from ops.recommend.evaluation import architecture
-
-    ids = list(dict.fromkeys([*(architecture(m) for m in wanted.ctr_models), *wanted.ctr_id_models]))
-    return [(m, e, f"{CTR_FAMILY}/{e}") for e in tokenizers.REGISTRY for m in wanted.ctr_models] + [
-        (m, None, f"{CTR_FAMILY}/{CTR_IDS}") for m in ids]
-
-
-@dg.asset(key="evaluation", deps=[*(a.key for a in RECOMMENDERS), *(a.key for a in CTR_ASSETS)],
-          partitions_def=DATASETS,
-          group_name=GROUP,
-          kinds={"parquet"}, tags=job_tag(EVALUATE), code_version=code_version("ops.recommend.evaluation"),
-          check_specs=[dg.AssetCheckSpec(EVALUATION_CHECK, asset="evaluation", blocking=True, partitions_def=DATASETS,
-                                         description="every recommender x code table x seed present, recall / "
-                                                     "ndcg / auc in [0, 1], logloss finite and >= 0")],
-          description="One long table of every recommender's test metrics: dataset, recommender, tokenizer (null for "
-                      "ID models), seed, metric, k, value (CTR models: auc and logloss, k null); the comparison "
-                      "(mean ± std, 95 % interval, paired p-values against the best ID baseline), the CTR "
-                      "comparison (against the ID-only model of the same architecture) and an NDCG@K plot in the "
-                      "metadata.")
-def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]
-               storage: StorageResource):
-    from ops.recommend.evaluation import CTR_METRICS, EVALUATION_SCHEMA, check_evaluation, comparison, ctr_comparison
-
-    ds = datasets.get(context.partition_key).name
-    store = storage.store()
-    wanted = config.build()
-    models: list = [(family, e.name) for family in GENERATIVE_FAMILIES for e in tokenizers.REGISTRY.values()] + [
-        ("sasrec", None), ("popularity", None), *_expected_ctr(wanted)]
-    seeds_of = {"popularity": [0], **wanted.seeds_of}  # popularity is deterministic: one run
-    expected = [(r, t, seeds_of.get(r, wanted.seeds)) for r, t in expected_models(models, wanted.skip)]
-    longs, users = [], []
-    for recommender, tokenizer, _ in expected:
-        metrics, per_user = metrics_tables(recommender, tokenizer)
-        if store.exists(ds, metrics):
-            longs.append(store.read(ds, metrics))
-            if store.exists(ds, per_user):  # (ranking models only)
-                users.append(store.read(ds, per_user))
-    long = pl.concat(longs) if longs else pl.DataFrame(schema=EVALUATION_SCHEMA)
-    path = store.table_path(ds, "evaluation")
-    write_frame(long, path, lineage(context, dataset=ds, table="evaluation"))
-    passed, check_meta = check_evaluation(long, expected)
-    metadata = table_metadata(path, long.schema, long.height, dataset=ds)
-    ranking = long.filter(~pl.col("metric").is_in(CTR_METRICS))
-    if ranking.height:
-        metadata["comparison"] = dg.MetadataValue.md(markdown_table(comparison(ranking, pl.concat(users))))
-        metadata["ndcg_plot"] = dg.MetadataValue.md(_plot(ranking))
-    if ranking.height < long.height:
-        metadata["ctr_comparison"] = dg.MetadataValue.md(markdown_table(ctr_comparison(long)))
-    return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
-        check_name=EVALUATION_CHECK, passed=passed, metadata=check_meta)])
+def expected_rows(wanted: ExpectedConfig) -> list[tuple[str, str | None, str]]:
+    """(recommender, tokenizer, asset after `recommender/`) of every model of every registered family's assets."""
+    out = []
+    for entry in recommend.REGISTRY.values():
+        for tokenizer in entry.variants(list(tokenizers.REGISTRY)):
+            asset = "/".join([entry.name, *([tokenizer or IDS] if entry.per_tokenizer else [])])
+            out += [(name, tokenizer, asset) for name in entry.expected(tokenizer, wanted)]
+    return out
 
 
+def build_evaluation_asset(recommenders: list[dg.AssetsDefinition]) -> dg.AssetsDefinition:
+    """`evaluation`, waiting for the given recommender assets (all registered families' in the code location)."""
+
+    check = dg.AssetCheckSpec(EVALUATION_CHECK, asset="evaluation", blocking=True, partitions_def=DATASETS,
+                              description="every recommender x code table x seed present, recall / ndcg / auc in "
+                                          "[0, 1], logloss finite and >= 0")
+
+    @dg.asset(key="evaluation", deps=[a.key for a in recommenders], partitions_def=DATASETS, group_name=GROUP,
+              kinds={"parquet"}, tags=job_tag(EVALUATE), code_version=code_version("ops.recommend.evaluation"),
+              check_specs=[check],
+              description="One long table of every recommender's test metrics: dataset, recommender, tokenizer "
+                          "(null for ID models), seed, metric, k, value (CTR models: auc and logloss, k null); the "
+                          "comparison (mean ± std, 95 % interval, paired p-values against the best ID baseline), the "
+                          "CTR comparison (against the ID-only model of the same architecture) and an NDCG@K plot "
+                          "in the metadata.")
+    def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]
+                   storage: StorageResource):
+        from ops.recommend.evaluation import (
+            CTR_METRICS,
+            EVALUATION_SCHEMA,
+            check_evaluation,
+            comparison,
+            ctr_comparison,
+        )
+
+        ds = datasets.get(context.partition_key).name
+        store = storage.store()
+        wanted = config.build()
+        # a deterministic family runs its fixed seeds only (popularity: 0)
+        seeds_of = {**{e.name: list(e.fixed_seeds) for e in recommend.REGISTRY.values() if e.fixed_seeds},
+                    **wanted.seeds_of}
+        expected = [(r, t, seeds_of.get(r, wanted.seeds))
+                    for r, t in expected_models(expected_rows(wanted), wanted.skip)]
+        longs, users = [], []
+        for recommender, tokenizer, _ in expected:
+            metrics, per_user = metrics_tables(recommender, tokenizer)
+            if store.exists(ds, metrics):
+                longs.append(store.read(ds, metrics))
+                if store.exists(ds, per_user):  # (ranking models only)
+                    users.append(store.read(ds, per_user))
+        long = pl.concat(longs) if longs else pl.DataFrame(schema=EVALUATION_SCHEMA)
+        path = store.table_path(ds, "evaluation")
+        write_frame(long, path, lineage(context, dataset=ds, table="evaluation"))
+        passed, check_meta = check_evaluation(long, expected)
+        metadata = table_metadata(path, long.schema, long.height, dataset=ds)
+        ranking = long.filter(~pl.col("metric").is_in(CTR_METRICS))
+        if ranking.height:
+            metadata["comparison"] = dg.MetadataValue.md(markdown_table(comparison(ranking, pl.concat(users))))
+            metadata["ndcg_plot"] = dg.MetadataValue.md(_plot(ranking))
+        if ranking.height < long.height:
+            metadata["ctr_comparison"] = dg.MetadataValue.md(markdown_table(ctr_comparison(long)))
+        return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+            check_name=EVALUATION_CHECK, passed=passed, metadata=check_meta)])
+
+    return evaluation
+
+
+evaluation = build_evaluation_asset(RECOMMENDERS)
 ASSETS = [evaluation]
 CHECKS: list = []
 

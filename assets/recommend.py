@@ -1,21 +1,21 @@
-"""Stage 5: recommenders trained on `user_sequences` and evaluated on its test split.
+"""Stage 5: every registered recommender family (ops.recommend: generative, generative_llm, sasrec, popularity,
+ctr) as assets, all built by one factory that owns the seeds loop, the metric rows and their write (assets/results.py);
+`evaluation` (assets/evaluation.py) gathers the rows.
 
-`recommender/generative/<tokenizer>` (one per registered tokenizer: the same recommender on every code table),
-`recommender/sasrec` and `recommender/popularity` (the ID baselines) each train once per seed and write their
-metric rows (assets/results.py), which `evaluation` (assets/evaluation.py) gathers.
+`recommender/<family>` for an ID model, `recommender/<family>/<tokenizer>` for a per-tokenizer family (one asset per
+registered tokenizer: the same recommender on every code table), plus `recommender/<family>/ids` where the family
+also runs without codes (CTR). A new family is registered in ops/recommend/__init__.py; nothing here changes.
 """
 
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from assets.common import (
     DATASETS,
     GPU_ASSET,
+    OpsConfig,
     code_version,
     config_class,
     job_tag,
@@ -25,201 +25,119 @@ from assets.common import (
 )
 from assets.resources import ComputeResource, StorageResource
 from assets.results import EVALUATE, GROUP, summary, write_metrics
-from ops import datasets, tokenizers
+from ops import datasets, recommend, tokenizers
+from ops.recommend import RecData, RecommenderEntry
 from ops.recommend.evaluation import EvalConfig
-from ops.recommend.generative import GenerativeConfig
-from ops.recommend.sasrec import SASRecConfig, SASRecGrid
-from storage import Store
 
-# Each backbone's run config shows only its own settings (ops.recommend.generative.GenerativeConfig has both).
-_RESOURCE_FIELDS = ("device", "seed", "backbone")
-_SCRATCH_FIELDS = ("layers", "d_model", "heads", "d_ff", "dropout")
-_PRETRAINED_FIELDS = ("model", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "prompt", "align_prompt",
-                      "max_text_tokens", "align", "align_epochs")
-GenerativeRunConfig = config_class("GenerativeRunConfig", GenerativeConfig, EvalConfig,
-                                   exclude=_RESOURCE_FIELDS + _PRETRAINED_FIELDS + ("dtype",),
-                                   doc="The generative recommender from scratch (ops.recommend.generative."
-                                       "GenerativeConfig) and how it is evaluated (EvalConfig: seeds, decoder).")
-PretrainedRunConfig = config_class("PretrainedRunConfig", GenerativeConfig, EvalConfig,
-                                   exclude=_RESOURCE_FIELDS + _SCRATCH_FIELDS, loads_model=True,
-                                   doc="The generative recommender on a pretrained LM with LoRA (ops.recommend."
-                                       "generative.GenerativeConfig, backbone `pretrained`: L_rip + L_align, then "
-                                       "L_rip) and how it is evaluated (EvalConfig: seeds, decoder). `dtype` other "
-                                       "than auto overrides the compute resource's.")
-# recommender name -> (backbone, run config) of the generative families, one asset per tokenizer each
-GENERATIVE_FAMILIES = {"generative": ("scratch", GenerativeRunConfig),
-                       "generative_llm": ("pretrained", PretrainedRunConfig)}
-SASRecRunConfig = config_class("SASRecRunConfig", SASRecConfig, SASRecGrid, EvalConfig,
-                               exclude=("device", "dtype", "seed", "d_model", "layers", "dropout", "lr"),
-                               doc="SASRec on item IDs (ops.recommend.sasrec.SASRecConfig): width, layers, dropout "
-                                   "and lr tuned on the validation split over a grid (SASRecGrid), then one model "
-                                   "per seed with the chosen setting.")
+IDS = "ids"  # the key of a per-tokenizer family's asset without codes
 
 
-
-def _item_index(store: Store, ds: str) -> dict[str, int]:
-    """Item id -> row of `items`: the catalog the ID baselines rank."""
-    return {item: i for i, item in enumerate(store.scan(ds, "items").select("item_id").collect()["item_id"])}
+def _camel(*parts: str) -> str:
+    return "".join(p.title() for part in parts for p in part.split("_"))
 
 
-def build_generative_asset(entry: tokenizers.TokenizerEntry, family: str = "generative") -> dg.AssetsDefinition:
-    backbone, run_config = GENERATIVE_FAMILIES[family]
-    key = dg.AssetKey(["recommender", family, entry.name])
-    what = ("a decoder-only transformer from scratch" if backbone == "scratch" else
-            "a pretrained LM with LoRA, the code tokens added to its vocabulary (L_rip jointly with the text -> "
-            "code alignment L_align, then L_rip alone)")
+def run_config(entry: RecommenderEntry, tokenizer: str | None) -> type[OpsConfig]:
+    """The run config of one of the family's assets: its ops configs + the evaluation settings, minus what the
+    family fixes, what the resources set (device; dtype unless the family lets the run config name one) and the
+    seed (set per run)."""
+    types, exclude = entry.configs_for(tokenizer)
+    variant = "" if tokenizer is not None or not entry.per_tokenizer else IDS
+    return config_class(f"{_camel(entry.name, variant)}RunConfig", *types, EvalConfig,
+                        exclude=(*exclude, *entry.overrides, "device", "seed"), loads_model=entry.loads_model,
+                        doc=f"`recommender/{entry.name}`: {', '.join(t.__name__ for t in types)} (ops) and how it is "
+                            "evaluated (EvalConfig); device and dtype come from the compute resource unless this "
+                            "config names a dtype.")
 
-    @dg.asset(key=key, deps=["user_sequences", "items", dg.AssetKey(["code_table", entry.name])],
-              partitions_def=DATASETS, group_name=GROUP, kinds={"pytorch", "parquet"}, tags=job_tag(EVALUATE),
-              code_version=code_version("ops.recommend.generative", "ops.recommend.evaluation"), **GPU_ASSET,
-              description=f"The generative recommender on `code_table/{entry.name}`, {what}: the next item's "
-                          "semantic ID token by token, decoded only into existing items; one model per seed, "
-                          "early-stopped on validation NDCG@10, Recall / NDCG on the test split (full catalog).")
-    def _asset(context: dg.AssetExecutionContext, config: run_config,  # type: ignore[valid-type]
+
+def _ops_configs(entry: RecommenderEntry, tokenizer: str | None, config: OpsConfig, compute: ComputeResource
+                 ) -> list[object]:
+    """The family's ops configs from the run config, with the family's fixed values and the resource settings."""
+    types, _ = entry.configs_for(tokenizer)
+    fields = config.model_dump()
+    out = []
+    for ops_type in types:
+        names = set(ops_type.__dataclass_fields__)
+        settings = {k: v for k, v in entry.overrides.items() if k in names}
+        if "device" in names:
+            settings["device"] = compute.device
+        if "dtype" in names:
+            settings["dtype"] = run_dtype(fields["dtype"], compute) if "dtype" in fields else compute.dtype
+        out.append(config.build(ops_type, **settings))
+    return out
+
+
+def _metadata_value(value: object) -> object:
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return dg.MetadataValue.md(markdown_table(pl.DataFrame(value)))
+    if isinstance(value, (list, dict)):
+        return dg.MetadataValue.json(value)
+    return value
+
+
+def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = None) -> dg.AssetsDefinition:
+    """`recommender/<family>[/<tokenizer>|/ids]`: prepare the family once, then for every seed fit, test and keep
+    its rows; write the rows per recommender name, publish each seed's best checkpoint, sum up in metadata."""
+    name = tokenizer or (IDS if entry.per_tokenizer else None)
+    key = dg.AssetKey(["recommender", entry.name, *([name] if name else [])])
+    Config = run_config(entry, tokenizer)
+    inputs = [*entry.inputs, "items", *([dg.AssetKey(["code_table", tokenizer])] if tokenizer else [])]
+    on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")
+
+    @dg.asset(key=key, deps=inputs, partitions_def=DATASETS, group_name=GROUP, kinds=set(entry.kinds),
+              tags=job_tag(EVALUATE), code_version=code_version(*entry.modules),
+              description=f"`{entry.name}`{on}: {entry.description}", **(GPU_ASSET if entry.trains else {}))
+    def _asset(context: dg.AssetExecutionContext, config: Config,  # type: ignore[valid-type]
                storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
-        from ops.embed import item_texts
-        from ops.metrics import ranks_from_lists
-        from ops.recommend.decoding import PrefixIndex
-        from ops.recommend.evaluation import rows_for
-        from ops.recommend.generative import (
-            GenerativeRecommender,
-            examples,
-            recommend,
-            train_early_stopping,
-        )
-        from ops.recommend.tokens import SemanticVocab
-
         spec = datasets.get(context.partition_key)
-        ds = spec.name
         store = storage.store()
+        started = time.perf_counter()
+        data = RecData(
+            spec.name, store.read(spec.name, "items"), spec.attributes[: spec.content_attributes],
+            sequences=store.read(spec.name, "user_sequences") if "user_sequences" in entry.inputs else None,
+            impressions=store.read(spec.name, "impressions") if "impressions" in entry.inputs else None,
+            code_table=store.code_tables(spec.name, tokenizer).read() if tokenizer else None, tokenizer=tokenizer,
+            checkpoints=store.artifacts(spec.name, "recommenders", f"{entry.name}-{name}" if name else entry.name))
         evaluation = config.build(EvalConfig)
-        seqs = store.read(ds, "user_sequences")
-        table = store.code_tables(ds, entry.name).read()
-        vocab = SemanticVocab.from_code_table(table, f"code_table/{entry.name} of {ds}")
-        dtype = run_dtype(config.dtype, compute) if backbone == "pretrained" else compute.dtype
-        settings = dict(backbone=backbone, device=compute.device, dtype=dtype)
-        base = config.build(GenerativeConfig, **settings)
-        texts = None
-        if backbone == "pretrained" and base.align:  # the alignment task's item texts, in code-table order
-            items = table.select("item_id").join(store.read(ds, "items"), on="item_id", how="left",
-                                                 maintain_order="left")
-            texts = item_texts(items, spec.attributes[: spec.content_attributes])
-        train_rows = examples(seqs, vocab, "train", base.max_history)
-        valid_rows = examples(seqs, vocab, "valid", base.max_history)
-        test_rows = examples(seqs, vocab, "test", base.max_history)
-        index = PrefixIndex.build(vocab.item_codes)
-        checkpoints = store.artifacts(ds, "recommenders", f"{family}-{entry.name}")
-        longs, users, curves, stopping, started, tokens = [], [], {}, {}, time.perf_counter(), 0.0
-        train_seconds = 0.0
-        for seed in evaluation.seeds:
-            model = GenerativeRecommender(config.build(GenerativeConfig, seed=seed, **settings), vocab, texts)
-            began = time.perf_counter()
-            stopped = train_early_stopping(model, train_rows, valid_rows, index, checkpoints, evaluation.decoder,
-                                           width=10)  # the validation metric is NDCG@10
-            train_seconds += time.perf_counter() - began
-            stopping[seed] = {"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
-                              "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases}
-            top = recommend(model, test_rows, index, k=20, decoder=evaluation.decoder, width=evaluation.beam_width)
-            long, per_user = rows_for(ranks_from_lists(top, test_rows.target_items), test_rows.users, ds,
-                                      family, entry.name, seed)
-            longs.append(long)
-            users.append(per_user)
-            curves[seed] = [round(h["loss"], 4) for h in stopped.result.history]  # type: ignore[attr-defined]
-            tokens += stopped.tokens
-            checkpoints.publish(Path(stopped.checkpoint).name)  # the best epoch's model
-            context.log.info(f"{key.to_user_string()}: seed {seed} done ({len(longs)}/{len(evaluation.seeds)}), "
-                             f"best epoch {stopped.best_epoch} of {stopped.epochs_run}, "
+        model = entry.factory(entry.name, _ops_configs(entry, tokenizer, config, compute), evaluation)
+        model.prepare(data)
+        seeds = list(entry.fixed_seeds) or evaluation.seeds
+        rows, users, curves, reports = [], [], {}, {}
+        for i, seed in enumerate(seeds, 1):
+            run = model.run(seed)
+            rows.append(run.rows)
+            if run.per_user is not None:
+                users.append(run.per_user)
+            curves.update(run.curves)
+            for figure, value in run.report.items():  # e.g. early_stopping: {seed: ...}
+                reports.setdefault(figure, {})[str(seed)] = value
+            if run.publish and data.checkpoints is not None:
+                data.checkpoints.publish(run.publish)
+            context.log.info(f"{key.to_user_string()}: seed {seed} done ({i}/{len(seeds)}), "
                              f"{time.perf_counter() - started:.0f} s so far")
-        long = write_metrics(store, ds, family, entry.name, longs, users,
-                      lineage(context, dataset=ds, recommender=family, tokenizer=entry.name,
-                              config=config.model_dump()))
+        long = pl.concat(rows)
+        meta = lineage(context, dataset=spec.name, recommender=entry.name, tokenizer=tokenizer,
+                       config=config.model_dump())
+        for recommender_name, part in long.group_by("recommender", maintain_order=True):
+            mine = [u.filter(pl.col("recommender") == recommender_name[0]) for u in users]
+            write_metrics(store, spec.name, str(recommender_name[0]), tokenizer, [part], mine, meta)
+        ranking = long.filter(pl.col("k").is_not_null())
         return dg.MaterializeResult(metadata={
-            **summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": index.n_items,
-            **{k: v for k, v in model.describe().items() if k in ("model", "revision", "device", "dtype",
-                                                                  "parameters", "trainable_parameters")},
-            "train_tokens_per_s": round(tokens / max(train_seconds, 1e-9), 1),
-            "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves),
-            "early_stopping": dg.MetadataValue.json(stopping)})
+            **(summary(ranking) if ranking.height else {}),
+            **{k: _metadata_value(v) for k, v in model.metadata().items()},
+            **{figure: dg.MetadataValue.json(by_seed) for figure, by_seed in reports.items()},
+            **({"loss_curves": dg.MetadataValue.json(curves)} if any(curves.values()) else {}),
+            "seconds": round(time.perf_counter() - started, 1)})
 
     return _asset
 
 
-@dg.asset(key=dg.AssetKey(["recommender", "sasrec"]), deps=["user_sequences", "items"], partitions_def=DATASETS,
-          group_name=GROUP, kinds={"pytorch", "parquet"}, tags=job_tag(EVALUATE),
-          code_version=code_version("ops.recommend.sasrec", "ops.recommend.evaluation"), **GPU_ASSET,
-          description="SASRec on item IDs (causal transformer, cross-entropy over the whole catalog): the ID baseline, "
-                      "one model per seed, Recall / NDCG on the test split.")
-def sasrec(context: dg.AssetExecutionContext, config: SASRecRunConfig,  # type: ignore[valid-type]
-           storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
-    from ops.metrics import ranks_from_scores
-    from ops.recommend.evaluation import rows_for
-    from ops.recommend.sasrec import SASRec, item_sequences, train, tune
-
-    ds = datasets.get(context.partition_key).name
-    store = storage.store()
-    evaluation = config.build(EvalConfig)
-    seqs = store.read(ds, "user_sequences")
-    index = _item_index(store, ds)
-    train_rows, test_rows = item_sequences(seqs, index, "train"), item_sequences(seqs, index, "test")
-    started = time.perf_counter()
-    grid = config.build(SASRecGrid).as_grid()
-    base = config.build(SASRecConfig, device=compute.device, dtype=compute.dtype,
-                        **{k: v[0] for k, v in grid.items()})
-    trials: list[dict] = []
-    tuned = None
-    if any(len(v) > 1 for v in grid.values()):  # the validation split picks the setting (seed 0 of the base)
-        base, trials, tuned = tune(base, len(index), train_rows, item_sequences(seqs, index, "valid"), grid)
-    chosen = {k: getattr(base, k) for k in grid}
-    longs, users, curves = [], [], {}
-    for seed in evaluation.seeds:
-        if tuned is not None and seed == base.seed:  # the winning trial is this seed's model already
-            model, result = tuned
-        else:
-            model = SASRec(replace(base, seed=seed), len(index))
-            result = train(model, train_rows)
-        long, per_user = rows_for(ranks_from_scores(model.scores(test_rows), test_rows.targets), test_rows.users,
-                                  ds, "sasrec", None, seed)
-        longs.append(long)
-        users.append(per_user)
-        curves[seed] = [round(h["loss"], 4) for h in result.history]
-        context.log.info(f"recommender/sasrec: seed {seed} done ({len(longs)}/{len(evaluation.seeds)}), "
-                         f"{time.perf_counter() - started:.0f} s so far")
-    long = write_metrics(store, ds, "sasrec", None, longs, users,
-                  lineage(context, dataset=ds, recommender="sasrec", config=config.model_dump(),
-                          chosen=chosen))
-    return dg.MaterializeResult(metadata={
-        **summary(long), "train_rows": len(train_rows), "test_rows": len(test_rows), "items": len(index),
-        "chosen": dg.MetadataValue.json(chosen), "device": str(model.device_),
-        "dtype": str(model.autocast_dtype or "float32").removeprefix("torch."),
-        "tuning": dg.MetadataValue.md(markdown_table(pl.DataFrame(trials))) if trials else "no grid (one setting)",
-        "seconds": round(time.perf_counter() - started, 1), "loss_curves": dg.MetadataValue.json(curves)})
+def recommender_assets() -> list[dg.AssetsDefinition]:
+    """One asset per registered family and, per-tokenizer, per registered tokenizer (in registration order)."""
+    return [build_recommender_asset(entry, tokenizer) for entry in recommend.REGISTRY.values()
+            for tokenizer in entry.variants(list(tokenizers.REGISTRY))]
 
 
-@dg.asset(key=dg.AssetKey(["recommender", "popularity"]), deps=["user_sequences", "items"], partitions_def=DATASETS,
-          group_name=GROUP, kinds={"parquet"}, tags=job_tag(EVALUATE),
-          code_version=code_version("ops.recommend.popularity", "ops.recommend.evaluation"),
-          description="Popularity: items ranked by their train-split count, for every user (deterministic: seed 0).")
-def popularity(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    from ops.metrics import ranks_from_scores
-    from ops.recommend.evaluation import rows_for
-    from ops.recommend.popularity import popularity_scores
-    from ops.recommend.sasrec import item_sequences
-
-    ds = datasets.get(context.partition_key).name
-    store = storage.store()
-    seqs = store.read(ds, "user_sequences")
-    index = _item_index(store, ds)
-    test_rows = item_sequences(seqs, index, "test")
-    scores = np.tile(popularity_scores(seqs, index), (len(test_rows), 1))
-    long, per_user = rows_for(ranks_from_scores(scores, test_rows.targets), test_rows.users, ds, "popularity", None, 0)
-    long = write_metrics(store, ds, "popularity", None, [long], [per_user], lineage(context, dataset=ds))
-    return dg.MaterializeResult(metadata={**summary(long), "test_rows": len(test_rows)})
-
-
-GENERATIVE = [build_generative_asset(e, family) for family in GENERATIVE_FAMILIES
-              for e in tokenizers.REGISTRY.values()]
-RECOMMENDERS = [*GENERATIVE, sasrec, popularity]
-ASSETS = RECOMMENDERS
+ASSETS = recommender_assets()
 CHECKS: list = []
 
 # this stage's part of the code location (pipeline/definitions.py merges every stage's)

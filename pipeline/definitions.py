@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, ctr, embed, evaluation, ingest, palette, recommend
+from assets import codes, embed, evaluation, ingest, palette, recommend
 from assets.common import DATASETS, JOB_TAG
 from pipeline.resources import default_resources
 
-STAGES = (ingest, embed, palette, codes, recommend, ctr, evaluation)  # each exports its own `defs`
+STAGES = (ingest, embed, palette, codes, recommend, evaluation)  # each exports its own `defs`
 
 
 def _job(name: str, description: str) -> dg.UnresolvedAssetJobDefinition:

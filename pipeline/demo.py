@@ -71,15 +71,15 @@ def selection(job: dg.JobDefinition, dataset: str, run_config: dict) -> tuple[li
     keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.path)
     run_config = demo_config(dataset, run_config)
     dropped = [k for k in keys if not runs_on(k, dataset)]
-    if not dropped:
-        return keys, run_config
-    names = {"__".join(k.path) for k in dropped}  # op names: a subset run refuses config for ops it lacks
-    ops = {op: c for op, c in run_config.get("ops", {}).items() if op not in names}
-    evaluation = dict(ops.get("evaluation", {}).get("config", {}))
-    skipped = {"/".join(k.path[1:]) for k in dropped if k.path[0] == "recommender"}
-    evaluation["skip"] = sorted({*evaluation.get("skip", []), *skipped})
-    ops["evaluation"] = {"config": evaluation}
-    return [k for k in keys if k not in dropped], {**run_config, "ops": ops}
+    kept = [k for k in keys if k not in dropped]
+    names = {"__".join(k.path) for k in kept}  # op names: a subset run refuses config for ops it lacks
+    ops = {op: c for op, c in run_config.get("ops", {}).items() if op in names}
+    if "evaluation" in names and dropped:
+        evaluation = dict(ops.get("evaluation", {}).get("config", {}))
+        skipped = {"/".join(k.path[1:]) for k in dropped if k.path[0] == "recommender"}
+        evaluation["skip"] = sorted({*evaluation.get("skip", []), *skipped})
+        ops["evaluation"] = {"config": evaluation}
+    return kept, {**run_config, "ops": ops}
 
 
 def main(argv: list[str] | None = None) -> int:

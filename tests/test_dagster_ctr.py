@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 import torch
 
-from assets import codes, ctr, evaluation, ingest
+from assets import codes, evaluation, ingest, recommend
 from ops.sample import generate
 from ops.tokenizers import REGISTRY
 from pipeline.resources import ComputeResource, StorageResource
@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     storage = StorageResource(raw_root=str(tmp / "raw"), storage_root=str(tmp / "store"))
     resources = {"storage": storage, "compute": ComputeResource(device="cpu", dtype="auto", torch_threads=1)}
     random_codes = next(a for a in codes.ASSETS if a.key == dg.AssetKey(["code_table", "random"]))
-    chosen = [a for a in ctr.ASSETS if a.key.path[-1] in ("random", "ids")]
+    chosen = [a for a in recommend.ASSETS if a.key.path[1] == "ctr" and a.key.path[-1] in ("random", "ids")]
     skip = ["generative", "generative_llm", "sasrec", "popularity", *(f"ctr/{t}" for t in REGISTRY if t != "random")]
     run_config = {"ops": {
         "recommender__ctr__random": {"config": {**TINY, "fusion": "concat"}},
@@ -60,7 +60,7 @@ def test_ctr_assets_write_auc_and_logloss_rows_that_the_evaluation_gathers(run):
     ids = meta["recommender/ctr/ids"]
     assert ids["train_rows"].value > ids["test_rows"].value > 0 and ids["code_positions"].value == 0
     assert meta["recommender/ctr/random"]["code_positions"].value == 4
-    assert len(ids["curves"].value) == 8  # 4 models x 2 seeds
+    assert len(ids["loss_curves"].value) == 8  # 4 models x 2 seeds
 
 
 def test_the_evaluation_check_fails_when_a_ctr_model_is_missing(run):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
@@ -34,6 +34,7 @@ from torch import nn
 from ops.config import (
     Checked,
     ConfigError,
+    NonEmpty,
     NonNegativeFloat,
     NonNegativeInt,
     OpenFraction,
@@ -43,6 +44,7 @@ from ops.config import (
 )
 from ops.models import Dtype, select_device
 from ops.progress import Progress
+from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
 from ops.training import autocast, autocast_dtype
 
@@ -365,3 +367,68 @@ def ctr_rows(metrics: dict[str, float], dataset: str, recommender: str, tokenize
     return pl.DataFrame([{"dataset": dataset, "recommender": recommender, "tokenizer": tokenizer, "seed": seed,
                           "metric": m, "k": None, "value": float(metrics[m])} for m in CTR_METRICS],
                         schema=EVALUATION_SCHEMA)
+
+
+# --- the recommender contract (ops.recommend.base) -----------------------------------------------------------------
+@dataclass
+class CTRSuite(Checked):
+    """The models one CTR asset trains (each once per seed)."""
+
+    models: Annotated[list[str], NonEmpty] = field(default_factory=lambda: list(CTR_MODELS))
+
+    def check(self) -> None:
+        if unknown := [m for m in self.models if m not in MODELS]:
+            raise ConfigError(f"models {unknown}: choose among {', '.join(MODELS)}")
+
+
+@dataclass
+class MultiEmbedding(Checked):
+    """The ID-only asset's multi-embedding baseline (Guo et al. 2024): one more run of every model per M in the
+    list, with M item-ID tables (recommender `<model>_me<M>`); empty = not run."""
+
+    me_embeddings: list[PositiveInt] = field(default_factory=list)
+
+
+class CTRModels(Recommender):
+    """The CTR suite of one asset: every model of `CTRSuite.models` (and of the multi-embedding baseline) trained
+    per seed on `impressions`, with the code table's codes as features or on IDs only. Configs: (CTRSuite,
+    CTRConfig) or (CTRSuite, MultiEmbedding, CTRConfig)."""
+
+    def prepare(self, data: RecData) -> None:
+        suite, *rest, self.base = self.configs
+        me = rest[0].me_embeddings if rest else []
+        self.data = data
+        self.inputs = prepare(data.impressions, data.items["item_id"].to_list(), data.code_table)
+        self.variants = [(m, 1) for m in suite.models] + [(m, k) for k in me if k > 1 for m in suite.models]
+        self.runs: list[dict[str, object]] = []
+
+    def run(self, seed: int) -> SeedRun:
+        rows, curves = [], {}
+        for model, tables in self.variants:
+            cfg = replace(self.base, model=model, seed=seed, use_codes=self.data.code_table is not None,
+                          id_embeddings=tables)
+            _, result = train_and_test(self.inputs, cfg)
+            rows.append(ctr_rows(result.metrics, self.data.dataset, result.recommender, self.data.tokenizer, seed))
+            self.runs.append({"recommender": result.recommender, "seed": seed,
+                              **{k: round(v, 5) for k, v in result.metrics.items()},
+                              "best_epoch": result.fit.best_epoch, "epochs_run": result.fit.epochs_run,
+                              "parameters": result.parameters, "device": result.device,
+                              "seconds": round(result.fit.seconds, 2)})
+            curves[f"{result.recommender}/seed {seed}"] = {"valid_auc": [round(a, 5) for a in result.fit.valid_auc],
+                                                           "train_loss": result.fit.train_loss}
+        return SeedRun(pl.concat(rows), None, curves)
+
+    def metadata(self) -> dict[str, object]:
+        runs = pl.DataFrame(self.runs)
+        summary = runs.group_by("recommender", maintain_order=True).agg(
+            pl.col("auc").mean().round(5).alias("auc_mean"), pl.col("auc").std().round(5).alias("auc_std"),
+            pl.col("logloss").mean().round(5).alias("logloss_mean"))
+        inputs = self.inputs
+        train_items = set(inputs.train.items.tolist())
+        cold = float(sum(i not in train_items for i in inputs.test.items.tolist()) / max(len(inputs.test), 1))
+        return {"summary": summary.to_dicts(), "runs": self.runs,
+                **{f"{r}_auc_mean": float(a) for r, a in summary.select("recommender", "auc_mean").iter_rows()},
+                "train_rows": len(inputs.train), "valid_rows": len(inputs.valid), "test_rows": len(inputs.test),
+                "test_rows_with_items_unseen_in_train": round(cold, 4), "users": inputs.n_users,
+                "items": inputs.n_items, "code_positions": len(inputs.code_sizes) if inputs.code_sizes else 0,
+                "device": self.runs[0]["device"] if self.runs else ""}

@@ -30,6 +30,7 @@ from ops.config import ConfigError, OpenFraction, PositiveFloat, PositiveInt
 from ops.embed import collate
 from ops.metrics import ranks_from_lists, ranks_from_scores, recall_ndcg
 from ops.models import SMOLLM2, select_device
+from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
 from ops.recommend.tokens import BOS, PAD, SemanticVocab
 from ops.training import TrainingConfig, autocast, autocast_dtype, fit
@@ -536,3 +537,55 @@ def evaluate(model: GenerativeRecommender, data: Examples, index: PrefixIndex, k
     else:
         ranks = ranks_from_lists(recommend(model, data, index, k, "beam", width), data.target_items)
     return recall_ndcg(ranks, ks)
+
+
+class GenerativeFamily(Recommender):
+    """The generative recommender on one code table (ops.recommend.base contract): one model per seed,
+    early-stopped on validation NDCG@10, test users decoded into existing items only. Configs: (GenerativeConfig,)."""
+
+    def prepare(self, data: RecData) -> None:
+        from ops.embed import item_texts
+
+        (self.base,) = self.configs
+        table = data.code_table
+        if table is None:
+            raise ValueError(f"{self.name} needs a code table")
+        self.data = data
+        self.vocab = SemanticVocab.from_code_table(table, f"code_table/{data.tokenizer} of {data.dataset}")
+        self.texts = None
+        if self.base.backbone == "pretrained" and self.base.align:  # the alignment task's texts, code-table order
+            items = table.select("item_id").join(data.items, on="item_id", how="left", maintain_order="left")
+            self.texts = item_texts(items, list(data.content_attributes))
+        self.rows = {split: examples(data.sequences, self.vocab, split, self.base.max_history)
+                     for split in ("train", "valid", "test")}
+        self.index = PrefixIndex.build(self.vocab.item_codes)
+        self.tokens, self.train_seconds, self.model = 0.0, 0.0, None
+
+    def run(self, seed: int) -> SeedRun:
+        import time
+
+        from ops.recommend.base import ranking_run
+
+        model = self.model = GenerativeRecommender(replace(self.base, seed=seed), self.vocab, self.texts)
+        began = time.perf_counter()
+        stopped = train_early_stopping(model, self.rows["train"], self.rows["valid"], self.index,
+                                       self.data.checkpoints, self.evaluation.decoder, width=10)  # NDCG@10
+        self.train_seconds += time.perf_counter() - began
+        self.tokens += stopped.tokens
+        test = self.rows["test"]
+        top = recommend(model, test, self.index, k=20, decoder=self.evaluation.decoder,
+                        width=self.evaluation.beam_width)
+        run = ranking_run(ranks_from_lists(top, test.target_items), test.users, self.data, self.name, seed,
+                          [h["loss"] for h in stopped.result.history],  # type: ignore[attr-defined]
+                          early_stopping={"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
+                                          "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases})
+        run.publish = Path(stopped.checkpoint).name  # the best epoch's model
+        return run
+
+    def metadata(self) -> dict[str, object]:
+        described = self.model.describe() if self.model is not None else {}
+        return {"train_rows": len(self.rows["train"]), "test_rows": len(self.rows["test"]),
+                "items": self.index.n_items,
+                **{k: v for k, v in described.items() if k in ("model", "revision", "device", "dtype", "parameters",
+                                                                "trainable_parameters")},
+                "train_tokens_per_s": round(self.tokens / max(self.train_seconds, 1e-9), 1)}

@@ -4,6 +4,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ops.metrics import ranks_from_scores
+from ops.recommend.base import RecData, Recommender, SeedRun, ranking_run
+
 
 def popularity_scores(sequences: pl.DataFrame, item_index: dict[str, int]) -> np.ndarray:
     """Count per item (length of the catalog) of its occurrences in the train rows of `user_sequences`, history
@@ -18,3 +21,23 @@ def popularity_scores(sequences: pl.DataFrame, item_index: dict[str, int]) -> np
         if item in item_index:
             scores[item_index[item]] = n
     return scores
+
+
+class Popularity(Recommender):
+    """Deterministic: the same ranking for every user (its entry fixes the seed). No configs."""
+
+    def prepare(self, data: RecData) -> None:
+        from ops.recommend.sasrec import item_sequences
+
+        index = data.item_index()
+        self.data = data
+        self.test_rows = item_sequences(data.sequences, index, "test")
+        self.scores = popularity_scores(data.sequences, index)
+
+    def run(self, seed: int) -> SeedRun:
+        scores = np.tile(self.scores, (len(self.test_rows), 1))
+        return ranking_run(ranks_from_scores(scores, self.test_rows.targets), self.test_rows.users, self.data,
+                           self.name, seed)
+
+    def metadata(self) -> dict[str, object]:
+        return {"test_rows": len(self.test_rows)}

@@ -21,6 +21,7 @@ from ops.config import Checked, NonEmpty, OpenFraction, PositiveFloat, PositiveI
 from ops.embed import collate
 from ops.metrics import ranks_from_scores, recall_ndcg
 from ops.models import select_device
+from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.generative import LMRecommender
 from ops.training import TrainingConfig, TrainResult, autocast, autocast_dtype, fit
 
@@ -158,3 +159,45 @@ def tune(base: SASRecConfig, n_items: int, train_data: ItemSequences, valid: Ite
             best = (trials[-1], model, result)
     assert best is not None
     return replace(base, **{k: best[0][k] for k in grid}), trials, (best[1], best[2])
+
+
+class SASRecFamily(Recommender):
+    """SASRec on item IDs (ops.recommend.base contract): width, layers, dropout and lr chosen on the validation
+    split over the grid (the winning trial is seed `base.seed`'s model already), then one model per seed.
+    Configs: (SASRecConfig, SASRecGrid)."""
+
+    def prepare(self, data: RecData) -> None:
+        config, grid_config = self.configs
+        self.data = data
+        index = data.item_index()
+        self.n_items = len(index)
+        self.train_rows = item_sequences(data.sequences, index, "train")
+        self.test_rows = item_sequences(data.sequences, index, "test")
+        grid = grid_config.as_grid()
+        self.base = replace(config, **{k: v[0] for k, v in grid.items()})
+        self.trials: list[dict[str, object]] = []
+        self.tuned: tuple[SASRec, TrainResult] | None = None
+        if any(len(v) > 1 for v in grid.values()):  # the validation split picks the setting (seed 0 of the base)
+            self.base, self.trials, self.tuned = tune(self.base, self.n_items, self.train_rows,
+                                                      item_sequences(data.sequences, index, "valid"), grid)
+        self.chosen = {k: getattr(self.base, k) for k in grid}
+        self.model: SASRec | None = None
+
+    def run(self, seed: int) -> SeedRun:
+        from ops.recommend.base import ranking_run
+
+        if self.tuned is not None and seed == self.base.seed:  # the winning trial is this seed's model already
+            model, result = self.tuned
+        else:
+            model = SASRec(replace(self.base, seed=seed), self.n_items)
+            result = train(model, self.train_rows)
+        self.model = model
+        return ranking_run(ranks_from_scores(model.scores(self.test_rows), self.test_rows.targets),
+                           self.test_rows.users, self.data, self.name, seed, [h["loss"] for h in result.history])
+
+    def metadata(self) -> dict[str, object]:
+        model = self.model
+        return {"train_rows": len(self.train_rows), "test_rows": len(self.test_rows), "items": self.n_items,
+                "chosen": self.chosen, "device": str(model.device_) if model else "",
+                "dtype": str(model.autocast_dtype or "float32").removeprefix("torch.") if model else "",
+                "tuning": self.trials or "no grid (one setting)"}
