@@ -9,24 +9,14 @@ from typing import TYPE_CHECKING
 from ops.ingest import amazon, hm, mind
 from ops.ingest.common import FileAccount, IngestError, IngestResult
 from ops.ingest.source import Source
+from ops.registry import Registry
 
 if TYPE_CHECKING:
     from ops.datasets import DatasetSpec
 
-SOURCES: dict[str, Source] = {}
-
-
-def register(source: Source) -> Source:
-    if source.name in SOURCES and SOURCES[source.name] != source:
-        raise ValueError(f"a different source is already registered as {source.name!r}")
-    SOURCES[source.name] = source
-    return source
-
-
-def get_source(name: str) -> Source:
-    if name not in SOURCES:
-        raise KeyError(f"unknown source {name!r}; registered: {', '.join(SOURCES)}")
-    return SOURCES[name]
+SOURCES: Registry[Source] = Registry("source")
+register = SOURCES.register
+get_source = SOURCES.lookup
 
 
 def ingest(spec: DatasetSpec, raw_root: str | Path, workdir: str | Path | None = None) -> IngestResult:

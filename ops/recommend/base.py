@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ops.registry import Registry
 from storage.artifacts import ArtifactStore
 
 
@@ -121,17 +122,6 @@ class RecommenderEntry:
         return [*tokenizers, *([None] if self.ids_variant else [])]
 
 
-REGISTRY: dict[str, RecommenderEntry] = {}
-
-
-def register(entry: RecommenderEntry) -> RecommenderEntry:
-    if entry.name in REGISTRY and REGISTRY[entry.name] != entry:
-        raise ValueError(f"a different recommender is already registered as {entry.name!r}")
-    REGISTRY[entry.name] = entry
-    return entry
-
-
-def get(name: str) -> RecommenderEntry:
-    if name not in REGISTRY:
-        raise KeyError(f"unknown recommender {name!r}; registered: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+REGISTRY: Registry[RecommenderEntry] = Registry("recommender")
+register = REGISTRY.register
+get = REGISTRY.lookup

@@ -2,6 +2,7 @@
 `code_table/<name>` asset each. Adding a tokenizer = one module here + one `register(...)` call."""
 from __future__ import annotations
 
+from ops.registry import Registry
 from ops.tokenizers.base import Tokenizer, TokenizerEntry
 from ops.tokenizers.lamia import LamiaCodes
 from ops.tokenizers.moc import MixtureOfCodes
@@ -12,21 +13,10 @@ from ops.tokenizers.rqkmeans import RQKMeans
 from ops.tokenizers.rqvae import RQVAE
 from storage.paths import check_name
 
-REGISTRY: dict[str, TokenizerEntry] = {}
-
-
-def register(entry: TokenizerEntry) -> TokenizerEntry:
-    check_name("tokenizer", entry.name)  # it names the code table's directory and asset key
-    if entry.name in REGISTRY and REGISTRY[entry.name] != entry:
-        raise ValueError(f"a different tokenizer is already registered as {entry.name!r}")
-    REGISTRY[entry.name] = entry
-    return entry
-
-
-def get(name: str) -> TokenizerEntry:
-    if name not in REGISTRY:
-        raise KeyError(f"unknown tokenizer {name!r}; registered: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+# a tokenizer's name is its code table's directory and asset key: a safe path component
+REGISTRY: Registry[TokenizerEntry] = Registry("tokenizer", lambda name: check_name("tokenizer", name))
+register = REGISTRY.register
+get = REGISTRY.lookup
 
 
 register(TokenizerEntry(
