@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,6 +32,7 @@ from ops import tokenizers  # noqa: E402
 from ops.codetable import build_code_table  # noqa: E402
 from ops.recommend.ctr import CTRConfig, ctr_rows, prepare, train_and_test  # noqa: E402
 from ops.recommend.evaluation import CTR_MODELS, ctr_comparison  # noqa: E402
+from pipeline import runconfig  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "lamia_demo_cpu.yaml"
 GROUPS = {
@@ -45,7 +45,7 @@ ME = (2, 3, 7)
 
 
 def demo_ctr_settings() -> dict:
-    ops = yaml.safe_load(DEMO.read_text()).get("ops", {})
+    ops = runconfig.load(DEMO).get("ops", {})
     found = next((v.get("config", {}) for k, v in ops.items() if k.startswith("recommender__ctr__")), {})
     names = set(CTRConfig.__dataclass_fields__)
     return {k: v for k, v in found.items() if k in names}

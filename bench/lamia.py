@@ -88,9 +88,9 @@ def recommender_rows(store: Path, ds: str, tokenizer: str) -> tuple[dict[str, ob
 
 
 def main() -> None:
-    import yaml
     from scipy.stats import wilcoxon
 
+    from pipeline import runconfig
     from pipeline.ablations import ablation_config, ablations
     from pipeline.demo import DEMO_CONFIG
 
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/bench-lamia", help="work store (a copy of the demo store's tables)")
     args = ap.parse_args()
     demo, raw, out = Path(args.store), Path(args.raw).resolve(), Path(args.out)
-    base = yaml.safe_load(DEMO_CONFIG.read_text())
+    base = runconfig.load(DEMO_CONFIG)
     variants = args.variants or list(ablations())
     rows = []
     for ds in args.datasets:

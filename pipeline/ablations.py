@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import runconfig
 from pipeline.demo import DEMO_CONFIG
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "configs" / "lamia_ablations.yaml"
@@ -21,7 +22,7 @@ def ablation_config(variant: str, base: dict | None = None) -> dict:
     variants = ablations()
     if variant not in variants:
         raise KeyError(f"unknown ablation {variant!r}; {ABLATIONS} has {', '.join(variants)}")
-    config = copy.deepcopy(base if base is not None else yaml.safe_load(DEMO_CONFIG.read_text()))
+    config = copy.deepcopy(base if base is not None else runconfig.load(DEMO_CONFIG))
     palette = config.setdefault("ops", {}).setdefault("palette_model", {}).setdefault("config", {})
     palette.update(variants[variant] or {})
     return config

@@ -3,6 +3,8 @@ the local Dagster instance (so `make ui` shows the runs, metadata and checks), a
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import functools
 import os
 import sys
 import time
@@ -12,56 +14,40 @@ import dagster as dg
 import yaml
 
 from ops.datasets import load_registry
+from pipeline import runconfig
 from pipeline.preflight import config_problems, model_problems
 from pipeline.recovery import init_instance, process_tags, recover
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEMO_CONFIG = CONFIGS / "lamia_demo_cpu.yaml"
-# Work on the pretrained causal LM (SmolLM2-135M) costs minutes per sample on 2 CPU cores, so within its time budget
-# the demo trains the LAMIA palette on it for the MIND sample only. The LM's pooled embeddings (`item_embeddings_lm`)
-# and their code table `pca_kmeans_lm`, lamia's like-for-like baseline, are not in the demo (~2 min with their
-# recommender): `make bench-lamia` materializes them beside the palette's figures. The generative recommender *on*
-# the LM (`recommender/generative_llm/*`) is not run either: at a CPU-affordable step count it learns nothing
-# (NDCG@10 0.0 in 6 steps, 74 s of the budget); bench/recommend_llm.py trains it for real and the test suite
-# materializes the family.
-LM_SAMPLES = ()
-PRETRAINED_FAMILY = "generative_llm"
-LM_EMBEDDINGS, LM_TOKENIZER = "item_embeddings_lm", "pca_kmeans_lm"
-# CTR models (recommender/ctr/*) on MIND's logged impressions only, on the Mixture-of-Codes paper's code tables (moc,
-# rqvae), lamia's, random codes and the ID-only baseline
-# (~37 k impressions in the demo sample: seconds per model); the other samples' sampled negatives are built
-# (`impressions`) but not trained on.
-CTR_SAMPLES = ("sample_mind",)
-CTR_TOKENIZERS = ("ids", "random", "moc", "rqvae", "lamia")
-# The generative recommender on the training-free codebook tables (residual K-Means, PQ, OPQ) is not in the demo, and
-# on the trained VQ tables (MoC, RQ-VAE) only on the MIND sample: so that the demo fits its 15 minutes on a CPU
-# without native bf16, where the palette runs in float32 (bench/RESULTS.md, "Stage times"). Every code table is
-# built on every sample, and `make bench-codebooks` trains and compares the recommender on all of them.
-GENERATIVE_SAMPLES_ONLY: dict[str, tuple[str, ...]] = {"rqkmeans": (), "pq": (), "opq": (),
-                                                       "moc": ("sample_mind",), "rqvae": ("sample_mind",)}
-# Run-config overlays per sample, each op's config replacing the base file's: the other samples learn their palette
-# on the MiniLM encoder (the explicit encoder option; its differences are in the file).
-OVERLAYS = {"sample_amazon": [CONFIGS / "lamia_demo_cpu_encoder.yaml"],
-            "sample_hm": [CONFIGS / "lamia_demo_cpu_encoder.yaml"]}
+DEMO = CONFIGS / "demo.yaml"  # what runs where: the run config, overlays and asset rules (data, not code)
+
+
+@functools.cache
+def demo_settings() -> dict:
+    settings = yaml.safe_load(DEMO.read_text())
+    for rule in settings.get("assets", []):
+        rule["match"] = [rule["match"]] if isinstance(rule["match"], str) else list(rule["match"])
+    return settings
+
+
+DEMO_CONFIG = CONFIGS / demo_settings()["run_config"]
 
 
 def runs_on(key: dg.AssetKey, dataset: str) -> bool:
-    """Does the demo materialize this asset for this sample?"""
-    path = key.path
-    if path[:2] == ["recommender", PRETRAINED_FAMILY]:
-        return False
-    if path[:2] == ["recommender", "generative"] and path[2] in GENERATIVE_SAMPLES_ONLY:
-        return dataset in GENERATIVE_SAMPLES_ONLY[path[2]]
-    if path[:2] == ["recommender", "ctr"]:
-        return dataset in CTR_SAMPLES and path[2] in CTR_TOKENIZERS
-    return dataset in LM_SAMPLES or not (path == [LM_EMBEDDINGS] or path[-1] == LM_TOKENIZER)
+    """Does the demo materialize this asset for this sample? The first rule of configs/demo.yaml whose pattern
+    matches the key decides; no match: every sample."""
+    name = "/".join(key.path)
+    for rule in demo_settings().get("assets", []):
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in rule["match"]):
+            return dataset in rule["samples"]
+    return True
 
 
 def demo_config(dataset: str, base: dict) -> dict:
     """The base run config with the sample's overlays applied (op by op)."""
     ops = dict(base.get("ops", {}))
-    for overlay in OVERLAYS.get(dataset, []):
-        ops.update(yaml.safe_load(Path(overlay).read_text()).get("ops", {}))
+    for overlay in demo_settings().get("overlays", {}).get(dataset, []):
+        ops.update(runconfig.load(CONFIGS / overlay).get("ops", {}))
     return {**base, "ops": ops}
 
 
@@ -96,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         storage = built.storage
     names = args.datasets or [s.name for s in load_registry().values() if s.sample]
     job = defs.resolve_job_def(args.job)
-    run_config = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    run_config = runconfig.load(args.config) if args.config else {}
     if os.environ.get("DAGSTER_HOME"):
         init_instance(os.environ["DAGSTER_HOME"])  # once, under a lock: concurrent first runs race on the schemas
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()

@@ -2,9 +2,9 @@
 budget puts it (pipeline/demo.py)."""
 import dagster as dg
 import pytest
-import yaml
 
 from ops.datasets import load_registry
+from pipeline import runconfig
 from pipeline.definitions import defs
 from pipeline.demo import DEMO_CONFIG, selection
 
@@ -14,7 +14,7 @@ SAMPLES = [s.name for s in load_registry().values() if s.sample]
 @pytest.mark.parametrize("dataset", SAMPLES)
 def test_demo_config_is_valid_and_puts_the_palette_lm_on_the_mind_sample_only(dataset):
     job = defs.resolve_job_def("full_pipeline_job")
-    keys, config = selection(job, dataset, yaml.safe_load(DEMO_CONFIG.read_text()))
+    keys, config = selection(job, dataset, runconfig.load(DEMO_CONFIG))
     dg.validate_run_config(job, config)  # raises on an unknown key or a wrong type
     chosen = {k.to_user_string() for k in keys}
     palette = config["ops"]["palette_model"]["config"]
@@ -52,7 +52,7 @@ def test_every_ablation_renders_a_valid_run_config_that_changes_only_the_palette
     from pipeline.ablations import ablation_config, ablations
 
     job = defs.resolve_job_def("full_pipeline_job")
-    base = yaml.safe_load(DEMO_CONFIG.read_text())
+    base = runconfig.load(DEMO_CONFIG)
     names = ablations()
     assert {"full", "no_intra", "no_inter", "no_contrastive", "no_gen", "palette_2", "palette_8"} <= set(names)
     for name, change in names.items():
@@ -64,3 +64,28 @@ def test_every_ablation_renders_a_valid_run_config_that_changes_only_the_palette
             k: v for k, v in base["ops"].items() if k != "palette_model"}
     with pytest.raises(KeyError, match="unknown ablation"):
         ablation_config("nope")
+
+
+def test_a_family_is_named_once_and_reaches_every_asset_of_it_an_ops_own_entry_winning():
+    from ops.tokenizers import REGISTRY
+
+    expanded = runconfig.expand({"families": {"generative": {"epochs": 4, "lr": 0.004}, "ctr": {"epochs": 2}},
+                                 "ops": {"recommender__generative__random": {"config": {"lr": 0.01}}}})
+    ops = expanded["ops"]
+    assert "families" not in expanded
+    assert {op for op in ops if op.startswith("recommender__generative__")} == {
+        f"recommender__generative__{t}" for t in REGISTRY}  # a new tokenizer gets the family's settings too
+    assert ops["recommender__generative__lamia"]["config"] == {"epochs": 4, "lr": 0.004}
+    assert ops["recommender__generative__random"]["config"] == {"epochs": 4, "lr": 0.01}  # its own entry wins
+    assert ops["recommender__ctr__ids"]["config"] == {"epochs": 2}  # the ID-only variant is part of the family
+    with pytest.raises(KeyError, match="unknown recommender 'generativ'; registered: generative"):
+        runconfig.expand({"families": {"generativ": {}}})
+
+
+def test_the_demo_selection_is_data_and_an_unnamed_asset_runs_everywhere():
+    from pipeline.demo import demo_settings, runs_on
+
+    assert demo_settings()["run_config"] == DEMO_CONFIG.name
+    assert not runs_on(dg.AssetKey(["recommender", "ctr", "opq"]), "sample_mind")  # recommender/ctr/* on none
+    assert runs_on(dg.AssetKey(["recommender", "ctr", "moc"]), "sample_mind")  # an earlier rule matched first
+    assert runs_on(dg.AssetKey(["code_table", "some_new_tokenizer"]), "sample_hm")
