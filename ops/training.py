@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from ops.config import Checked, NonNegativeInt, PositiveFloat, PositiveInt, Seed
+from ops.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed
 from ops.models import Dtype, select_dtype
 from ops.progress import Progress
 from storage.artifacts import ArtifactStore
@@ -41,6 +41,7 @@ class TrainingConfig(Checked):
     """Settings of the shared loop; a trainer's config extends it with its own fields and defaults."""
 
     lr: PositiveFloat = 1e-4  # Adam
+    weight_decay: NonNegativeFloat = 0.0  # Adam's L2 penalty
     batch_size: PositiveInt = 128  # items per optimizer step
     micro_batch_size: PositiveInt = 16  # items per forward; gradients accumulate up to batch_size
     epochs: PositiveFloat = 1.0
@@ -106,8 +107,44 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def total_steps(cfg: TrainingConfig, n_items: int) -> int:
-    return cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * n_items / cfg.batch_size))
+Batching = Literal["stream", "epoch"]
+
+
+@dataclass
+class EarlyStopping:
+    """Validation inside `fit`: `evaluate()` (higher is better, e.g. validation NDCG@10 or AUC) after every
+    `every` steps (an epoch) and after the last step; fit stops after `patience` evaluations without a better score
+    (0: never) and leaves the model at the weights of its best evaluation: the checkpoint written at that step
+    when fit has a checkpoint store (then resumable, evaluations included), else a copy kept in memory."""
+
+    evaluate: Callable[[], float]
+    every: int
+    patience: int = 0
+
+
+def steps_per_epoch(cfg: TrainingConfig, n_items: int) -> int:
+    return max(1, math.ceil(n_items / cfg.batch_size))
+
+
+def total_steps(cfg: TrainingConfig, n_items: int, batching: Batching = "stream") -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    if batching == "epoch":  # whole epochs, each ending in a smaller batch where n is no multiple of the batch
+        return max(1, math.ceil(cfg.epochs)) * steps_per_epoch(cfg, n_items)
+    return max(1, math.ceil(cfg.epochs * n_items / cfg.batch_size))
+
+
+def step_batch(cfg: TrainingConfig, n_items: int, step: int, batching: Batching = "stream") -> tuple[list[int], int]:
+    """(items of optimizer step `step`, the seed of its dropout draws): pure functions of (seed, step), so a resumed
+    run sees exactly what the uninterrupted one saw. `stream`: the epochs' permutations read as one stream, every
+    batch full (batch_indices); `epoch`: each epoch's permutation cut into batches, the last one smaller."""
+    import torch
+
+    if batching == "stream":
+        return batch_indices(cfg, n_items, step), cfg.seed * 7919 + step
+    epoch, j = divmod(step, steps_per_epoch(cfg, n_items))
+    perm = torch.randperm(n_items, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    return perm[j * cfg.batch_size: (j + 1) * cfg.batch_size].tolist(), cfg.seed * 7919 + epoch * 1_000_033 + j
 
 
 def batch_indices(cfg: TrainingConfig, n_items: int, step: int) -> list[int]:
@@ -191,11 +228,14 @@ def _load_optimizer(checkpoint: Path, optimizer: torch.optim.Optimizer) -> None:
 def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fingerprint: str,
         checkpoints: ArtifactStore | str | Path | None = None, prefix: str = "",
         state: Mapping[str, object] | None = None,
-        on_step: Callable[[dict[str, float]], None] | None = None, progress_name: str = "") -> TrainResult:
-    """Adam over `model.trainable_parameters()` for `total_steps(cfg, n_items)` steps of `cfg.batch_size` items,
-    each the mean of `loss_fn` over micro-batches. Resumes from the newest checkpoint of `prefix` when its
-    fingerprint matches; writes one every `cfg.checkpoint_every` steps and at the end, with `state` (the trainer's
-    own, e.g. its config) in state.json."""
+        on_step: Callable[[dict[str, float]], None] | None = None, progress_name: str = "",
+        stopping: EarlyStopping | None = None, batching: Batching = "stream") -> TrainResult:
+    """Adam over `model.trainable_parameters()` for `total_steps(cfg, n_items)` steps of `cfg.batch_size` items
+    (`batching`: step_batch), each the mean of `loss_fn` over micro-batches; with `stopping`, validated every epoch
+    and stopped early (EarlyStopping). Resumes from the newest checkpoint of `prefix` when its fingerprint matches;
+    writes one every `cfg.checkpoint_every` steps, at every evaluation and at the end, with `state` (the trainer's
+    own, e.g. its config) in state.json. The loop every trainer shares: the palette, the generative recommenders,
+    SASRec, the CTR models and the VQ tokenizers."""
     import torch
 
     # Deterministic kernels where torch has a choice (e.g. index_put_ with accumulation, atomic on CPU threads):
@@ -204,24 +244,68 @@ def fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fi
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _fit(model, cfg, n_items, loss_fn, fingerprint, checkpoints, prefix, state, on_step, progress_name)
+        return _fit(model, cfg, n_items, loss_fn, fingerprint, checkpoints, prefix, state, on_step, progress_name,
+                    stopping, batching)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
+class _Best:
+    """The early-stopping state: every evaluation (step, score), the best one, and its weights."""
+
+    def __init__(self, model: Trainable, store: ArtifactStore | None, evaluations: list[list[float]]):
+        import copy
+
+        self.model, self.store, self.evaluations = model, store, [(int(s), float(x)) for s, x in evaluations]
+        self.index = max(range(len(self.evaluations)), key=lambda i: (self.evaluations[i][1], -i), default=-1)
+        # in memory without a store: the weights so far (a model whose every evaluation is NaN keeps its first)
+        self.weights = copy.deepcopy(model.state_dict()) if store is None else None  # type: ignore[attr-defined]
+
+    @property
+    def score(self) -> float:
+        return self.evaluations[self.index][1] if self.index >= 0 else float("-inf")
+
+    def add(self, step: int, score: float) -> None:
+        import copy
+
+        self.evaluations.append((step, score))
+        if score > self.score:  # the first of equal scores
+            self.index = len(self.evaluations) - 1
+            if self.store is None:
+                self.weights = copy.deepcopy(self.model.state_dict())  # type: ignore[attr-defined]
+
+    def since_best(self) -> int:
+        return len(self.evaluations) - 1 - self.index
+
+    def restore(self, prefix: str) -> Path | None:
+        """Load the best evaluation's weights; its checkpoint when there is a store."""
+        if self.store is None:
+            if self.weights is not None:
+                self.model.load_state_dict(self.weights)  # type: ignore[attr-defined]
+            return None
+        if self.index < 0:
+            return None
+        best = self.store.path(checkpoint_name(prefix, self.evaluations[self.index][0]))
+        self.model.load_weights(best)
+        return best
+
+
 def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, fingerprint: str,
          checkpoints: ArtifactStore | str | Path | None, prefix: str, state: Mapping[str, object] | None,
-         on_step: Callable[[dict[str, float]], None] | None, progress_name: str) -> TrainResult:
+         on_step: Callable[[dict[str, float]], None] | None, progress_name: str,
+         stopping: EarlyStopping | None, batching: Batching) -> TrainResult:
     import torch
 
+    if n_items < 1:
+        raise ValueError("nothing to train on: no rows")
     store = as_store(checkpoints)
-    steps = total_steps(cfg, n_items)
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+    steps = total_steps(cfg, n_items, batching)
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # fp16 autocast (GPUs without bf16) needs loss scaling, or small gradients underflow to zero; bf16 and
     # float32 do not (the scaler is then a no-op).
     scaler = torch.amp.GradScaler(model.device_.type, enabled=model.autocast_dtype == torch.float16)
     history: list[dict[str, float]] = []
-    start = 0
+    start, evaluations = 0, []
     ck = _resumable(store, prefix, fingerprint, steps) if store is not None else None
     if ck is not None:
         saved = read_state(ck)
@@ -230,14 +314,17 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
         if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
         start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
+        evaluations = list(saved.get("evaluations") or [])  # type: ignore[call-overload]
+    best = _Best(model, store, evaluations) if stopping is not None else None
     model.train()
     progress = Progress(f"training {progress_name or type(model).__name__}", steps, unit="steps", done=start)
     began, items_seen, last = time.perf_counter(), 0, None
     micro_size, backoffs = cfg.micro_batch_size, []
-    for step in range(start, steps):
-        idx = batch_indices(cfg, n_items, step)
+    stopped_early = best is not None and stopping.patience > 0 and best.since_best() >= stopping.patience
+    for step in range(start, steps if not stopped_early else start):
+        idx, dropout_seed = step_batch(cfg, n_items, step, batching)
         while True:
-            torch.manual_seed(cfg.seed * 7919 + step)  # dropout draws: reproducible across a resume
+            torch.manual_seed(dropout_seed)  # dropout draws: reproducible across a resume
             try:
                 row = _accumulate(loss_fn, idx, micro_size, scaler)
                 break
@@ -264,19 +351,33 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
             on_step(row)
         done = step + 1
         progress.update(done, f"loss {row['loss']:.4f}" if "loss" in row else "")
-        if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps):
+        evaluate = stopping is not None and (done % stopping.every == 0 or done == steps)
+        if evaluate:
+            best.add(done, float(stopping.evaluate()))  # type: ignore[union-attr]
+            model.train()
+        if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps
+                                  or evaluate):
             last = save_checkpoint(store, checkpoint_name(prefix, done), model, optimizer, {
                 **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,
+                "evaluations": best.evaluations if best is not None else None,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+        if evaluate and stopping.patience and best.since_best() >= stopping.patience:  # type: ignore[union-attr]
+            break
     model.eval()
     if not history:  # nothing trained: an untrained model must never reach a published table
         raise RuntimeError(f"training {progress_name or type(model).__name__} ran zero steps ({steps} planned)")
     if last is None and store is not None:
         last = latest_checkpoint(store, prefix)
+    extra: dict[str, object] = {"micro_batch_size": micro_size, "out_of_memory_backoffs": backoffs,
+                                "torch_threads": torch.get_num_threads()}
+    if best is not None:
+        best_checkpoint = best.restore(prefix)
+        model.eval()
+        extra.update(evaluations=[score for _, score in best.evaluations],
+                     best_evaluation=best.index + 1, best_step=best.evaluations[best.index][0] if best.index >= 0
+                     else 0, best_checkpoint=str(best_checkpoint) if best_checkpoint else None)
     return TrainResult(steps, history, start, time.perf_counter() - began, items_seen, fingerprint,
-                       str(last) if last else None,
-                       {"micro_batch_size": micro_size, "out_of_memory_backoffs": backoffs,
-                        "torch_threads": torch.get_num_threads()})
+                       str(last) if last else None, extra)
 
 
 def _accumulate(loss_fn: LossFn, idx: Sequence[int], micro_size: int,

@@ -108,7 +108,7 @@ def test_a_trainer_that_ran_zero_steps_refuses_to_return(monkeypatch):
     from ops import training
     from ops.tokenizers.rqvae import RQVAE
 
-    monkeypatch.setattr(training, "total_steps", lambda cfg, n: 0)
+    monkeypatch.setattr(training, "total_steps", lambda cfg, n, batching="stream": 0)
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     with pytest.raises(RuntimeError, match="ran zero steps"):
         RQVAE(RQVAEConfig(k=4, length=2, hidden=[16], latent_dim=4, device="cpu")).fit(x, [str(i) for i in range(64)])

@@ -19,8 +19,6 @@ the test split, as rows of the long evaluation table (metric `auc` / `logloss`, 
 """
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
@@ -35,18 +33,15 @@ from ops.config import (
     Checked,
     ConfigError,
     NonEmpty,
-    NonNegativeFloat,
     NonNegativeInt,
     OpenFraction,
     PositiveFloat,
     PositiveInt,
-    Seed,
 )
-from ops.models import Dtype, select_device
-from ops.progress import Progress
+from ops.models import select_device
 from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
-from ops.training import autocast, autocast_dtype
+from ops.training import TrainingConfig, autocast, autocast_dtype
 
 Model = Literal["deepfm", "dcnv2"]
 Fusion = Literal["gate", "concat", "mlp", "attention", "none"]
@@ -57,8 +52,9 @@ EMBED_INIT_STD = 0.1  # normal init of every embedding table (padding rows zero)
 
 
 @dataclass
-class CTRConfig(Checked):
-    """One CTR model and how it trains."""
+class CTRConfig(TrainingConfig):
+    """One CTR model and how it trains: the shared loop's settings (ops.training.TrainingConfig: lr, weight_decay,
+    batch_size, micro_batch_size, epochs, max_steps, seed, device, dtype) at CTR's defaults, plus its own."""
 
     model: Model = "deepfm"
     fusion: Fusion = "gate"  # how the L code embeddings become the item's semantic field(s)
@@ -69,13 +65,11 @@ class CTRConfig(Checked):
     cross_layers: NonNegativeInt = 2  # DCNv2
     dropout: OpenFraction = 0.1
     lr: PositiveFloat = 1e-3  # Adam
-    batch_size: PositiveInt = 512
-    epochs: PositiveInt = 10
-    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 512  # rows per optimizer step; an epoch's last batch is smaller (epoch batching)
+    micro_batch_size: PositiveInt = 512
+    epochs: PositiveFloat = 10.0  # at most (whole epochs); stops earlier when validation AUC stalls
     patience: PositiveInt = 2  # epochs without a better validation AUC before stopping
-    seed: Seed = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: Dtype = "auto"  # autocast dtype: auto = bf16 / fp16 on CUDA, float32 on CPU
+    checkpoint_every: NonNegativeInt = 0  # (trained in memory: no checkpoints)
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -267,6 +261,9 @@ class CTRModel(nn.Module):
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:  # (ops.training's Trainable)
+        return list(self.parameters())
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -293,54 +290,34 @@ class CTRFit:
 
 
 def train_ctr(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
-    """Adam on BCE with logits; epoch e's batch order a seeded permutation (seed, e), dropout seeded per step;
-    after each epoch the validation AUC; stops after `patience` epochs without a better one and keeps the best
-    epoch's weights. Deterministic kernels where torch has a choice (restored afterwards)."""
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        return _train(model, train, valid)
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    """Adam on BCE with logits on the shared loop (ops.training.fit, epoch batching: epoch e's rows a seeded
+    permutation (seed, e) cut into batches, dropout seeded per step); the validation AUC after each epoch stops it
+    after `patience` epochs without a better one and keeps the best epoch's weights."""
+    from ops.training import EarlyStopping, fit, steps_per_epoch
 
-
-def _train(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
     cfg, device = model.cfg, model.device_
-    if not len(train):
-        raise ValueError("no training rows")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=model.autocast_dtype == torch.float16)
     users, items = torch.tensor(train.users), torch.tensor(train.items)  # (copies: polars' arrays are read-only)
     labels = torch.tensor(train.labels, dtype=torch.float32)
-    began, curve, losses = time.perf_counter(), [], []
-    best_auc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    progress = Progress(f"training CTR {cfg.model}", cfg.epochs * steps_per_epoch, unit="steps")
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        total = 0.0
-        for step, start in enumerate(range(0, len(train), cfg.batch_size)):
-            torch.manual_seed(cfg.seed * 7919 + epoch * 1_000_033 + step)  # dropout draws
-            idx = order[start: start + cfg.batch_size]
-            with autocast(device, model.autocast_dtype):
-                logits = model(users[idx].to(device), items[idx].to(device))
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(idx)
-            progress.update(epoch * steps_per_epoch + step + 1)
-        losses.append(round(total / len(train), 5))
-        curve.append(ctr_metrics(valid.labels, model.predict(valid))["auc"])
-        if curve[-1] > best_auc:
-            best_auc, best_epoch, best_state = curve[-1], epoch + 1, copy.deepcopy(model.state_dict())
-        elif epoch + 1 - best_epoch >= cfg.patience:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    return CTRFit(best_epoch, len(curve), curve, losses, time.perf_counter() - began)
+
+    def loss(idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        at = torch.as_tensor(idx, dtype=torch.long)
+        with autocast(device, model.autocast_dtype):
+            logits = model(users[at].to(device), items[at].to(device))
+        value = F.binary_cross_entropy_with_logits(logits.float(), labels[at].to(device))
+        return value, {"loss": float(value.detach())}
+
+    per_epoch = steps_per_epoch(cfg, len(train))
+    stopping = EarlyStopping(lambda: ctr_metrics(valid.labels, model.predict(valid))["auc"], every=per_epoch,
+                             patience=cfg.patience)
+    result = fit(model, cfg, len(train), loss, "", progress_name=f"CTR {cfg.model}", stopping=stopping,
+                 batching="epoch")
+    losses = []  # the mean training loss of each epoch, weighted by its batches' sizes
+    for e in range(0, len(result.history), per_epoch):
+        rows = result.history[e: e + per_epoch]
+        sizes = [min(cfg.batch_size, len(train) - j * cfg.batch_size) for j in range(len(rows))]
+        losses.append(round(sum(r["loss"] * n for r, n in zip(rows, sizes)) / len(train), 5))
+    curve = list(result.extra["evaluations"])  # type: ignore[arg-type]
+    return CTRFit(int(result.extra["best_evaluation"]), len(curve), curve, losses, result.seconds)
 
 
 @dataclass

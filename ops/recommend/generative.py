@@ -33,7 +33,7 @@ from ops.models import SMOLLM2, select_device
 from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
 from ops.recommend.tokens import BOS, PAD, SemanticVocab
-from ops.training import TrainingConfig, autocast, autocast_dtype, fit
+from ops.training import EarlyStopping, TrainingConfig, autocast, autocast_dtype, fit
 
 Decoder = Literal["beam", "exact"]
 
@@ -407,7 +407,7 @@ def _task_rows(model: GenerativeRecommender, data: Examples, align: bool) -> int
 
 
 def train(model: GenerativeRecommender, data: Examples, checkpoints=None, prefix: str = "", on_step=None,
-          align: bool = False, start: str = ""):
+          align: bool = False, start: str = "", stopping: EarlyStopping | None = None):
     """L_rip on the shared loop (seeded batches, resumable safetensors checkpoints); `align`: jointly with L_align,
     the alignment rows (one per item) drawn into the same batches and each task's mean loss summed."""
     n_rip = len(data)
@@ -419,7 +419,8 @@ def train(model: GenerativeRecommender, data: Examples, checkpoints=None, prefix
         return torch.stack([t for t, _ in parts]).sum(), logs
 
     return fit(model, model.cfg, _task_rows(model, data, align), loss, run_fingerprint(model, data, align, start),
-               checkpoints, prefix, {"config": asdict(model.cfg), "align": align, "start": start}, on_step)
+               checkpoints, prefix, {"config": asdict(model.cfg), "align": align, "start": start}, on_step,
+               stopping=stopping)
 
 
 @dataclass
@@ -436,12 +437,12 @@ class EarlyStopped:
 def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, valid_rows: Examples,
                          index: PrefixIndex, checkpoints, decoder: Decoder = "beam", width: int | None = None
                          ) -> EarlyStopped:
-    """Epoch by epoch, each resumed from the previous epoch's checkpoint, validation NDCG@10 after each; a phase
-    stops after `cfg.patience` epochs without improvement and the best epoch's weights are kept (the paper's
-    early stopping). With alignment rows (a pretrained backbone with item texts and `align`), the paper's two
-    phases: L_rip + L_align for at most `align_epochs`, then L_rip alone for at most `epochs`, from the first
-    phase's best weights. `checkpoints` is required: every epoch ends in one. `width`: of the validation beam
-    (NDCG@10 needs 10)."""
+    """The shared loop's early stopping (ops.training.EarlyStopping): validation NDCG@10 after every epoch, each
+    epoch ending in a checkpoint; a phase stops after `cfg.patience` epochs without improvement and the best
+    epoch's weights are kept (the paper's early stopping). With alignment rows (a pretrained backbone with item
+    texts and `align`), the paper's two phases: L_rip + L_align for at most `align_epochs`, then L_rip alone for at
+    most `epochs`, from the first phase's best weights. `checkpoints` is required: every epoch ends in one.
+    `width`: of the validation beam (NDCG@10 needs 10)."""
     from ops.training import as_store
 
     store = as_store(checkpoints)
@@ -458,26 +459,22 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
         if start:  # the previous phase's best weights, then a fresh optimizer
             model.load_weights(Path(start))
         per_epoch = max(1, -(-_task_rows(model, train_rows, align) // base.batch_size))
-        rounds = max(1, int(np.ceil(max_epochs)))
+        total = max(1, int(np.ceil(max_epochs))) * per_epoch
         if base.max_steps > 0:  # a step budget per phase (a CPU smoke run): validated every epoch or at its end
-            per_epoch = min(per_epoch, base.max_steps)
-            rounds = -(-base.max_steps // per_epoch)
+            per_epoch, total = min(per_epoch, base.max_steps), base.max_steps
         prefix = f"{run_fingerprint(model, train_rows, align, Path(start).name if start else '')}-"
-        phase_best, phase_epoch, phase_ck, phase_scores = -1.0, 0, "", []
-        for epoch in range(1, rounds + 1):
-            steps = epoch * per_epoch if base.max_steps <= 0 else min(epoch * per_epoch, base.max_steps)
-            model.cfg = replace(base, max_steps=steps, checkpoint_every=0)
-            result = train(model, train_rows, store, prefix, align=align, start=Path(start).name if start else "")
-            phase_scores.append(evaluate(model, valid, index, (10,), decoder, width or 10)[("ndcg", 10)])
-            if phase_scores[-1] > phase_best:
-                phase_best, phase_epoch, phase_ck = phase_scores[-1], epoch, str(result.checkpoint)
-            elif epoch - phase_epoch >= base.patience:
-                break
+        model.cfg = replace(base, max_steps=total, checkpoint_every=0)
+        stopping = EarlyStopping(lambda: evaluate(model, valid, index, (10,), decoder, width or 10)[("ndcg", 10)],
+                                 every=per_epoch, patience=base.patience)
+        result = train(model, train_rows, store, prefix, align=align, start=Path(start).name if start else "",
+                       stopping=stopping)
+        phase_scores = list(result.extra["evaluations"])  # type: ignore[arg-type]
+        phase_epoch, phase_ck = int(result.extra["best_evaluation"]), str(result.extra["best_checkpoint"])
         scores += phase_scores
         phases.append({"task": "rip+align" if align else "rip", "epochs_run": len(phase_scores),
                        "best_epoch": phase_epoch, "valid_ndcg@10": [round(x, 5) for x in phase_scores]})
-        if phase_best > best:  # a second phase that never beats the first keeps the first's weights
-            best, best_ck = phase_best, phase_ck
+        if max(phase_scores) > best:  # a second phase that never beats the first keeps the first's weights
+            best, best_ck = max(phase_scores), phase_ck
         start = phase_ck
     model.cfg = base
     model.load_weights(Path(best_ck))

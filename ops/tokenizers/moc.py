@@ -9,7 +9,7 @@ from typing import Literal
 from ops.tokenizers.vq import VQConfig, VQTokenizer
 
 
-@dataclass(frozen=True)
+@dataclass
 class MoCConfig(VQConfig):
     """`length` = N parallel codebooks; the other VQ settings as ops.tokenizers.vq."""
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ops.tokenizers.vq import VQConfig, VQTokenizer
 
 
-@dataclass(frozen=True)
+@dataclass
 class RQVAEConfig(VQConfig):
     """L residual levels (TIGER: 3, plus the dedup index), the VQ training settings of ops.tokenizers.vq."""
 

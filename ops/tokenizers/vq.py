@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ops.config import (
-    Checked,
     CodesPerPosition,
     Fraction,
     NonNegativeFloat,
@@ -36,12 +35,11 @@ from ops.config import (
     OpenFraction,
     PositiveFloat,
     PositiveInt,
-    Seed,
 )
-from ops.models import Dtype
 from ops.quantize import QuantizeConfig, kmeans, nearest
 from ops.tokenizers.base import Tokenizer
 from ops.tokenizers.rqkmeans import residual_k
+from ops.training import TrainingConfig
 
 if TYPE_CHECKING:
     import torch
@@ -50,10 +48,11 @@ WEIGHTS_FILE, ARCH_FILE = "vq.safetensors", "vq.json"
 CURVE_POINTS = 100  # training-curve rows kept in the metadata
 
 
-@dataclass(frozen=True)
-class VQConfig(Checked):
-    """Shared by `rqvae` and `moc`. Defaults follow TIGER's RQ-VAE (MLP 512-256-128, latent 32, K 256, beta 0.25)
-    with Adam instead of its Adagrad at lr 0.4, and far fewer epochs than its 20 k (small catalogs converge)."""
+@dataclass
+class VQConfig(TrainingConfig):
+    """Shared by `rqvae` and `moc`: the shared loop's settings (ops.training.TrainingConfig) at the VQ defaults,
+    plus the autoencoder's. Defaults follow TIGER's RQ-VAE (MLP 512-256-128, latent 32, K 256, beta 0.25) with
+    Adam instead of its Adagrad at lr 0.4, and far fewer epochs than its 20 k (small catalogs converge)."""
 
     length: PositiveInt = 3  # levels (rqvae) or parallel codebooks (moc): codes per item
     k: CodesPerPosition = 256  # codes per codebook (capped at the number of items)
@@ -62,16 +61,14 @@ class VQConfig(Checked):
     beta: NonNegativeFloat = 0.25  # commitment weight
     reconstruction_weight: PositiveFloat = 1.0
     lr: PositiveFloat = 1e-3
-    batch_size: PositiveInt = 256
+    batch_size: PositiveInt = 256  # items per step (capped at the number of items)
+    micro_batch_size: PositiveInt = 256
     epochs: PositiveFloat = 100.0
-    max_steps: NonNegativeInt = 0  # > 0 overrides epochs
+    checkpoint_every: NonNegativeInt = 0  # (trained in memory: no checkpoints)
     dropout: OpenFraction = 0.0
     restart_every: NonNegativeInt = 20  # steps between dead-code restarts; 0 = never
     kmeans_init: bool = True
     collapse_share: Fraction = 0.5  # warn below this share of min(items, K^L) distinct code tuples
-    seed: Seed = 0
-    device: str = "auto"
-    dtype: Dtype = "auto"
 
 
 
@@ -187,7 +184,7 @@ class VQTokenizer(Tokenizer):
     def fit(self, x: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
         import torch
 
-        from ops.training import TrainingConfig, fit
+        from ops.training import fit
 
         cfg = self.config
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -203,9 +200,7 @@ class VQTokenizer(Tokenizer):
         data = torch.from_numpy(x.copy()).to(model.device_)
         if cfg.kmeans_init:
             self._kmeans_init(data)
-        train = TrainingConfig(lr=cfg.lr, batch_size=min(cfg.batch_size, n), micro_batch_size=min(cfg.batch_size, n),
-                               epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed, device=cfg.device,
-                               dtype=cfg.dtype, checkpoint_every=0)
+        train = replace(cfg, batch_size=min(cfg.batch_size, n), micro_batch_size=min(cfg.micro_batch_size, n))
 
         def loss_fn(idx: Sequence[int]):
             out = model(data[list(idx)])
