@@ -1,6 +1,6 @@
 """Amazon reviews + meta ingestion: our block-vectorised readers against the line-by-line Python reading.
 
-  reviews: line_by_line   ops.ingest.amazon.read_reviews_line_by_line: json.loads and Python objects per line
+  reviews: line_by_line   tests/reference_amazon.py's read_reviews_line_by_line: json.loads and Python objects per line
                           (the specification; equal outputs are tested in tests/test_ingest_amazon.py)
   reviews: ours           ops.ingest.amazon._read_reviews (what load_amazon uses): polars reads blocks of whole
                           lines, lines it cannot vouch for go through the same per-line rule
@@ -85,7 +85,7 @@ def generate_meta(path: Path, reviewed: list[str], unreviewed: int, seed: int = 
 
 
 CONTENDERS = {
-    "reviews: line_by_line": "from ops.ingest.amazon import read_reviews_line_by_line as read",
+    "reviews: line_by_line": "from tests.reference_amazon import read_reviews_line_by_line as read",
     "reviews: ours": "from ops.ingest.amazon import _read_reviews as read",
     "meta: line_by_line": "from ops.ingest.amazon import read_meta_line_by_line as read",
     "meta: ours": "from ops.ingest.amazon import _read_meta as read",

@@ -1,6 +1,6 @@
 """MIND behaviors.tsv ingestion: our vectorised reader against the line-by-line Python reading, same files.
 
-  line_by_line   ops.ingest.mind_reference.load_mind_line_by_line: one Python iteration per line and per
+  line_by_line   tests/reference_mind.py's load_mind_line_by_line: one Python iteration per line and per
                  history / impression entry (the specification; equal outputs are tested)
   ours           ops.ingest.mind.load_mind: polars over whole columns, repeated histories split once
 
@@ -56,7 +56,7 @@ def generate(directory: Path, users: int, seed: int = 0) -> None:
 
 
 CONTENDERS = {
-    "line_by_line": "from ops.ingest.mind_reference import load_mind_line_by_line as load",
+    "line_by_line": "from tests.reference_mind import load_mind_line_by_line as load",
     "ours": "from ops.ingest.mind import load_mind as load",
 }
 CHILD = """

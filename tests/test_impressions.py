@@ -12,7 +12,7 @@ from ops.impressions import (
     sampled_impressions,
 )
 from ops.ingest.mind import load_mind, parse_time
-from ops.ingest.mind_reference import load_mind_line_by_line
+from tests.reference_mind import load_mind_line_by_line
 
 NEWS = [f"N{i}\tsports\tfootball\tTitle {i}\tAbstract {i}\thttps://a/N{i}.html\t[]\t[]" for i in (1, 2, 3)]
 BEHAVIORS = [

@@ -150,8 +150,9 @@ def _edge_lines():
 
 
 def _compare(path, version="2014", category="Beauty"):
-    from ops.ingest.amazon import _read_reviews, read_reviews_line_by_line, release
+    from ops.ingest.amazon import _read_reviews, release
     from ops.ingest.common import Quarantine
+    from tests.reference_amazon import read_reviews_line_by_line
 
     rel_ = release(version, category)
     q_fast, q_ref = Quarantine(), Quarantine()

@@ -12,8 +12,9 @@ import ops.ingest.amazon as amazon
 from ops.ingest.common import IngestError, ItemBuilder, Quarantine
 from ops.ingest.hm import load_hm
 from ops.ingest.mind import load_mind
-from ops.ingest.mind_reference import load_mind_line_by_line
 from storage import sink_frames
+from tests.reference_amazon import read_reviews_line_by_line
+from tests.reference_mind import load_mind_line_by_line
 
 JUNK = [b"\r", b"\n", b"\x1f", b"\x1c", b"\x00", b"\xff", b"\xc2\xa0", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\t",
         b" ", b'"', b"\\", b"\\u", b"\\ud800", b"-", b"N", b"1", b"{", b"}", b":", b",", b"'", b"e"]
@@ -75,7 +76,7 @@ def test_amazon_readers_agree_on_mutated_files(tmp_path, monkeypatch, version, s
     path.write_bytes(_mutate(rng, reviews))
     q_fast, q_ref = Quarantine(), Quarantine()
     fast = _outcome(lambda: amazon._read_reviews(path, "r", rel_, q_fast))
-    ref = _outcome(lambda: amazon.read_reviews_line_by_line(path, "r", rel_, q_ref))
+    ref = _outcome(lambda: read_reviews_line_by_line(path, "r", rel_, q_ref))
     if isinstance(fast, str) or isinstance(ref, str):
         assert fast == ref
     else:

@@ -6,8 +6,8 @@ import pytest
 
 from ops.ingest.common import FileAccount, IngestError, ItemBuilder, Quarantine, content_hash
 from ops.ingest.mind import load_mind, parse_time
-from ops.ingest.mind_reference import load_mind_line_by_line
 from ops.sample import generate
+from tests.reference_mind import load_mind_line_by_line
 
 ENT = json.dumps([{"Label": "Football", "Type": "O", "WikidataId": "Q1", "Confidence": 1.0,
                    "OccurrenceOffsets": [0], "SurfaceForms": ["football"]}])

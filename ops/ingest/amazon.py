@@ -11,7 +11,8 @@ Every file holds one record per line (JSON unless said otherwise).
 Reviews are read first so that meta lines of items nobody reviewed are skipped cheaply (counted, not parsed);
 the full meta of a category is far larger than its 5-core reviews. Reviews (tens of millions of lines in a 2023
 category) are read by polars in blocks of whole lines; `parse_review` is the per-line rule, applied to every line
-polars cannot vouch for, and `read_reviews_line_by_line` the specification the block reader is tested against.
+polars cannot vouch for, and tests/reference_amazon.py's `read_reviews_line_by_line` the specification the block
+reader is tested against.
 """
 from __future__ import annotations
 
@@ -195,26 +196,6 @@ def parse_review(line: str, rel_: Release) -> tuple[str, str, int, float] | str:
 
 def _review_frame(rows: list[tuple[int, tuple[str, str, int, float]]]) -> pl.DataFrame:
     return pl.DataFrame([(n, *v) for n, v in rows], schema=_BLOCK_SCHEMA, orient="row")
-
-
-def read_reviews_line_by_line(path: Path, name: str, rel_: Release, quarantine: Quarantine
-                              ) -> tuple[FileAccount, pl.DataFrame]:
-    """`parse_review` on every line as Python reads the file: the specification `_read_reviews` is tested against
-    (and what it does itself for a block it cannot vectorise)."""
-    account = FileAccount(name, "line", "interactions")
-    guard = FormatGuard(path, rel_.reviews_format)
-    kept = []
-    for number, line in iter_lines(path):
-        account.rows_in += 1
-        verdict = parse_review(line, rel_)
-        if isinstance(verdict, str):
-            guard.record(number, verdict)
-            quarantine.add(name, number, verdict, line, account)
-        else:
-            guard.record(number, None)
-            kept.append((number, verdict))
-    guard.finish()
-    return account, _finish_reviews(account, [_review_frame(kept)])
 
 
 def _finish_reviews(account: FileAccount, parts: list[pl.DataFrame]) -> pl.DataFrame:

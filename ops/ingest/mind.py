@@ -11,7 +11,7 @@ the impression). Impressions shown and not clicked are no interactions: they are
 clicks). Unlabeled impressions (test split) are counted as filtered.
 
 news.tsv (~100 k lines) is read line by line; behaviors.tsv (MIND-large: 2.2 M lines, ~150 M entries) with polars
-over whole columns. ops/ingest/mind_reference.py keeps the line-by-line reading of behaviors as the specification
+over whole columns. tests/reference_mind.py keeps the line-by-line reading of behaviors as the specification
 it is tested against (bench/mind.py compares the two).
 """
 from __future__ import annotations
