@@ -17,7 +17,7 @@ from ops.codetable import CodeTableChecks
 from ops.embed import EmbedConfig
 from ops.palette import PaletteConfig
 from ops.sequences import SplitConfig
-from ops.training import TrainingConfig, fit, latest_checkpoint, read_state
+from ops.training import EarlyStopping, TrainingConfig, fit, latest_checkpoint, read_state
 from pipeline.definitions import defs
 from pipeline.resources import ComputeResource
 from storage.artifacts import ArtifactStore, new_version
@@ -189,6 +189,58 @@ def test_a_second_trainer_trains_checkpoints_and_resumes_on_the_shared_loop(tmp_
     assert resumed.resumed_from == 8
     assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in res.history], rel=1e-6)
     torch.testing.assert_close(resumed_model.w, model.w)
+
+
+def _scripted(scores, model):
+    """An evaluation that returns the next scripted score and records the weights it saw."""
+    seen = []
+
+    def evaluate():
+        seen.append(model.w.detach().clone())
+        return scores[len(seen) - 1]
+
+    return evaluate, seen
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_early_stopping_stops_after_patience_and_keeps_the_best_evaluation(tmp_path, store):
+    """Evaluated every `every` steps: stops `patience` evaluations after the best and leaves the model at the
+    weights the best evaluation saw (its checkpoint with a store, a copy in memory without)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    model = Regression()
+    evaluate, seen = _scripted([0.1, 0.5, 0.3, 0.4, 0.9], model)
+
+    def loss(idx):
+        err = ((x[list(idx)] @ model.w - y[list(idx)]) ** 2).mean()
+        return err, {"loss": float(err.detach())}
+
+    cfg = TrainingConfig(lr=0.1, batch_size=16, micro_batch_size=16, epochs=10, checkpoint_every=0)
+    result = fit(model, cfg, len(x), loss, "run-s", tmp_path / "ck" if store else None,
+                 stopping=EarlyStopping(evaluate, every=4, patience=2), batching="epoch")
+    assert result.extra["evaluations"] == [0.1, 0.5, 0.3, 0.4]  # two without a better one after 0.5: stopped
+    assert result.extra["best_evaluation"] == 2 and result.extra["best_step"] == 8 and len(result.history) == 16
+    torch.testing.assert_close(model.w.detach(), seen[1])  # the weights of the best evaluation
+    if store:
+        assert Path(result.extra["best_checkpoint"]).name == "step-0000008"
+        # a rerun resumes at the end: evaluations come from the checkpoint, nothing is trained or evaluated again
+        again = Regression()
+        evaluate, seen_again = _scripted([0.0] * 9, again)
+        rerun = fit(again, cfg, len(x), loss, "run-s", tmp_path / "ck",
+                    stopping=EarlyStopping(evaluate, every=4, patience=2), batching="epoch")
+        assert rerun.extra["evaluations"] == [0.1, 0.5, 0.3, 0.4] and not seen_again
+        torch.testing.assert_close(again.w.detach(), seen[1])
+
+
+def test_epoch_batching_covers_every_row_once_per_epoch_with_a_smaller_last_batch():
+    from ops.training import step_batch
+
+    cfg = TrainingConfig(batch_size=16, seed=3)
+    epoch = [step_batch(cfg, 40, s, "epoch")[0] for s in range(3)]
+    assert [len(b) for b in epoch] == [16, 16, 8] and sorted(i for b in epoch for i in b) == list(range(40))
+    assert step_batch(cfg, 40, 3, "epoch")[0] != epoch[0]  # the next epoch: another permutation
+    assert len({step_batch(cfg, 40, s, "epoch")[1] for s in range(6)}) == 6  # a dropout seed per step
 
 
 def test_checkpoints_of_another_run_are_never_overwritten(tmp_path):
