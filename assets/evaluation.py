@@ -7,7 +7,7 @@ import polars as pl
 
 from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
 from assets.recommend import ASSETS as RECOMMENDERS
-from assets.recommend import IDS
+from assets.recommend import recommender_key
 from assets.resources import StorageResource
 from assets.results import EVALUATE, GROUP, metrics_tables
 from ops import datasets, recommend, tokenizers
@@ -52,7 +52,7 @@ def expected_rows(wanted: ExpectedConfig) -> list[tuple[str, str | None, str]]:
     out = []
     for entry in recommend.REGISTRY.values():
         for tokenizer in entry.variants(list(tokenizers.REGISTRY)):
-            asset = "/".join([entry.name, *([tokenizer or IDS] if entry.per_tokenizer else [])])
+            asset = "/".join(recommender_key(entry, tokenizer).path[1:])
             out += [(name, tokenizer, asset) for name in entry.expected(tokenizer, wanted)]
     return out
 

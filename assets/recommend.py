@@ -74,11 +74,17 @@ def _metadata_value(value: object) -> object:
     return value
 
 
+def recommender_key(entry: RecommenderEntry, tokenizer: str | None = None) -> dg.AssetKey:
+    """`recommender/<family>`, or for a per-tokenizer family `recommender/<family>/<tokenizer|ids>`; the op's name
+    (a run config's key) is its path joined by `__`."""
+    return dg.AssetKey(["recommender", entry.name, *([tokenizer or IDS] if entry.per_tokenizer else [])])
+
+
 def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = None) -> dg.AssetsDefinition:
     """`recommender/<family>[/<tokenizer>|/ids]`: prepare the family once, then for every seed fit, test and keep
     its rows; write the rows per recommender name, publish each seed's best checkpoint, sum up in metadata."""
-    name = tokenizer or (IDS if entry.per_tokenizer else None)
-    key = dg.AssetKey(["recommender", entry.name, *([name] if name else [])])
+    key = recommender_key(entry, tokenizer)
+    name = key.path[2] if len(key.path) > 2 else None
     Config = run_config(entry, tokenizer)
     inputs = [*entry.inputs, "items", *([dg.AssetKey(["code_table", tokenizer])] if tokenizer else [])]
     on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")

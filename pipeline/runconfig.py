@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from assets.recommend import IDS
+from assets.recommend import recommender_key
 from ops import recommend, tokenizers
 
 
@@ -20,7 +20,7 @@ def expand(raw: dict[str, Any]) -> dict[str, Any]:
     for family, settings in (raw.get("families") or {}).items():
         entry = recommend.get(family)  # an unknown family is an error naming the registered ones
         for tokenizer in entry.variants(list(tokenizers.REGISTRY)):
-            op = "__".join(["recommender", family, *([tokenizer or IDS] if entry.per_tokenizer else [])])
+            op = "__".join(recommender_key(entry, tokenizer).path)
             own = ops.get(op, {}).get("config") or {}
             ops[op] = {**ops.get(op, {}), "config": {**(settings or {}), **own}}
     return {**{k: v for k, v in raw.items() if k != "families"}, "ops": ops}
