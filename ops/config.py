@@ -8,7 +8,7 @@ A field states its range in its type, with the `annotated_types` constraints tha
 `Checked.__post_init__` refuses an out-of-range value when the dataclass is built (bench scripts, tests, any
 direct use of `ops/`), and `assets.common.config_class` hands the same annotated types to the Dagster config
 classes, so a run is refused in its first step with the op, the field, the value and the range
-(`assets.common.config_problems`). A subclass that re-declares a field (a trainer's own default `lr`) keeps the
+(`pipeline.preflight.config_problems`). A subclass that re-declares a field (a trainer's own default `lr`) keeps the
 ranges its bases declared: `field_type` merges them over the MRO.
 """
 from __future__ import annotations

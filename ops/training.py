@@ -321,7 +321,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
     began, items_seen, last = time.perf_counter(), 0, None
     micro_size, backoffs = cfg.micro_batch_size, []
     stopped_early = best is not None and stopping.patience > 0 and best.since_best() >= stopping.patience
-    for step in range(start, steps if not stopped_early else start):
+    for step in range(start, start if stopped_early else steps):
         idx, dropout_seed = step_batch(cfg, n_items, step, batching)
         while True:
             torch.manual_seed(dropout_seed)  # dropout draws: reproducible across a resume

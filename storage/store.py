@@ -29,11 +29,10 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]):
         object.__setattr__(self, "root", Path(root).expanduser().resolve())
 
-    def dataset_dir(self, dataset: str) -> Path:
-        return safe_join(self.root, ("dataset", dataset))
-
     def table_path(self, dataset: str, table: str) -> Path:
-        return inside(self.root, self.dataset_dir(dataset) / f"{check_name('table', table)}.parquet")
+        # one resolve of the whole path: a dataset directory symlinked elsewhere is caught with the file
+        path = self.root / check_name("dataset", dataset) / f"{check_name('table', table)}.parquet"
+        return inside(self.root, path)
 
     def code_tables(self, dataset: str, tokenizer: str) -> CodeTableStore:
         return CodeTableStore(self.root, dataset, tokenizer)
