@@ -24,14 +24,8 @@ from assets.common import (
 )
 from assets.resources import StorageResource
 from ops import datasets, tokenizers
-from ops.codetable import (
-    CheckOutcome,
-    CodeTableChecks,
-    aspect_scores,
-    build_code_table,
-    check_code_table,
-    check_collisions,
-)
+from ops.codetable import CheckOutcome, CodeTableChecks, aspect_scores, check_code_table, check_collisions
+from ops.retokenize import IncompatibleVersion, RetokenizeConfig, retokenize, stability_check
 from ops.tokenizers import TokenizerEntry
 from storage import Store, read_table_metadata
 from storage.artifacts import new_version
@@ -50,13 +44,16 @@ CHECK_NAMES = {
     "utilization_above_floor": "no collapsed codebook: each position uses at least the floor share of its codes",
     "collision_rate_within_limits": "collision rate before dedup: a warning above `collision_warn`, blocking above "
                                     "`collision_block`",
+    "ids_stable": "items whose text did not change keep their semantic ID (at most `max_moved_share` move; blocking "
+                  "unless the run sets `accept_moved_ids`)",
 }
 
 
 def code_table_config(entry: TokenizerEntry) -> type[OpsConfig]:
-    """Run config of `code_table/<name>`: the tokenizer's own config plus the checks' settings."""
+    """Run config of `code_table/<name>`: the tokenizer's own config, the checks' settings and how the run relates
+    to the previous version (incremental or refit)."""
     camel = "".join(part.title() for part in entry.name.split("_"))
-    return config_class(f"{camel}CodeTableConfig", entry.config_type, CodeTableChecks)
+    return config_class(f"{camel}CodeTableConfig", entry.config_type, CodeTableChecks, RetokenizeConfig)
 
 
 def _fit_rows(store: Store, ds: str, ids: list[str], entry: TokenizerEntry):
@@ -90,10 +87,18 @@ def _aspect_metadata(storage: StorageResource, partition: str, frame: pl.DataFra
             **{f"nmi_{r['aspect']}": r["best_nmi"] for r in scores.iter_rows(named=True)}}
 
 
-def _sources(store: Store, ds: str, upstream: tuple[str, ...]) -> dict[str, dict[str, object]]:
+def _data_version(context: dg.AssetExecutionContext, table: str) -> str | None:
+    """The Dagster data version of the upstream table's latest materialization for this partition."""
+    record = context.instance.get_latest_data_version_record(dg.AssetKey(table), partition_key=context.partition_key)
+    mat = record.event_log_entry.asset_materialization if record is not None else None
+    return (mat.tags or {}).get("dagster/data_version") if mat is not None else None
+
+
+def _sources(context: dg.AssetExecutionContext, store: Store, ds: str,
+             upstream: tuple[str, ...]) -> dict[str, dict[str, object]]:
     keep = ("run_id", "created_at", "code_version", "fingerprint", "model", "revision")
-    return {t: {k: v for k, v in read_table_metadata(store.table_path(ds, t)).items() if k in keep}
-            for t in upstream}
+    return {t: {**{k: v for k, v in read_table_metadata(store.table_path(ds, t)).items() if k in keep},
+                "data_version": _data_version(context, t)} for t in upstream}
 
 
 def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
@@ -118,24 +123,35 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: Config, storage: StorageResource):  # type: ignore[valid-type]
         ds = datasets.get(context.partition_key).name
         store = storage.store()
-        ids = store.scan(ds, "items").select("item_id").collect()["item_id"].to_list()
-        started = time.perf_counter()
-        tokenizer = entry.tokenizer(config.build(entry.config_type))
-        codes = tokenizer.fit(_fit_rows(store, ds, ids, entry), ids)
-        frame, figures = build_code_table(ids, codes, tokenizer.k)
-        seconds = round(time.perf_counter() - started, 3)
+        items = store.scan(ds, "items").select("item_id", "content_hash").collect()
+        ids = items["item_id"].to_list()
         tables = store.code_tables(ds, entry.name)
+        previous = tables.latest()
+        plan = config.build(RetokenizeConfig)
+        mode = plan.mode if previous else "initial"
+        sources = _sources(context, store, ds, entry.upstream)
         version = new_version(context.run.run_id)
+        started = time.perf_counter()
+        try:
+            tokenizer, result = retokenize(entry.tokenizer, tables, previous, items, _fit_rows(store, ds, ids, entry),
+                                           config.build(entry.config_type), plan, sources, version)
+        except IncompatibleVersion as e:
+            raise dg.Failure(f"code_table/{entry.name} ({ds}): {e}") from e
+        frame, figures = result.frame, result.figures
+        seconds = round(time.perf_counter() - started, 3)
+        context.log.info(f"code_table/{entry.name} ({ds}): {mode} from {previous or 'nothing'}: "
+                         + ", ".join(f"{k} {v}" for k, v in result.churn.items()))
         meta = lineage(context, schema_version=CODE_TABLE_SCHEMA_VERSION, dataset=ds, tokenizer=entry.name,
                        config=config.model_dump(), length=tokenizer.length, k=tokenizer.k,
-                       code_version=version_of_code, version=version, sources=_sources(store, ds, entry.upstream),
-                       figures=figures, warnings=tokenizer.warnings)
-        path = tables.write_table(version, frame, meta, tokenizer.save)
+                       code_version=version_of_code, version=version, sources=sources, mode=mode,
+                       based_on=previous, churn=result.churn, figures=figures, warnings=tokenizer.warnings)
+        path = tables.write_table(version, frame, meta, tokenizer.save, retired=result.retired,
+                                  migration=result.migration)
         checks = config.build(CodeTableChecks)
         outcomes: list[CheckOutcome] = [
             *check_code_table(frame, ids, tokenizer.k, tokenizer.length, checks.min_utilization),
-            check_collisions(figures, checks.collision_warn, checks.collision_block)]
-        previous = tables.latest()
+            check_collisions(figures, checks.collision_warn, checks.collision_block),
+            stability_check(result.churn, plan)]
         published = not any(o.blocks for o in outcomes)  # a warning does not hold `latest` back
         if published:
             tables.publish(version)
@@ -145,7 +161,8 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         aspects = _aspect_metadata(storage, context.partition_key, frame)
         metadata = table_metadata(
             path, frame.schema, frame.height, dataset=ds, tokenizer=entry.name, version=version,
-            published=published, latest=tables.latest() or "none",
+            published=published, latest=tables.latest() or "none", mode=mode, based_on=previous or "none",
+            **{f"churn_{k}": v for k, v in result.churn.items()}, retired=result.retired.height,
             length=tokenizer.length, k=tokenizer.k, collision_rate=figures["collision_rate"],
             max_dedup=figures["max_dedup"], prefix_balance=figures["prefix_balance"],
             position_agreement_ami=figures["position_agreement_ami"],

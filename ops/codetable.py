@@ -59,15 +59,18 @@ def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, obje
     }
 
 
-def build_code_table(item_ids: Sequence[str], codes: np.ndarray, k: int) -> tuple[pl.DataFrame, dict[str, object]]:
-    """Rows in item order; `dedup` makes every (codes, dedup) unique; figures describe the codes before dedup."""
+def build_code_table(item_ids: Sequence[str], codes: np.ndarray, k: int,
+                     content_hashes: Sequence[str | None] | None = None) -> tuple[pl.DataFrame, dict[str, object]]:
+    """Rows in item order; `dedup` makes every (codes, dedup) unique; figures describe the codes before dedup;
+    `content_hashes` (the items' content_hash) records which text each ID was computed from."""
     codes = np.asarray(codes, dtype=np.int64)
     if codes.ndim != 2 or codes.shape[0] != len(item_ids):
         raise ValueError(f"codes must be items x L with {len(item_ids)} rows, got shape {codes.shape}")
     dedup = dedup_index(codes)
     frame = pl.DataFrame(
         {"item_id": list(item_ids), "codes": codes.astype(np.int32), "dedup": dedup.astype(np.int32),
-         "semantic_id": semantic_ids(codes, dedup)},
+         "semantic_id": semantic_ids(codes, dedup),
+         "content_hash": list(content_hashes) if content_hashes is not None else [None] * len(item_ids)},
         schema=code_table_schema(codes.shape[1]),
     )
     return frame, code_figures(codes, dedup, k)

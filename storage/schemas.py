@@ -49,13 +49,26 @@ IMPRESSION_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),
 }
 
-CODE_TABLE_SCHEMA_VERSION = 1
+CODE_TABLE_SCHEMA_VERSION = 2  # 2: + content_hash (which text each ID was computed from), retired, id_migration
 
 
 def code_table_schema(length: int) -> dict[str, pl.DataType]:
     """DESIGN §4: what downstream teams read. `codes` is an Arrow FixedSizeList<int32>[L]."""
     return {"item_id": pl.String(), "codes": pl.Array(pl.Int32(), length), "dedup": pl.Int32(),
-            "semantic_id": pl.String()}
+            "semantic_id": pl.String(), "content_hash": pl.String()}
+
+
+# IDs a code-table lineage issued and took back (`retired.parquet` of a version): the code-table columns + these.
+RETIRED_SCHEMA: dict[str, pl.DataType] = {"retired_in": pl.String(), "retire_reason": pl.String()}
+
+# `id_migration.parquet` of a version: every item of it or of the version before, and what happened to its ID.
+MIGRATION_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "old_semantic_id": pl.String(),
+    "new_semantic_id": pl.String(),
+    "change": pl.String(),
+    "moved": pl.Boolean(),
+}
 
 
 # What each column of the canonical tables means: the column schema every table shows in the Dagster UI.
@@ -106,4 +119,10 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "codes": "one code per position, each in [0, K) (fixed-size int32 list of length L)",
     "dedup": "0 for the first item with a code tuple, 1, 2, ... for later ones (the extra index token)",
     "semantic_id": "c1-c2-...-cL/dedup: codes and dedup index as text, unique per table",
+    "retire_reason": "removed (the item left the catalog) | changed (its new text gave it a new ID)",
+    "retired_in": "the version that retired this ID (it stays reserved: never given to another item)",
+    "old_semantic_id": "the item's ID in the version before, null for an added item",
+    "new_semantic_id": "the item's ID in this version, null for a removed item",
+    "change": "unchanged | changed | added | removed: the item's text (content_hash) against the version before",
+    "moved": "the item's semantic ID differs between the two versions",
 }

@@ -89,7 +89,7 @@ def test_code_table_contract_read_with_plain_pyarrow(env, tokenizer):
     assert version is not None and tables.versions() == [version]
     latest = tables.dir / "latest" / "codes.parquet"  # the path the README's one-liners read
     table = pq.read_table(latest)
-    assert table.schema.names == ["item_id", "codes", "dedup", "semantic_id"]
+    assert table.schema.names == ["item_id", "codes", "dedup", "semantic_id", "content_hash"]
     t = table.schema.field("codes").type
     assert pa.types.is_fixed_size_list(t) and t.list_size == 4 and t.value_type == pa.int32()
     meta = json.loads(pq.ParquetFile(latest).metadata.metadata[b"semid"])
@@ -172,7 +172,8 @@ def test_a_tokenizer_registered_in_a_test_gets_a_code_table_checks_and_lineage(e
     latest = tables.latest_path()
     meta = json.loads(pq.ParquetFile(latest / "codes.parquet").metadata.metadata[b"semid"])
     assert meta["tokenizer"] == "sign" and meta["length"] == 16 and meta["k"] == 2
-    assert meta["config"] == {"length": 16, "min_utilization": 0.5, "collision_warn": 0.05, "collision_block": 0.5}
+    assert meta["config"] == {"length": 16, "min_utilization": 0.5, "collision_warn": 0.05, "collision_block": 0.5,
+                              "mode": "incremental", "max_moved_share": 0.0, "accept_moved_ids": False}
     assert meta["sources"]["item_embeddings"]["fingerprint"]
     assert meta["code_version"] == asset.code_versions_by_key[asset.key]
     table = storage.store().read(PARTITION, "item_embeddings")
@@ -200,7 +201,7 @@ def test_heavy_collisions_warn_then_block(env, monkeypatch, length, published, s
     result = dg.materialize([asset], partition_key=PARTITION, resources=resources, raise_on_error=False,
                             run_config={"ops": {"code_table__sign": {"config": {
                                 "length": length, "min_utilization": 0.5, "collision_warn": 0.0,
-                                "collision_block": 0.95}}}})
+                                "collision_block": 0.95, "mode": "refit", "accept_moved_ids": True}}}})
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "collision_rate_within_limits")
     rate = check.metadata["collision_rate"].value
     assert check.passed is False and check.severity.value == severity and check.metadata["max_dedup"].value > 0
