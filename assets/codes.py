@@ -13,6 +13,7 @@ import polars as pl
 
 from assets.common import (
     DATASETS,
+    FOLLOWS_UPSTREAM,
     OpsConfig,
     code_version,
     config_class,
@@ -114,6 +115,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         kinds=set(entry.kinds),
         tags=job_tag(TRAINED_SOURCES.get(entry.source or "", "tokenize")),
         code_version=version_of_code,
+        automation_condition=FOLLOWS_UPSTREAM,
         description=f"Code table `{entry.name}`: {entry.description} Columns item_id, codes (int32[L]), dedup, "
                     "semantic_id (`c1-…-cL/dedup`); a new immutable version per run, `latest` moved only when "
                     "every check passes.",
@@ -141,6 +143,8 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         seconds = round(time.perf_counter() - started, 3)
         context.log.info(f"code_table/{entry.name} ({ds}): {mode} from {previous or 'nothing'}: "
                          + ", ".join(f"{k} {v}" for k, v in result.churn.items()))
+        for note in result.notes:
+            context.log.warning(note)
         meta = lineage(context, schema_version=CODE_TABLE_SCHEMA_VERSION, dataset=ds, tokenizer=entry.name,
                        config=config.model_dump(), length=tokenizer.length, k=tokenizer.k,
                        code_version=version_of_code, version=version, sources=sources, mode=mode,
@@ -168,7 +172,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
             position_agreement_ami=figures["position_agreement_ami"],
             utilization_table=dg.MetadataValue.md(_utilization_md(figures)),
             utilization_min=min(figures["utilization"]), seconds=seconds,  # type: ignore[type-var]
-            warnings="; ".join(tokenizer.warnings) or "none",
+            warnings="; ".join([*tokenizer.warnings, *result.notes]) or "none",
             # per-position figures as JSON lists of numbers (plottable), not text
             **{name: dg.MetadataValue.json(figures[name]) for name in PER_POSITION},
             **{k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in tokenizer.figures.items()},

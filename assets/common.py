@@ -28,7 +28,10 @@ DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
 # tag by which a GPU-routing executor (dagster-k8s, not wired yet) will pick them. Spread into @dg.asset so that every
 # such asset is marked the same way.
 GPU_ASSET: dict[str, Any] = {"pool": "gpu", "op_tags": {"semid/resource": "gpu"}}
-
+# Declarative automation (evaluated by pipeline/automation.py's sensor): derived tables follow their upstream, so a
+# new ingest is followed by its embeddings, palettes (with the trained model: nothing is retrained) and code
+# tables (in their default, incremental mode: unchanged items keep their IDs). Models and recommenders are not.
+FOLLOWS_UPSTREAM = dg.AutomationCondition.eager()
 
 
 class OpsConfig(dg.Config):

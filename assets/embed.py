@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.common import (
     DATASETS,
+    FOLLOWS_UPSTREAM,
     GPU_ASSET,
     code_version,
     config_class,
@@ -72,6 +73,7 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
         tags=job_tag("tokenize"),
         code_version=EMBED_CODE_VERSION,
         **GPU_ASSET,
+        automation_condition=FOLLOWS_UPSTREAM,
         description=f"One pooled embedding per item from a Hugging Face model ({EMBEDDINGS[table][1]}; any "
                     "encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
                     "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "

@@ -16,6 +16,7 @@ import polars as pl
 
 from assets.common import (
     DATASETS,
+    FOLLOWS_UPSTREAM,
     GPU_ASSET,
     OpsConfig,
     code_version,
@@ -175,6 +176,7 @@ def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,
     tags=job_tag("palette"),
     code_version=PALETTE_CODE_VERSION,
     **GPU_ASSET,
+    automation_condition=FOLLOWS_UPSTREAM,
     description="Every item's palette (pass 1 of the trained palette model, inference mode, length-bucketed "
                 "batches): columns item_id, palette (float32 [L][D]).",
 )

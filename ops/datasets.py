@@ -63,6 +63,26 @@ class DatasetSpec:
         p = Path(self.raw_dir).expanduser()
         return p if p.is_absolute() else Path(raw_root) / p
 
+    def raw_signature(self, raw_root: str | os.PathLike[str]) -> dict[str, list[int]]:
+        """What the raw-files sensor compares between ticks: {path relative to the raw directory: [size, mtime in
+        ns]} of every file of this dataset (hidden files and partial downloads left out; where a raw directory
+        holds several categories, as Amazon's does, only the files naming this dataset's category)."""
+        root = self.raw_path(raw_root)
+        if not root.is_dir():
+            return {}
+        found = {}
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            if (not path.is_file() or any(part.startswith(".") for part in rel.parts)
+                    or path.suffix in PARTIAL_SUFFIXES or (self.category and self.category not in path.name)):
+                continue
+            stat = path.stat()
+            found[rel.as_posix()] = [stat.st_size, stat.st_mtime_ns]
+        return found
+
+
+# a download or copy still under way (curl, wget, browsers, rsync write these first)
+PARTIAL_SUFFIXES = frozenset({".part", ".partial", ".crdownload", ".tmp", ".download"})
 
 BUILTIN: tuple[DatasetSpec, ...] = (
     DatasetSpec("sample_mind", "mind", "sample_mind", sample=True),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +52,7 @@ class Retokenized:
     figures: dict[str, object]  # ops.codetable.code_figures of the new codes
     churn: dict[str, int]  # added / changed / unchanged / removed / moved / moved_unchanged / assigned
     assigned: list[str]  # the items whose codes the tokenizer computed in this run
+    notes: list[str] = field(default_factory=list)  # what the run should know (settings an incremental run ignored)
 
 
 def classify(items: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataFrame:
@@ -188,19 +189,21 @@ def refit(items: pl.DataFrame, previous: pl.DataFrame | None, codes: np.ndarray,
                        items["item_id"].to_list())
 
 
-def incompatibilities(previous: Mapping[str, Any], tokenizer_meta: Mapping[str, Any], config: Mapping[str, Any],
-                      sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Why the previous version (its code-table metadata and saved tokenizer.json) cannot be extended by an
-    incremental run with this tokenizer `config` on these `sources` (each table's lineage): empty if it can."""
+def config_differences(tokenizer_meta: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The tokenizer settings of this run that differ from those the previous version was fitted with (its
+    tokenizer.json): an incremental run keeps the fitted tokenizer, so these apply only to a refit."""
+    saved = tokenizer_meta.get("config", {})
+    asked = json.loads(json.dumps(dict(config), default=str))
+    return [f"{k} = {saved.get(k)!r} there, {asked.get(k)!r} in this run"
+            for k in sorted(set(saved) | set(asked)) if saved.get(k) != asked.get(k)]
+
+
+def incompatibilities(previous: Mapping[str, Any], sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Why the previous version (its code-table metadata) cannot be extended by an incremental run on these
+    `sources` (each upstream table's lineage): empty if it can."""
     problems = []
     if int(previous.get("schema_version", 1)) < 2:
         problems.append("it predates content hashes in code tables (schema 1), so changed items cannot be told")
-    saved = tokenizer_meta.get("config", {})
-    asked = json.loads(json.dumps(dict(config), default=str))
-    differ = sorted(k for k in set(saved) | set(asked) if saved.get(k) != asked.get(k))
-    if differ:
-        problems.append("its tokenizer config differs: " + ", ".join(
-            f"{k} = {saved.get(k)!r} there, {asked.get(k)!r} now" for k in differ))
     for table, lineage in sources.items():
         before = (previous.get("sources") or {}).get(table, {}).get("fingerprint")
         now = lineage.get("fingerprint")
@@ -214,17 +217,18 @@ def retokenize(tokenizer_type: type[Tokenizer], tables: CodeTableStore, previous
                rows: np.ndarray | None, config: Any, plan: RetokenizeConfig,
                sources: Mapping[str, Mapping[str, Any]], version: str) -> tuple[Tokenizer, Retokenized]:
     """The next version of a code table: a fit (the first version, or `plan.mode == "refit"`), else the previous
-    version's frozen tokenizer assigning codes to the new and changed items only. `rows` are what the tokenizer
-    reads (embeddings, palettes; None for ids only) in the order of `items` (item_id, content_hash); `sources` is
-    the lineage of the tables they come from. Raises IncompatibleVersion where an incremental run cannot be made."""
+    version's frozen tokenizer assigning codes to the new and changed items only (with the settings it was fitted
+    with: this run's `config` is for a refit, and where it differs the result's notes say so). `rows` are what the
+    tokenizer reads (embeddings, palettes; None for ids only) in the order of `items` (item_id, content_hash);
+    `sources` is the lineage of the tables they come from. Raises IncompatibleVersion where an incremental run
+    cannot be made."""
     before = tables.read(previous) if previous else None
     if before is None or plan.mode == "refit":
         tokenizer = tokenizer_type(config)
         return tokenizer, refit(items, before, tokenizer.fit(rows, items["item_id"].to_list()), tokenizer.k)
     assert previous is not None
     directory = tables.path(previous)
-    problems = incompatibilities(tables.manifest(previous)["metadata"],
-                                 json.loads((directory / META_FILE).read_text()), asdict(config), sources)
+    problems = incompatibilities(tables.manifest(previous)["metadata"], sources)
     if problems:
         raise IncompatibleVersion(
             f"version {previous} cannot be extended incrementally: " + "; ".join(problems)
@@ -235,5 +239,10 @@ def retokenize(tokenizer_type: type[Tokenizer], tables: CodeTableStore, previous
     picked = None if rows is None else rows[[index[item] for item in assigned]]
     codes = tokenizer.encode(picked, assigned) if assigned else np.zeros((0, tokenizer.length), dtype=np.int64)
     retired = tables.read_retired(previous)
-    return tokenizer, incremental(items, before, retired if retired is not None else empty_retired(tokenizer.length),
-                                  np.asarray(codes), assigned, tokenizer.k, version)
+    result = incremental(items, before, retired if retired is not None else empty_retired(tokenizer.length),
+                         np.asarray(codes), assigned, tokenizer.k, version)
+    ignored = config_differences(json.loads((directory / META_FILE).read_text()), asdict(config))
+    if ignored:
+        result.notes.append(f"incremental run: the tokenizer fitted for {previous} was kept, so these settings "
+                            "apply only to a refit: " + "; ".join(ignored))
+    return tokenizer, result

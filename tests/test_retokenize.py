@@ -139,10 +139,12 @@ def test_refit_writes_a_migration_row_for_every_item_and_the_gate_holds_latest(f
     assert stability_check(result.churn, dataclasses.replace(plan, max_moved_share=1.0)).passed
 
 
-def test_incremental_refuses_another_config_or_source_model(first):
-    tables, items, x, _ = first
-    with pytest.raises(IncompatibleVersion, match=r"k = 4 there, 8 now.*refit"):
-        retokenize(PcaKMeans, tables, "v1", items, x, dataclasses.replace(CFG, k=8), RetokenizeConfig(), {}, "v2")
+def test_incremental_keeps_the_fitted_settings_and_refuses_another_source_model(first):
+    tables, items, x, before = first
+    _, result = retokenize(PcaKMeans, tables, "v1", items, x, dataclasses.replace(CFG, k=8), RetokenizeConfig(), {},
+                           "v2")
+    assert result.frame.equals(before.frame)  # the frozen tokenizer, not a new one with K = 8
+    assert len(result.notes) == 1 and "k = 4 there, 8 in this run" in result.notes[0]
     tables2 = CodeTableStore(tables.dir.parent, "ds", "pk2")
     _publish(tables2, items, x, RetokenizeConfig(), "v1", sources={"item_embeddings": {"fingerprint": "aaa"}})
     with pytest.raises(IncompatibleVersion, match="item_embeddings now comes from another model"):
