@@ -5,6 +5,7 @@ makes derived tables follow a new ingest, and the weekly incremental re-tokeniza
 All start stopped unless `SEMID_AUTOMATION=on` (a deployment's environment, pipeline/deploy/); in the UI each can
 be turned on by itself. Settings from the environment, read when the code location loads:
 - `SEMID_RETOKENIZE_CRON`: when the schedule runs (default `0 3 * * 1`, Mondays 03:00), `SEMID_TIMEZONE` (UTC);
+- `SEMID_SENSOR_INTERVAL_SECONDS`: how often a raw-files sensor looks (default 30);
 - `SEMID_RAW_SETTLE_SECONDS`: a raw file must be this old before a sensor acts on it (default 60: a copy or
   download still under way is not ingested half-written);
 - `SEMID_RUN_CONFIG`: a run-config file (pipeline.runconfig) every requested run carries, so that scheduled runs
@@ -52,11 +53,12 @@ def sensor_name(spec: DatasetSpec) -> str:
     return "raw_files__" + re.sub(r"[^A-Za-z0-9_]", "_", spec.name)
 
 
-def raw_files_sensor(spec: DatasetSpec) -> dg.SensorDefinition:
+def raw_files_sensor(spec: DatasetSpec, job: dg.UnresolvedAssetJobDefinition | None = None) -> dg.SensorDefinition:
     """Watches the dataset's raw directory; one ingest run per new or changed set of files (the cursor holds the
     files' sizes and mtimes; the run key is their hash, so the same files never run twice)."""
 
-    @dg.sensor(name=sensor_name(spec), job=ingest_job, minimum_interval_seconds=30, default_status=_status(),
+    @dg.sensor(name=sensor_name(spec), job=job or ingest_job, default_status=_status(),
+               minimum_interval_seconds=int(os.environ.get("SEMID_SENSOR_INTERVAL_SECONDS", "30")),
                description=f"New or changed raw files of `{spec.name}` ({spec.raw_dir}) -> one ingest_job run for "
                            "that partition; embeddings and code tables follow it (their automation conditions).")
     def _sensor(context: dg.SensorEvaluationContext, storage: StorageResource):

@@ -31,6 +31,26 @@ UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.Da
               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
+def die_with_run_worker() -> bool:
+    """In a step process that the multiprocess executor started, ask the kernel to kill this process when its
+    parent (the run worker) dies: a run worker killed with SIGKILL (the OOM killer) would otherwise leave its steps
+    running, still using the GPU, while run monitoring frees their pool slots for the next run. Linux only; the run
+    worker itself is left alone (its parent is a code server, whose restart must not kill runs)."""
+    import ctypes
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != multiprocessing.parent_process().pid:  # the parent died before the request took
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
 def process_tags() -> dict[str, str]:
     """Tags that say which process executes a run in process, so that a later start can tell it died."""
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}

@@ -21,6 +21,9 @@ class StorageResource(_StorageResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from pipeline.preflight import run_problems
+        from pipeline.recovery import die_with_run_worker
+
+        die_with_run_worker()
 
         if context.dagster_run is not None and (problems := run_problems(context.dagster_run)):
             raise dg.Failure("the run's settings cannot work:\n" + "\n".join(problems))

@@ -46,7 +46,8 @@ def test_raw_files_sensor_fires_once_per_new_or_changed_file(raw):
     folder = tmp / "raw" / "sample_mind"
     requests, cursor, _ = _tick(storage, None)
     assert len(requests) == 1 and requests[0].partition_key == "sample_mind"
-    assert defs.get_sensor_def("raw_files__sample_mind").job_name == "ingest_job" and requests[0].tags["semid/new_files"] != "0"
+    assert defs.get_sensor_def("raw_files__sample_mind").job_name == "ingest_job"
+    assert requests[0].tags["semid/new_files"] != "0"
     first_key = requests[0].run_key
     again, cursor2, skip = _tick(storage, cursor)
     assert again == [] and "no new or changed files" in skip and cursor2 in (None, cursor)
