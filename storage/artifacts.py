@@ -35,8 +35,11 @@ PUBLISH_LOCK = ".publish.lock"
 
 
 def new_version(run_id: str) -> str:
-    """`v<UTC time>-<first 8 hex of the run id>`: sorts by creation time, names the run that made it."""
-    return f"v{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{run_id.replace('-', '')[:8]}"
+    """`v<UTC time to the microsecond>-<first 8 hex of the run id>`: sorts by creation time (two versions of the
+    same second too: the run-id part is random), names the run that made it."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    return f"v{stamp}-{run_id.replace('-', '')[:8]}"
 
 
 class ArtifactStore:

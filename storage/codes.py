@@ -1,14 +1,14 @@
 """Versioned, immutable code tables (DESIGN §4): the artifact store (storage.artifacts) at
 `<root>/<dataset>/code_tables/<tokenizer>/`, one version per materialization:
 
-    v20261123T101500Z-1a2b3c4d/
+    v20261123T101500.123456Z-1a2b3c4d/
         codes.parquet       the contract table (lineage in the Parquet footer)
         retired.parquet     IDs this lineage issued and took back (removed items, changed items whose ID moved):
                             reserved, never given to another item by an incremental run
         id_migration.parquet  every item of this version or the one before: old and new semantic_id, change, moved
         tokenizer files     the fitted tokenizer (ops.tokenizers), which assigns codes to new items without a refit
         MANIFEST.json       written last
-    latest -> v20261123T101500Z-1a2b3c4d   moved only after every check passed
+    latest -> v20261123T101500.123456Z-1a2b3c4d   moved only after every check passed
     versions.parquet    one row per complete version (created, mode, code version, upstream, items, churn, latest),
                         rewritten after every write and publish: what a reader pins a version from
 """

@@ -26,8 +26,9 @@ def gpu_hold(context: dg.AssetExecutionContext, storage: StorageResource) -> Non
     time.sleep(float(os.environ.get("SEMID_TEST_HOLD_SECONDS", "300")))
 
 
+# in one process: the sensor's run is about the queue and the IDs, not about step processes (hold_job's are)
 ingest_codes_job = dg.define_asset_job("ingest_codes_job", selection=dg.AssetSelection.assets(*ingest.ASSETS, RANDOM),
-                                       partitions_def=DATASETS)
+                                       partitions_def=DATASETS, executor_def=dg.in_process_executor)
 embed_job = dg.define_asset_job("embed_job", selection=dg.AssetSelection.assets(EMBEDDINGS), partitions_def=DATASETS)
 hold_job = dg.define_asset_job("hold_job", selection=dg.AssetSelection.assets(gpu_hold), partitions_def=DATASETS)
 

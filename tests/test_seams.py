@@ -52,6 +52,8 @@ def test_artifact_versions_are_whole_immutable_and_published_only_on_request(tmp
     store.publish("v4")
     assert (store.dir / "latest").resolve().name == "v4" and (store.dir / "LATEST").read_text() == "v4\n"
     assert new_version("0123abcd-ef45-6789").endswith("-0123abcd") and new_version("x").startswith("v20")
+    made = [new_version(run) for run in ("ffffffff", "00000000", "88888888")]  # within one second
+    assert sorted(made) == made
 
 
 # --- run configs come from the ops configs ---------------------------------------------------------------------------
