@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
 BENCHES := ingest codec mind amazon embed quantize palette step_overhead recommend recommend_llm lamia codebooks ctr  # bench/<name>.py, run by make bench-<name>
-.PHONY: demo test ui $(addprefix bench-,$(BENCHES)) clean-data
+.PHONY: demo test ui deploy-init daemon ui-prod $(addprefix bench-,$(BENCHES)) clean-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ test: $(STAMP)  # lint (ruff), the layers (lint-imports: pipeline -> assets -> o
 
 ui: $(STAMP) $(DAGSTER_HOME)/.initialised
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+# The PostgreSQL deployment (README "Deploy with PostgreSQL"; DAGSTER_PG_* from pipeline/deploy/env.example).
+PROD_HOME ?= $(CURDIR)/.dagster_prod
+GPU_SLOTS ?= 1
+deploy-init: $(STAMP)
+	$(PY) -m pipeline.deployment --home $(PROD_HOME) --gpu-slots $(GPU_SLOTS)
+
+daemon: $(STAMP)
+	DAGSTER_HOME=$(PROD_HOME) $(VENV)/bin/dagster-daemon run -w workspace.yaml
+
+ui-prod: $(STAMP)
+	DAGSTER_HOME=$(PROD_HOME) $(VENV)/bin/dagster-webserver -w workspace.yaml
 
 $(addprefix bench-,$(BENCHES)): bench-%: $(STAMP)
 	$(PY) bench/$*.py

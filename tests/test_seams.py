@@ -16,6 +16,7 @@ from ops import tokenizers
 from ops.codetable import CodeTableChecks
 from ops.embed import EmbedConfig
 from ops.palette import PaletteConfig
+from ops.retokenize import RetokenizeConfig
 from ops.sequences import SplitConfig
 from ops.training import EarlyStopping, TrainingConfig, fit, latest_checkpoint, read_state
 from pipeline.definitions import defs
@@ -66,7 +67,8 @@ def _defaults(ops_type, exclude=()):
     (embed.RUN_CONFIGS["item_embeddings_lm"], (embed.LMEmbedConfig,), ("device",)),
     (palette.PaletteModelConfig, (PaletteConfig,), ("device",)),
     (ingest.SequenceConfig, (SplitConfig,), ()),
-    *[(codes.code_table_config(e), (e.config_type, CodeTableChecks), ()) for e in tokenizers.REGISTRY.values()],
+    *[(codes.code_table_config(e), (e.config_type, CodeTableChecks, RetokenizeConfig), ())
+      for e in tokenizers.REGISTRY.values()],
 ])
 def test_run_configs_have_exactly_the_ops_fields_and_defaults(config_type, ops_types, exclude):
     expected = {k: v for t in ops_types for k, v in _defaults(t, exclude).items()}
