@@ -37,7 +37,7 @@ full_pipeline_job = dg.define_asset_job(
 RETOKENIZE_KEYS = [a.key for a in (*embed.ASSETS, palette_embeddings, *codes.ASSETS)]
 # what needs a trained palette model: left out of a dataset's scheduled run until one has been trained
 PALETTE_KEYS = {palette_embeddings.key, *(
-    a.key for a in codes.ASSETS if tokenizers.REGISTRY[a.key.path[-1]].source == "palette_embeddings")}
+    a.key for a in codes.ASSETS if "palette_embeddings" in tokenizers.REGISTRY[a.key.path[-1]].upstream)}
 RETOKENIZE_SELECTION = dg.AssetSelection.assets(*RETOKENIZE_KEYS)
 
 
