@@ -27,8 +27,10 @@ from ops.embed import (
     embeddings_frame,
     item_texts,
     load_model,
+    run_fingerprint,
 )
 from ops.models import SMOLLM2
+from ops.reuse import ReusePlan, assemble, plan_reuse, rows_version
 from storage import write_frame
 
 GROUP = "embed"
@@ -88,29 +90,41 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
         unknown = [a for a in attributes if a not in items.columns]
         if unknown:
             raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
-        texts = item_texts(items, attributes)
-        ids = items["item_id"].to_list()
         cfg = config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), attributes=attributes)
         started = time.perf_counter()
         lm = load_model(cfg)
         context.log.info(f"{table}: {lm.name} on {lm.device}, dtype {lm.dtype_choice}")
         shard_root = storage.workdir(spec.name) / f"{table}_shards"
+        path = store.table_path(spec.name, table)
+        fingerprint = run_fingerprint(lm, cfg)
+
+        def same_embedder(meta) -> str | None:
+            if meta.get("fingerprint") != fingerprint or meta.get("attributes") != attributes:
+                return "the previous table comes from another model, settings or attributes"
+            return None
+
+        plan = (plan_reuse(items, path, ["embedding"], same_embedder) if cfg.reuse
+                else ReusePlan(items, items.head(0).select("item_id"), "reuse off"))
+        context.log.info(f"{table}: {plan.reason}")
 
         def progress(done: int, total: int) -> None:
             context.log.info(f"embedded shard {done}/{total}")
 
-        run = embed_items(lm, ids, texts, cfg, shard_root, on_shard=progress)
-        frame = embeddings_frame(ids, run.vectors)
-        path = store.table_path(spec.name, table)
+        todo = plan.todo["item_id"].to_list()
+        run = embed_items(lm, todo, item_texts(plan.todo, attributes), cfg, shard_root, on_shard=progress)
+        frame = assemble(items, plan, embeddings_frame(todo, run.vectors))
         model = lm.describe()
         write_frame(frame, path, lineage(context, dataset=spec.name, table=table,
                                          code_version=EMBED_CODE_VERSION, attributes=attributes,
                                          fingerprint=run.fingerprint, **model, config=asdict(cfg)))
         clear_shards(shard_root, run.fingerprint)
         s = run.stats
-        return dg.MaterializeResult(data_version=dg.DataVersion(run.data_fingerprint), metadata=table_metadata(
+        example = item_texts(items.head(1), attributes)
+        version = rows_version(f"{fingerprint}\0{attributes}", items)
+        return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=table_metadata(
             path, frame.schema, frame.height,
-            dataset=spec.name, attributes=", ".join(attributes), example_text=texts[0][:300] if texts else "",
+            dataset=spec.name, attributes=", ".join(attributes), example_text=example[0][:300] if example else "",
+            items_reused=plan.reused, items_embedded=len(todo), reuse=plan.reason,
             **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
             fingerprint=run.fingerprint,
             seconds=round(time.perf_counter() - started, 2),

@@ -6,7 +6,6 @@ Defaults are the paper's settings on the offline pretrained causal LM SmolLM2-13
 `configs/lamia_mind_opt350m_gpu.yaml` the paper's recipe on MIND with OPT-350M.
 """
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from assets.common import (
 from assets.resources import ComputeResource, StorageResource
 from ops import datasets
 from ops.palette.config import PaletteConfig
+from ops.reuse import assemble, plan_reuse, rows_version
 from ops.training import read_state
 from storage import Store, write_frame
 from storage.artifacts import ArtifactStore
@@ -197,26 +197,35 @@ def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResour
     model = load_model(ck, PaletteConfig(device=compute.device, dtype=dtype))
     context.log.info(f"extracting palettes on {model.device_}, dtype {model.dtype_choice}")
     cfg = model.cfg
-    data = prepare_data(items, model.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
-    started = time.perf_counter()
-    x = extract(model, data)
-    seconds = time.perf_counter() - started
-    length, dim = x.shape[1], x.shape[2]
-    frame = pl.DataFrame({"item_id": pl.Series(data.item_ids, dtype=pl.String),
-                          "palette": pl.Series(x, dtype=pl.Array(pl.Float32, (length, dim)))})
     path = store.table_path(spec.name, "palette_embeddings")
+    # items whose text did not change keep the palette this same checkpoint gave them (ops.reuse)
+    plan = plan_reuse(items, path, ["palette"], lambda meta: None if meta.get("checkpoint") == str(ck) else
+                      "the previous palettes come from another checkpoint")
+    context.log.info(f"palette_embeddings: {plan.reason}")
+    started = time.perf_counter()
+    if plan.todo.height:
+        data = prepare_data(plan.todo, model.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
+        x = extract(model, data)
+        computed = pl.DataFrame({"item_id": pl.Series(data.item_ids, dtype=pl.String),
+                                 "palette": pl.Series(x, dtype=pl.Array(pl.Float32, (x.shape[1], x.shape[2])))})
+    else:
+        computed = plan.kept.head(0)
+    seconds = time.perf_counter() - started
+    frame = assemble(items, plan, computed)
+    x = frame["palette"].to_numpy()
+    length, dim = x.shape[1], x.shape[2]
     described = model.describe()
     write_frame(frame, path, lineage(context, dataset=spec.name, table="palette_embeddings",
                                      code_version=PALETTE_CODE_VERSION, checkpoint=str(ck),
                                      fingerprint=state["fingerprint"], model=described["model"],
                                      revision=described["revision"], length=length, dim=dim))
-    # the trained model (its run fingerprint and step) applied to these items' data
-    version = hashlib.sha256(f"{ck.name}\0{data.fingerprint()}".encode()).hexdigest()[:16]
+    version = rows_version(ck.name, items)  # the trained model (its run fingerprint and step) and these items
     return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=table_metadata(
         path, frame.schema, frame.height, dataset=spec.name, checkpoint=dg.MetadataValue.path(str(ck)),
         length=length, dim=dim, model=str(described["model"]), device=str(described["device"]),
         dtype=str(described["dtype"]), dtype_choice=str(described["dtype_choice"]),
-        extract_items_per_second=round(len(data) / seconds, 1) if seconds else 0.0,
+        extract_items_per_second=round(plan.todo.height / seconds, 1) if seconds and plan.todo.height else 0.0,
+        items_reused=plan.reused, items_extracted=plan.todo.height, reuse=plan.reason,
         position_correlation=round(position_correlation(torch.from_numpy(x)), 4),
     ))
 

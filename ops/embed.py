@@ -70,6 +70,9 @@ class EmbedConfig(Checked):
     # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
     shard_size: NonNegativeInt = 0
     attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
+    # take the vectors of items whose content_hash did not change from the previous table of the same model and
+    # settings (ops.reuse): a re-ingest that changed a few items embeds a few items
+    reuse: bool = True
 
     def check(self) -> None:
         if self.pooling not in POOLINGS:
@@ -288,7 +291,6 @@ class EmbedRun:
     vectors: np.ndarray  # items x dim, float32, in item order
     stats: EmbedStats
     fingerprint: str  # the model and the settings that change the vectors
-    data_fingerprint: str  # that, and every (item_id, text) embedded: the output's data version
 
 
 def embed_items(
@@ -313,7 +315,6 @@ def embed_items(
     stats = EmbedStats()
     parts = []
     ranges = list(_shard_ranges(len(item_ids), config.shard_size or auto_shard_size(len(item_ids))))
-    data = hashlib.sha256(fp.encode())
     progress = Progress(f"embeddings ({lm.name}, {lm.device}, {str(lm.dtype).removeprefix('torch.')})",
                         len(item_ids))
     done = 0
@@ -325,7 +326,6 @@ def embed_items(
 
     for k, (a, b) in enumerate(ranges):
         path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])
-        data.update(path.name.encode())
         if path.is_file():
             parts.append(np.load(path))
             stats.shards_reused += 1
@@ -339,7 +339,7 @@ def embed_items(
         if on_shard is not None:
             on_shard(k + 1, len(ranges))
     vectors = np.concatenate(parts) if parts else np.empty((0, lm.dim), dtype=np.float32)
-    return EmbedRun(vectors, stats, fp, data.hexdigest()[:16])
+    return EmbedRun(vectors, stats, fp)
 
 
 def clear_shards(shard_root: Path, fingerprint: str) -> None:

@@ -296,3 +296,12 @@ def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(e
     assert phases == ["rip+align", "rip"]  # the paper's schedule: joint with the alignment task, then L_rip alone
     assert 0 < llm_meta["trainable_parameters"].value < llm_meta["parameters"].value  # LoRA + code tokens only
     assert llm_meta["train_tokens_per_s"].value > 0
+
+
+def test_palette_extraction_reuses_unchanged_items_of_the_same_checkpoint(env):
+    storage, resources, _ = env
+    before = storage.store().read(PARTITION, "palette_embeddings")
+    result = dg.materialize([palette.palette_embeddings], partition_key=PARTITION, resources=resources)
+    meta = result.asset_materializations_for_node("palette_embeddings")[0].metadata
+    assert meta["items_extracted"].value == 0 and meta["items_reused"].value == before.height
+    assert storage.store().read(PARTITION, "palette_embeddings").equals(before)

@@ -60,11 +60,19 @@ def _edit_news(path, changed, removed, added):
 def test_incremental_run_after_edits_keeps_every_other_id(env):
     tmp, storage, run = env
     before = {name: _tables(storage, name).read() for name in TOKENIZERS}
+    vectors = storage.store().read(PARTITION, "item_embeddings")
     first = {name: _tables(storage, name).latest() for name in TOKENIZERS}
     changed, removed, added = {"N10003", "N10004", "N10005"}, {"N10010"}, ["N90001", "N90002"]
     _edit_news(tmp / "raw" / PARTITION / "news.tsv", changed, removed, added)
     result = run()
     assert result.success
+    # only the new and changed items were embedded; the others' vectors are the previous ones, bit for bit
+    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert mats["item_embeddings"]["items_embedded"].value == 5
+    assert mats["item_embeddings"]["items_reused"].value == vectors.height - 4
+    now = storage.store().read(PARTITION, "item_embeddings")
+    same = vectors.filter(~pl.col("item_id").is_in(sorted(changed | removed)))
+    assert now.join(same.select("item_id"), on="item_id", how="semi").sort("item_id").equals(same.sort("item_id"))
     for name in TOKENIZERS:
         tables = _tables(storage, name)
         after = tables.read()
