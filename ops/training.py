@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ops.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed
 from ops.models import Dtype, select_dtype
@@ -172,7 +172,9 @@ def as_store(checkpoints: ArtifactStore | str | Path | None) -> ArtifactStore | 
 def latest_checkpoint(checkpoints: ArtifactStore | str | Path, prefix: str = "") -> Path | None:
     """The newest complete checkpoint under `prefix`, or None."""
     store = as_store(checkpoints)
-    version = store.newest(f"{prefix}step-") if store is not None else None
+    if store is None:
+        return None
+    version = store.newest(f"{prefix}step-")
     return store.path(version) if version else None
 
 
@@ -308,19 +310,20 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
     start, evaluations = 0, []
     ck = _resumable(store, prefix, fingerprint, steps) if store is not None else None
     if ck is not None:
-        saved = read_state(ck)
+        saved: dict[str, Any] = read_state(ck)  # JSON values, as save_checkpoint wrote them
         model.load_weights(ck)
         _load_optimizer(ck, optimizer)
         if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
-        start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
-        evaluations = list(saved.get("evaluations") or [])  # type: ignore[call-overload]
+            scaler.load_state_dict(saved["scaler"])
+        start, history = int(saved["step"]), list(saved["history"])
+        evaluations = list(saved.get("evaluations") or [])
     best = _Best(model, store, evaluations) if stopping is not None else None
     model.train()
     progress = Progress(f"training {progress_name or type(model).__name__}", steps, unit="steps", done=start)
     began, items_seen, last = time.perf_counter(), 0, None
     micro_size, backoffs = cfg.micro_batch_size, []
-    stopped_early = best is not None and stopping.patience > 0 and best.since_best() >= stopping.patience
+    stopped_early = (best is not None and stopping is not None and stopping.patience > 0
+                     and best.since_best() >= stopping.patience)
     for step in range(start, start if stopped_early else steps):
         idx, dropout_seed = step_batch(cfg, n_items, step, batching)
         while True:
