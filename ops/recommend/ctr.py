@@ -375,7 +375,8 @@ class CTRModels(Recommender):
         suite, *rest, self.base = self.configs
         me = rest[0].me_embeddings if rest else []
         self.data = data
-        self.inputs = prepare(data.impressions, data.items["item_id"].to_list(), data.code_table)
+        self.inputs = prepare(data.needed(data.impressions, "impressions"), data.items["item_id"].to_list(),
+                              data.code_table)
         self.variants = [(m, 1) for m in suite.models] + [(m, k) for k in me if k > 1 for m in suite.models]
         self.runs: list[dict[str, object]] = []
 

@@ -553,7 +553,8 @@ class GenerativeFamily(Recommender):
         if self.base.backbone == "pretrained" and self.base.align:  # the alignment task's texts, code-table order
             items = table.select("item_id").join(data.items, on="item_id", how="left", maintain_order="left")
             self.texts = item_texts(items, list(data.content_attributes))
-        self.rows = {split: examples(data.sequences, self.vocab, split, self.base.max_history)
+        sequences = data.needed(data.sequences, "sequences")
+        self.rows = {split: examples(sequences, self.vocab, split, self.base.max_history)
                      for split in ("train", "valid", "test")}
         self.index = PrefixIndex.build(self.vocab.item_codes)
         self.tokens, self.train_seconds, self.model = 0.0, 0.0, None
