@@ -468,7 +468,7 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
                                  every=per_epoch, patience=base.patience)
         result = train(model, train_rows, store, prefix, align=align, start=Path(start).name if start else "",
                        stopping=stopping)
-        phase_scores = list(result.extra["evaluations"])  # type: ignore[arg-type]
+        phase_scores = list(result.extra["evaluations"])
         phase_epoch, phase_ck = int(result.extra["best_evaluation"]), str(result.extra["best_checkpoint"])
         scores += phase_scores
         phases.append({"task": "rip+align" if align else "rip", "epochs_run": len(phase_scores),
