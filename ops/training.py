@@ -261,7 +261,7 @@ class _Best:
         self.model, self.store, self.evaluations = model, store, [(int(s), float(x)) for s, x in evaluations]
         self.index = max(range(len(self.evaluations)), key=lambda i: (self.evaluations[i][1], -i), default=-1)
         # in memory without a store: the weights so far (a model whose every evaluation is NaN keeps its first)
-        self.weights = copy.deepcopy(model.state_dict()) if store is None else None  # type: ignore[attr-defined]
+        self.weights = copy.deepcopy(model.state_dict()) if store is None else None  # type: ignore[attr-defined]  # Trainable omits nn.Module's state_dict
 
     @property
     def score(self) -> float:
@@ -274,7 +274,7 @@ class _Best:
         if score > self.score:  # the first of equal scores
             self.index = len(self.evaluations) - 1
             if self.store is None:
-                self.weights = copy.deepcopy(self.model.state_dict())  # type: ignore[attr-defined]
+                self.weights = copy.deepcopy(self.model.state_dict())  # type: ignore[attr-defined]  # nn.Module's
 
     def since_best(self) -> int:
         return len(self.evaluations) - 1 - self.index
@@ -283,7 +283,7 @@ class _Best:
         """Load the best evaluation's weights; its checkpoint when there is a store."""
         if self.store is None:
             if self.weights is not None:
-                self.model.load_state_dict(self.weights)  # type: ignore[attr-defined]
+                self.model.load_state_dict(self.weights)  # type: ignore[attr-defined]  # nn.Module's, not in Trainable
             return None
         if self.index < 0:
             return None
@@ -356,7 +356,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
         progress.update(done, f"loss {row['loss']:.4f}" if "loss" in row else "")
         evaluate = stopping is not None and (done % stopping.every == 0 or done == steps)
         if evaluate:
-            best.add(done, float(stopping.evaluate()))  # type: ignore[union-attr]
+            best.add(done, float(stopping.evaluate()))  # type: ignore[union-attr]  # evaluate: both are set
             model.train()
         if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps
                                   or evaluate):
@@ -364,6 +364,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
                 **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,
                 "evaluations": best.evaluations if best is not None else None,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+        # (evaluate implies that stopping and best are set)
         if evaluate and stopping.patience and best.since_best() >= stopping.patience:  # type: ignore[union-attr]
             break
     model.eval()

@@ -574,7 +574,7 @@ class GenerativeFamily(Recommender):
         top = recommend(model, test, self.index, k=20, decoder=self.evaluation.decoder,
                         width=self.evaluation.beam_width)
         run = ranking_run(ranks_from_lists(top, test.target_items), test.users, self.data, self.name, seed,
-                          [h["loss"] for h in stopped.result.history],  # type: ignore[attr-defined]
+                          [h["loss"] for h in stopped.result.history],  # type: ignore[attr-defined]  # result: object
                           early_stopping={"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
                                           "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases})
         run.publish = Path(stopped.checkpoint).name  # the best epoch's model
