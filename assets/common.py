@@ -66,6 +66,7 @@ def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc
                 raise TypeError(f"{name}: field {f.name!r} differs between {ops_types}")
             fields[f.name] = (hints[f.name], default)
     cls = pydantic.create_model(name, __base__=OpsConfig, __doc__=doc or ops_types[0].__doc__,
+                                # pydantic's overloads cannot match field definitions passed as **kwargs
                                 __module__=ops_types[0].__module__, **fields)  # type: ignore[call-overload]
     cls.ops_types = ops_types
     cls.loads_model = loads_model
@@ -163,7 +164,7 @@ def _module_file(module: str) -> Path | None:
 def _source(module: str) -> str:
     path = _module_file(module)
     if path is None and getattr(sys.modules.get(module), "__file__", None):  # e.g. a tokenizer defined elsewhere
-        path = Path(sys.modules[module].__file__)  # type: ignore[arg-type]
+        path = Path(sys.modules[module].__file__)  # type: ignore[arg-type]  # __file__ checked just above
     if path is None:
         raise ModuleNotFoundError(f"no Python source for module {module!r}")
     return path.read_text(encoding="utf-8")

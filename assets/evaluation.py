@@ -72,7 +72,7 @@ def build_evaluation_asset(recommenders: list[dg.AssetsDefinition]) -> dg.Assets
                           "comparison (mean ± std, 95 % interval, paired p-values against the best ID baseline), the "
                           "CTR comparison (against the ID-only model of the same architecture) and an NDCG@K plot "
                           "in the metadata.")
-    def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]
+    def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]  # pydantic-generated Config class
                    storage: StorageResource):
         from ops.recommend.evaluation import (
             CTR_METRICS,

@@ -134,7 +134,7 @@ SequenceConfig = config_class(
     code_version=SEQUENCES_CODE_VERSION,
     op_tags={"semid/resource": "cpu"},
 )
-def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig,  # type: ignore[valid-type]
+def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig,  # type: ignore[valid-type]  # pydantic-generated Config class
                    storage: StorageResource) -> dg.MaterializeResult:
     """User sequences: user_id, history (≤ max_history item ids before the target, oldest first), target, split.
     Users with fewer than `min_interactions` interactions are dropped and counted."""
@@ -167,7 +167,7 @@ ImpressionsConfig = config_class(
     code_version=IMPRESSIONS_CODE_VERSION,
     op_tags={"semid/resource": "cpu"},
 )
-def impressions(context: dg.AssetExecutionContext, config: ImpressionsConfig,  # type: ignore[valid-type]
+def impressions(context: dg.AssetExecutionContext, config: ImpressionsConfig,  # type: ignore[valid-type]  # pydantic-generated Config class
                 storage: StorageResource) -> dg.MaterializeResult:
     """Labelled CTR rows: user_id, item_id, label (1 clicked / 0 not), timestamp, impression_id, source
     (impression | sampled), split (chronological train / valid / test). MIND: its logged impressions (clicks and

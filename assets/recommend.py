@@ -92,7 +92,7 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
     @dg.asset(key=key, deps=inputs, partitions_def=DATASETS, group_name=GROUP, kinds=set(entry.kinds),
               tags=job_tag(EVALUATE), code_version=code_version(*entry.modules),
               description=f"`{entry.name}`{on}: {entry.description}", **(GPU_ASSET if entry.trains else {}))
-    def _asset(context: dg.AssetExecutionContext, config: Config,  # type: ignore[valid-type]
+    def _asset(context: dg.AssetExecutionContext, config: Config,  # type: ignore[valid-type]  # pydantic-generated Config class
                storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
         spec = datasets.get(context.partition_key)
         store = storage.store()

@@ -40,14 +40,14 @@ class ConfigError(ValueError):
     """A config value outside its declared range, or settings that contradict each other."""
 
 
-def _constraints(tp: Any) -> tuple[list[BaseMetadata], Any]:
+def _constraints(tp: Any) -> tuple[list[BaseMetadata | Interval], Any]:
     """(constraints on the value, element type of a list or None) of one annotation, through Optional."""
     if typing.get_origin(tp) is Annotated:
         base, *meta = typing.get_args(tp)
-        found, element = _constraints(base)
-        return [*found, *(m for m in meta if isinstance(m, (BaseMetadata, Interval)))], element
+        inner, element = _constraints(base)
+        return [*inner, *(m for m in meta if isinstance(m, (BaseMetadata, Interval)))], element
     if typing.get_origin(tp) in (Union, types.UnionType):
-        found: list[BaseMetadata] = []
+        found: list[BaseMetadata | Interval] = []
         element = None
         for arg in typing.get_args(tp):
             if arg is not type(None):

@@ -15,6 +15,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ops.ingest import get_source
 from storage.paths import check_name
@@ -55,7 +56,7 @@ class DatasetSpec:
         """`logged` where the source logs shown-and-not-clicked impressions, else `sampled` (negatives drawn)."""
         return get_source(self.source).impressions
 
-    def sample_options(self) -> dict[str, object]:
+    def sample_options(self) -> dict[str, Any]:
         """What the source's sample generator needs for this dataset (e.g. Amazon's category and release)."""
         return dict(get_source(self.source).sample_options(self))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
@@ -135,6 +135,8 @@ def kmeans(y: np.ndarray, k: int, cfg: QuantizeConfig) -> np.ndarray:
         sample = y[rng.choice(len(y), min(len(y), GREEDY_SAMPLE_PER_CENTROID * k), replace=False)]
         init = np.ascontiguousarray(kmeans_plusplus(sample, k, random_state=cfg.seed)[0], dtype=np.float32)
     km.train(y, init_centroids=init)
+    if km.centroids is None:  # faiss' stub: None until trained
+        raise RuntimeError("faiss Kmeans has no centroids after training")
     return km.centroids.astype(np.float32)
 
 
@@ -176,13 +178,17 @@ class Quantizer:
     def save(self, path: Path) -> None:
         arrays: dict[str, np.ndarray] = {"k": np.array(self.k)}
         if self.input_components is not None:
-            arrays["input_mean"], arrays["input_components"] = self.input_mean, self.input_components
+            # the PCA's mean and components are set together (quantize_pooled)
+            arrays["input_mean"] = cast(np.ndarray, self.input_mean)
+            arrays["input_components"] = self.input_components
         for i, p in enumerate(self.positions):
             arrays[f"p{i}_centroids"] = p.centroids
             if p.components is not None:
-                arrays[f"p{i}_mean"], arrays[f"p{i}_components"] = p.mean, p.components
+                # _pca returns mean and components together, or neither
+                arrays[f"p{i}_mean"], arrays[f"p{i}_components"] = cast(np.ndarray, p.mean), p.components
         with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+            # numpy's stub matches **arrays against savez' allow_pickle: bool (numpy >= 2.1); the keys are names
+            np.savez(fh, **cast(dict[str, Any], arrays))
 
     @classmethod
     def load(cls, path: Path) -> "Quantizer":
@@ -239,7 +245,9 @@ def pca_subspaces(x: np.ndarray, length: int, d: int, cfg: QuantizeConfig
     n, dim = x.shape
     d = max(1, min(d, dim // length, max(n - 1, 1) // length))
     mean, comps, _ = _pca(x, length * d, replace(cfg, d=length * d))
-    if comps is None:  # already narrow: split the raw dims; the projection that does so is kept for new items
+    # already narrow (_pca then returns neither mean nor components): split the raw dims; the projection that does so
+    # is kept for new items
+    if mean is None or comps is None:
         return (x[:, : length * d].reshape(n, length, d), np.zeros(dim, np.float32),
                 np.eye(length * d, dim, dtype=np.float32))
     y = ((x - mean) @ comps.T).astype(np.float32)

@@ -7,7 +7,8 @@ from typing import Generic, Protocol, TypeVar
 
 
 class Named(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only, so that frozen dataclasses satisfy it
 
 
 T = TypeVar("T", bound=Named)

@@ -73,7 +73,7 @@ def build_user_sequences(interactions: pl.LazyFrame, config: SplitConfig = Split
     per_user = per_user.filter(lengths >= min_n).sort("user_id")
     h = config.max_history
 
-    def rows_for(offset: int, split: pl.Expr | str) -> pl.DataFrame:
+    def rows_for(offset: int, split: pl.Expr | pl.Series | str) -> pl.DataFrame:
         # target = item at position len-offset; history = up to h items before it.
         n = pl.col("item_id").list.len().cast(pl.Int64)  # list.len() is UInt32: subtraction would wrap
         target_pos = n - offset

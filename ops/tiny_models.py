@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 # "opt-350m": OPT-350M's own layout, unlike every other OPT size: word embeddings half the hidden width with
 # project_in / project_out around the decoder, LayerNorm after each sub-layer (no final one), ffn 4x hidden.
@@ -29,7 +30,7 @@ def _config(family: str, vocab: int, hidden: int, layers: int, heads: int, max_p
         return tf.GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
                              n_positions=max_positions, bos_token_id=bos, eos_token_id=eos)
     if family in ("opt", "opt-350m"):
-        layout = (dict(word_embed_proj_dim=hidden // 2, do_layer_norm_before=False, ffn_dim=4 * hidden)
+        layout: dict[str, Any] = (dict(word_embed_proj_dim=hidden // 2, do_layer_norm_before=False, ffn_dim=4 * hidden)
                   if family == "opt-350m" else dict(word_embed_proj_dim=hidden, ffn_dim=2 * hidden))
         return tf.OPTConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                             max_position_embeddings=max_positions, pad_token_id=pad, bos_token_id=bos,

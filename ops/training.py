@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ops.config import Checked, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed
 from ops.models import Dtype, select_dtype
@@ -172,7 +172,9 @@ def as_store(checkpoints: ArtifactStore | str | Path | None) -> ArtifactStore | 
 def latest_checkpoint(checkpoints: ArtifactStore | str | Path, prefix: str = "") -> Path | None:
     """The newest complete checkpoint under `prefix`, or None."""
     store = as_store(checkpoints)
-    version = store.newest(f"{prefix}step-") if store is not None else None
+    if store is None:
+        return None
+    version = store.newest(f"{prefix}step-")
     return store.path(version) if version else None
 
 
@@ -259,7 +261,7 @@ class _Best:
         self.model, self.store, self.evaluations = model, store, [(int(s), float(x)) for s, x in evaluations]
         self.index = max(range(len(self.evaluations)), key=lambda i: (self.evaluations[i][1], -i), default=-1)
         # in memory without a store: the weights so far (a model whose every evaluation is NaN keeps its first)
-        self.weights = copy.deepcopy(model.state_dict()) if store is None else None  # type: ignore[attr-defined]
+        self.weights = copy.deepcopy(model.state_dict()) if store is None else None  # type: ignore[attr-defined]  # Trainable omits nn.Module's state_dict
 
     @property
     def score(self) -> float:
@@ -272,7 +274,7 @@ class _Best:
         if score > self.score:  # the first of equal scores
             self.index = len(self.evaluations) - 1
             if self.store is None:
-                self.weights = copy.deepcopy(self.model.state_dict())  # type: ignore[attr-defined]
+                self.weights = copy.deepcopy(self.model.state_dict())  # type: ignore[attr-defined]  # nn.Module's
 
     def since_best(self) -> int:
         return len(self.evaluations) - 1 - self.index
@@ -281,7 +283,7 @@ class _Best:
         """Load the best evaluation's weights; its checkpoint when there is a store."""
         if self.store is None:
             if self.weights is not None:
-                self.model.load_state_dict(self.weights)  # type: ignore[attr-defined]
+                self.model.load_state_dict(self.weights)  # type: ignore[attr-defined]  # nn.Module's, not in Trainable
             return None
         if self.index < 0:
             return None
@@ -308,19 +310,20 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
     start, evaluations = 0, []
     ck = _resumable(store, prefix, fingerprint, steps) if store is not None else None
     if ck is not None:
-        saved = read_state(ck)
+        saved: dict[str, Any] = read_state(ck)  # JSON values, as save_checkpoint wrote them
         model.load_weights(ck)
         _load_optimizer(ck, optimizer)
         if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])  # type: ignore[arg-type]
-        start, history = int(saved["step"]), list(saved["history"])  # type: ignore[call-overload]
-        evaluations = list(saved.get("evaluations") or [])  # type: ignore[call-overload]
+            scaler.load_state_dict(saved["scaler"])
+        start, history = int(saved["step"]), list(saved["history"])
+        evaluations = list(saved.get("evaluations") or [])
     best = _Best(model, store, evaluations) if stopping is not None else None
     model.train()
     progress = Progress(f"training {progress_name or type(model).__name__}", steps, unit="steps", done=start)
     began, items_seen, last = time.perf_counter(), 0, None
     micro_size, backoffs = cfg.micro_batch_size, []
-    stopped_early = best is not None and stopping.patience > 0 and best.since_best() >= stopping.patience
+    stopped_early = (best is not None and stopping is not None and stopping.patience > 0
+                     and best.since_best() >= stopping.patience)
     for step in range(start, start if stopped_early else steps):
         idx, dropout_seed = step_batch(cfg, n_items, step, batching)
         while True:
@@ -353,7 +356,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
         progress.update(done, f"loss {row['loss']:.4f}" if "loss" in row else "")
         evaluate = stopping is not None and (done % stopping.every == 0 or done == steps)
         if evaluate:
-            best.add(done, float(stopping.evaluate()))  # type: ignore[union-attr]
+            best.add(done, float(stopping.evaluate()))  # type: ignore[union-attr]  # evaluate: both are set
             model.train()
         if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps
                                   or evaluate):
@@ -361,6 +364,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
                 **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,
                 "evaluations": best.evaluations if best is not None else None,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+        # (evaluate implies that stopping and best are set)
         if evaluate and stopping.patience and best.since_best() >= stopping.patience:  # type: ignore[union-attr]
             break
     model.eval()

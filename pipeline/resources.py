@@ -32,7 +32,7 @@ class StorageResource(_StorageResource):
 def env_or(name: str, default: str) -> str:
     """`dg.EnvVar(name)` where the variable is set (the UI shows where the value comes from, and it is read again
     in each run's process), else the default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default  # type: ignore[return-value]
+    return dg.EnvVar(name) if os.environ.get(name) else default
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

@@ -1,9 +1,15 @@
 """Canonical table schemas (DESIGN §3). Loaders build frames with these dtypes; checks compare against them."""
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import polars as pl
 
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+# Column name -> dtype. The key is typed Any, not str, only because polars' DataFrame.cast takes a Mapping keyed by
+# "str | selector | dtype" and Mapping's key type is invariant: a dict[str, DataType] would be refused there.
+ColumnTypes: TypeAlias = dict[Any, pl.DataType]
+
+QUARANTINE_SCHEMA: ColumnTypes = {
     "source_file": pl.String(),
     "line": pl.Int64(),
     "reason": pl.String(),  # a stable category ("unknown item in history"): group_by("reason") answers "why"
@@ -12,7 +18,7 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # Core interaction columns; loaders may add source-specific extras after them (rating, price, impression_id …).
-INTERACTION_CORE: dict[str, pl.DataType] = {
+INTERACTION_CORE: ColumnTypes = {
     "user_id": pl.String(),
     "item_id": pl.String(),
     # Unix seconds, UTC. Null only where the source has no time (MIND click histories): order then comes from `seq`.
@@ -22,7 +28,7 @@ INTERACTION_CORE: dict[str, pl.DataType] = {
     "seq": pl.Int64(),
 }
 
-USER_SEQUENCE_SCHEMA: dict[str, pl.DataType] = {
+USER_SEQUENCE_SCHEMA: ColumnTypes = {
     "user_id": pl.String(),
     "history": pl.List(pl.String()),
     "target": pl.String(),
@@ -31,7 +37,7 @@ USER_SEQUENCE_SCHEMA: dict[str, pl.DataType] = {
 
 # MIND impressions shown but not clicked (a side table of ingestion, `shown_not_clicked`): the label-0 rows of
 # `impressions`; the clicks are the `click` events of `interactions`.
-SHOWN_SCHEMA: dict[str, pl.DataType] = {
+SHOWN_SCHEMA: ColumnTypes = {
     "user_id": pl.String(),
     "item_id": pl.String(),
     "timestamp": pl.Int64(),
@@ -39,7 +45,7 @@ SHOWN_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # Labelled CTR rows (the `impressions` asset).
-IMPRESSION_SCHEMA: dict[str, pl.DataType] = {
+IMPRESSION_SCHEMA: ColumnTypes = {
     "user_id": pl.String(),
     "item_id": pl.String(),
     "label": pl.Int8(),  # 1 clicked / bought / reviewed, 0 shown and not clicked or a sampled negative
@@ -52,17 +58,17 @@ IMPRESSION_SCHEMA: dict[str, pl.DataType] = {
 CODE_TABLE_SCHEMA_VERSION = 2  # 2: + content_hash (which text each ID was computed from), retired, id_migration
 
 
-def code_table_schema(length: int) -> dict[str, pl.DataType]:
+def code_table_schema(length: int) -> ColumnTypes:
     """DESIGN §4: what downstream teams read. `codes` is an Arrow FixedSizeList<int32>[L]."""
     return {"item_id": pl.String(), "codes": pl.Array(pl.Int32(), length), "dedup": pl.Int32(),
             "semantic_id": pl.String(), "content_hash": pl.String()}
 
 
 # IDs a code-table lineage issued and took back (`retired.parquet` of a version): the code-table columns + these.
-RETIRED_SCHEMA: dict[str, pl.DataType] = {"retired_in": pl.String(), "retire_reason": pl.String()}
+RETIRED_SCHEMA: ColumnTypes = {"retired_in": pl.String(), "retire_reason": pl.String()}
 
 # `id_migration.parquet` of a version: every item of it or of the version before, and what happened to its ID.
-MIGRATION_SCHEMA: dict[str, pl.DataType] = {
+MIGRATION_SCHEMA: ColumnTypes = {
     "item_id": pl.String(),
     "old_semantic_id": pl.String(),
     "new_semantic_id": pl.String(),

@@ -64,13 +64,14 @@ class Store:
         runs = {t: read_table_metadata(p).get("run_id") if p.is_file() else None
                 for t in INGEST_TABLES for p in [self.table_path(dataset, t)]}
         last = INGEST_TABLES[-1]
-        odd = [t for t in INGEST_TABLES if runs[t] != runs[last]]
-        if runs[last] is None or odd:
+        run = runs[last]
+        odd = [t for t in INGEST_TABLES if runs[t] != run]
+        if run is None or odd:
             found = ", ".join(f"{t}.parquet is from run {runs[t]}" if runs[t] else f"{t}.parquet is missing"
                               for t in (*odd, last))
             raise MixedIngestError(f"dataset '{dataset}': {found}: an ingest was interrupted; rematerialize "
                                    f"ingest_raw for '{dataset}'")
-        return runs[last]
+        return run
 
     def read(self, dataset: str, table: str) -> pl.DataFrame:
         return self.scan(dataset, table).collect()

@@ -134,7 +134,7 @@ def test_unknown_items_get_the_padding_codes_and_rows_fit_the_evaluation_table()
     with pytest.raises(ValueError, match="both labels"):
         ctr_metrics(np.array([1, 1]), np.array([0.5, 0.6]))
     with pytest.raises(ValueError, match="unknown CTR model"):
-        CTRConfig(model="autoint")  # type: ignore[arg-type]
+        CTRConfig(model="autoint")  # type: ignore[arg-type]  # an invalid model, on purpose
 
 
 # --- the evaluation of CTR rows --------------------------------------------------------------------------------------

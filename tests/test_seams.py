@@ -102,7 +102,7 @@ def test_jobs_select_assets_by_their_job_tag():
         keys = repo.get_job(job).asset_layer.executable_asset_keys
         assert keys and all(defs.get_assets_def(k).tags_by_key[k][common.JOB_TAG] == job.removesuffix("_job")
                             for k in keys), job
-    everything = {k for a in defs.assets for k in a.keys}  # type: ignore[union-attr]
+    everything = {k for a in defs.assets for k in a.keys}  # type: ignore[union-attr]  # every entry is an AssetsDefinition
     assert set().union(*(repo.get_job(j).asset_layer.executable_asset_keys for j in jobs)) == everything
 
 

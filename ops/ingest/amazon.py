@@ -281,10 +281,10 @@ def _block_frame(block: bytes, build: Callable[[pl.LazyFrame], pl.LazyFrame],
         records = lines.lazy().with_row_index("line").filter(pl.col("raw").str.strip_chars() != "")
         if ndjson is not None:
             fields = pl.read_ndjson(block, schema=dict(ndjson))
-            records = records.collect()
-            if fields.height != records.height:  # (it skips only lines of JSON whitespace, all blank here too)
+            collected = records.collect()
+            if fields.height != collected.height:  # (it skips only lines of JSON whitespace, all blank here too)
                 return None
-            records = records.hstack(fields).lazy()
+            records = collected.hstack(fields).lazy()
         return build(records).collect(), lines.height
     except pl.exceptions.PolarsError:
         return None

@@ -56,7 +56,7 @@ class _CheckedGzip(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         try:
             return self._gz.readinto(buffer)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -69,14 +69,14 @@ class _CheckedGzip(io.RawIOBase):
         super().close()
 
 
-def open_binary(path: Path) -> io.BufferedIOBase:
+def open_binary(path: Path) -> io.BufferedReader:
     """Open a plain or gzipped file (detected by magic bytes, not by name) as bytes."""
     if is_gzip(path):
         return io.BufferedReader(_CheckedGzip(path), buffer_size=1 << 20)
     return open(path, "rb")
 
 
-def open_text(path: Path, table: bool = False) -> io.TextIOBase:
+def open_text(path: Path, table: bool = False) -> io.TextIOWrapper:
     """Open a plain or gzipped text file as UTF-8 (bytes that are not UTF-8 become U+FFFD). `table`: a TSV / CSV
     file, whose byte-order mark at the start (as spreadsheet programs write) is dropped, as polars' CSV reader
     drops it; kept otherwise (a JSON line that starts with one is not JSON)."""

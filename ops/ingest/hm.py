@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 
 from ops.ingest.common import (
     FileAccount,
@@ -215,10 +216,10 @@ def transactions_plan(path: Path, name: str, articles: pl.Series, customers: pl.
     # One boolean per row on the hot path; the reason text is built only for the (few) rejected rows.
     # A null verdict (some field missing) counts as bad, so no row can slip between the two outputs.
     lf = lf.with_columns(pl.any_horizontal(bad for bad, _ in rules).not_().fill_null(False).alias("_ok"))
-    reason = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
-    for bad, text in rules[1:]:
-        reason = reason.when(bad).then(pl.lit(text))
-    reason = reason.otherwise(pl.lit("unparseable row"))
+    chain: Then | ChainedThen = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
+    for rule, text in rules[1:]:
+        chain = chain.when(rule).then(pl.lit(text))
+    reason = chain.otherwise(pl.lit("unparseable row"))
     kept = lf.filter(pl.col("_ok")).select(
         f[1].alias("user_id"),
         f[2].alias("item_id"),

@@ -239,12 +239,12 @@ def _read_behaviors(path: Path, name: str, known: pl.Series, quarantine: Quarant
 
     # `ID-1` / `ID-0` by literal suffix: the same split as str.rpartition("-") for the only two valid labels
     token = pl.col("token")
-    clicked, shown = token.str.ends_with("-1"), token.str.ends_with("-0")
-    news = pl.when(clicked | shown).then(token.str.head(-2))
+    clicked, unclicked = token.str.ends_with("-1"), token.str.ends_with("-0")
+    news = pl.when(clicked | unclicked).then(token.str.head(-2))
     kind = (pl.when(~token.str.contains("-", literal=True)).then(pl.lit(UNLABELED))
-            .when(~(clicked | shown) | (news == "")).then(pl.lit(BAD))
+            .when(~(clicked | unclicked) | (news == "")).then(pl.lit(BAD))
             .when(~is_known(news)).then(pl.lit(UNKNOWN))
-            .when(shown).then(pl.lit(NOT_CLICKED))
+            .when(unclicked).then(pl.lit(NOT_CLICKED))
             .otherwise(pl.lit(CLICK)).cast(pl.UInt8))
     # Impressions are many tokens a line, nearly all of them not clicked: classified in slices of lines, so that
     # at most one slice of tokens is in memory (MIND-large's all at once: bench/RESULTS.md, "Figures behind design

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import polars as pl
 import torch
@@ -106,6 +107,8 @@ def prepare_data(items: pl.DataFrame, tasks: Sequence[str], content_attributes: 
 
 
 class PaletteModel(torch.nn.Module):
+    ldp_placeholder: torch.Tensor  # a buffer (register_buffer): nn.Module's __getattr__ would type it Tensor | Module
+
     def __init__(self, cfg: PaletteConfig, tasks: Sequence[str]):
         super().__init__()
         from peft import LoraConfig, get_peft_model
@@ -125,8 +128,9 @@ class PaletteModel(torch.nn.Module):
         self.decoder_only = is_decoder_only(hf_config)
         self.revision = model_revision(self.path, hf_config)
         self.tokenizer = load_tokenizer(self.path)
-        extra = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
-        lm = load_backbone(self.path, causal_lm=self.decoder_only, **extra)
+        extra: dict[str, Any] = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        # a transformers PreTrainedModel, typed nn.Module, whose attributes would read as Tensor | Module
+        lm: Any = load_backbone(self.path, causal_lm=self.decoder_only, **extra)
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=cfg.target_modules)
         torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn here
@@ -135,7 +139,9 @@ class PaletteModel(torch.nn.Module):
             # run's log that no user can act on); nothing else is silenced.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             self.peft = get_peft_model(lm, lora)
-        self.target_modules = sorted(self.peft.peft_config["default"].target_modules)
+        lora_config = cast(LoraConfig, self.peft.peft_config["default"])  # peft types it as the PeftConfig base
+        # get_peft_model has resolved the modules (None = the family's default) to a set of names
+        self.target_modules = sorted(cast(set[str], lora_config.target_modules))
         # LoRA layers are injected in place, so the backbone object below runs with them.
         self.backbone = lm.base_model
         self.head = lm.get_output_embeddings() if self.decoder_only else None
@@ -190,7 +196,7 @@ class PaletteModel(torch.nn.Module):
         """What a checkpoint holds of the model: the peft adapter and palette.safetensors (LaP, task tokens)."""
         from safetensors.torch import save_file
 
-        self.peft.save_pretrained(directory / "adapter")
+        self.peft.save_pretrained(str(directory / "adapter"))
         # peft keeps target_modules as a set and saves list(set): its order follows PYTHONHASHSEED. Sorted, the
         # same training writes the same bytes in every process.
         config_path = directory / "adapter" / "adapter_config.json"
@@ -206,7 +212,8 @@ class PaletteModel(torch.nn.Module):
         from safetensors.torch import load_file
 
         adapter = load_file(directory / "adapter" / "adapter_model.safetensors", device=str(self.device_))
-        result = set_peft_model_state_dict(self.peft, adapter)
+        # peft annotates the result as `namedtuple` (the factory, not a type): it is torch's load_state_dict result
+        result = cast(Any, set_peft_model_state_dict(self.peft, adapter))
         if result.unexpected_keys:
             raise ValueError(f"{directory}: adapter weights that this model does not have: "
                              f"{result.unexpected_keys[:3]}")

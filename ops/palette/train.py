@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,11 +70,11 @@ def train(model: PaletteModel, data: PaletteData, checkpoints: ArtifactStore | s
 
 def load_model(checkpoint: Path, cfg: PaletteConfig | None = None) -> PaletteModel:
     """Backbone from its path + adapter + palette parameters of a checkpoint (cfg overrides device / dtype)."""
-    state = read_state(checkpoint)
-    saved = PaletteConfig(**state["config"])  # type: ignore[arg-type]
+    state: dict[str, Any] = read_state(checkpoint)  # JSON values, as train() wrote them
+    saved = PaletteConfig(**state["config"])
     if cfg is not None:
         saved.device, saved.dtype, saved.extract_batch_size = cfg.device, cfg.dtype, cfg.extract_batch_size
-    model = PaletteModel(saved, state["tasks"])  # type: ignore[arg-type]
+    model = PaletteModel(saved, state["tasks"])
     model.load_weights(Path(checkpoint))
     return model
 

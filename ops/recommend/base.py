@@ -34,6 +34,12 @@ class RecData:
     def item_index(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.items["item_id"])}
 
+    def needed(self, frame: pl.DataFrame | None, name: str) -> pl.DataFrame:
+        """`frame` (one of the optional tables above), which this recommender cannot do without."""
+        if frame is None:
+            raise ValueError(f"dataset '{self.dataset}': the recommender needs `{name}`, which was not loaded")
+        return frame
+
 
 @dataclass
 class SeedRun:

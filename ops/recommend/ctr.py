@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -316,8 +316,9 @@ def train_ctr(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
         rows = result.history[e: e + per_epoch]
         sizes = [min(cfg.batch_size, len(train) - j * cfg.batch_size) for j in range(len(rows))]
         losses.append(round(sum(r["loss"] * n for r, n in zip(rows, sizes)) / len(train), 5))
-    curve = list(result.extra["evaluations"])  # type: ignore[arg-type]
-    return CTRFit(int(result.extra["best_evaluation"]), len(curve), curve, losses, result.seconds)
+    # fit's extra: the validation AUC per evaluation and the best one's index (TrainResult.extra is typed object)
+    curve = list(cast(list[float], result.extra["evaluations"]))
+    return CTRFit(int(cast(int, result.extra["best_evaluation"])), len(curve), curve, losses, result.seconds)
 
 
 @dataclass
@@ -375,7 +376,8 @@ class CTRModels(Recommender):
         suite, *rest, self.base = self.configs
         me = rest[0].me_embeddings if rest else []
         self.data = data
-        self.inputs = prepare(data.impressions, data.items["item_id"].to_list(), data.code_table)
+        self.inputs = prepare(data.needed(data.impressions, "impressions"), data.items["item_id"].to_list(),
+                              data.code_table)
         self.variants = [(m, 1) for m in suite.models] + [(m, k) for k in me if k > 1 for m in suite.models]
         self.runs: list[dict[str, object]] = []
 

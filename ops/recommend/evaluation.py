@@ -57,7 +57,7 @@ def expected_models(models: Iterable[tuple[str, str | None] | tuple[str, str | N
         r, t = model[0], model[1]
         names = {r, f"{r}/{t}", f"{r}/{t or 'ids'}"}
         if len(model) > 2:
-            asset = str(model[2])  # type: ignore[misc]
+            asset = str(model[2])
             names |= {asset, asset.split("/")[0]}
         if not names & set(skip):
             out.append((r, t))

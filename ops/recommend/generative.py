@@ -468,7 +468,7 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
                                  every=per_epoch, patience=base.patience)
         result = train(model, train_rows, store, prefix, align=align, start=Path(start).name if start else "",
                        stopping=stopping)
-        phase_scores = list(result.extra["evaluations"])  # type: ignore[arg-type]
+        phase_scores = list(result.extra["evaluations"])
         phase_epoch, phase_ck = int(result.extra["best_evaluation"]), str(result.extra["best_checkpoint"])
         scores += phase_scores
         phases.append({"task": "rip+align" if align else "rip", "epochs_run": len(phase_scores),
@@ -553,7 +553,8 @@ class GenerativeFamily(Recommender):
         if self.base.backbone == "pretrained" and self.base.align:  # the alignment task's texts, code-table order
             items = table.select("item_id").join(data.items, on="item_id", how="left", maintain_order="left")
             self.texts = item_texts(items, list(data.content_attributes))
-        self.rows = {split: examples(data.sequences, self.vocab, split, self.base.max_history)
+        sequences = data.needed(data.sequences, "sequences")
+        self.rows = {split: examples(sequences, self.vocab, split, self.base.max_history)
                      for split in ("train", "valid", "test")}
         self.index = PrefixIndex.build(self.vocab.item_codes)
         self.tokens, self.train_seconds, self.model = 0.0, 0.0, None
@@ -573,7 +574,7 @@ class GenerativeFamily(Recommender):
         top = recommend(model, test, self.index, k=20, decoder=self.evaluation.decoder,
                         width=self.evaluation.beam_width)
         run = ranking_run(ranks_from_lists(top, test.target_items), test.users, self.data, self.name, seed,
-                          [h["loss"] for h in stopped.result.history],  # type: ignore[attr-defined]
+                          [h["loss"] for h in stopped.result.history],  # type: ignore[attr-defined]  # result: object
                           early_stopping={"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
                                           "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases})
         run.publish = Path(stopped.checkpoint).name  # the best epoch's model

@@ -31,8 +31,9 @@ class Popularity(Recommender):
 
         index = data.item_index()
         self.data = data
-        self.test_rows = item_sequences(data.sequences, index, "test")
-        self.scores = popularity_scores(data.sequences, index)
+        sequences = data.needed(data.sequences, "sequences")
+        self.test_rows = item_sequences(sequences, index, "test")
+        self.scores = popularity_scores(sequences, index)
 
     def run(self, seed: int) -> SeedRun:
         scores = np.tile(self.scores, (len(self.test_rows), 1))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import numpy as np
 import polars as pl
@@ -124,7 +124,7 @@ def evaluate(model: SASRec, data: ItemSequences, ks: Sequence[int] = (1, 5, 10, 
     return recall_ndcg(ranks_from_scores(model.scores(data), data.targets), ks)
 
 
-GRID = {"d_model": (64, 128), "layers": (1, 2), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
+GRID: dict[str, tuple[Any, ...]] = {"d_model": (64, 128), "layers": (1, 2), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
 
 
 @dataclass
@@ -142,23 +142,26 @@ class SASRecGrid(Checked):
 
 
 def tune(base: SASRecConfig, n_items: int, train_data: ItemSequences, valid: ItemSequences,
-         grid: dict[str, Sequence[object]] | None = None
+         grid: Mapping[str, Sequence[Any]] | None = None
          ) -> tuple[SASRecConfig, list[dict[str, object]], tuple[SASRec, TrainResult]]:
     """Every combination of the grid trained on train and scored by NDCG@10 on valid; the best config, the whole
     table (to be recorded with the model) and the best trial's model and training result: it is the model of the
     best config at `base.seed`, so a caller training that seed again would get the same weights."""
-    grid = grid or GRID
+    space: Mapping[str, Sequence[Any]] = grid or GRID
     trials: list[dict[str, object]] = []
     best: tuple[dict[str, object], SASRec, TrainResult] | None = None
-    for values in itertools.product(*grid.values()):
-        cfg = replace(base, **dict(zip(grid, values)))
+    for values in itertools.product(*space.values()):
+        cfg = replace(base, **dict(zip(space, values)))
         model = SASRec(cfg, n_items)
         result = train(model, train_data)
-        trials.append({**dict(zip(grid, values)), "valid_ndcg@10": evaluate(model, valid, (10,))[("ndcg", 10)]})
-        if best is None or trials[-1]["valid_ndcg@10"] > best[0]["valid_ndcg@10"]:  # the first of equal scores
+        trials.append({**dict(zip(space, values)), "valid_ndcg@10": evaluate(model, valid, (10,))[("ndcg", 10)]})
+        # (the scores are floats; the trial rows are typed object for their other entries)
+        if best is None or cast(float, trials[-1]["valid_ndcg@10"]) > cast(float, best[0]["valid_ndcg@10"]):
+            # the first of equal scores
             best = (trials[-1], model, result)
     assert best is not None
-    return replace(base, **{k: best[0][k] for k in grid}), trials, (best[1], best[2])
+    chosen = cast(dict[str, Any], best[0])  # the grid's values, typed object in the trial rows
+    return replace(base, **{k: chosen[k] for k in space}), trials, (best[1], best[2])
 
 
 class SASRecFamily(Recommender):
@@ -171,15 +174,16 @@ class SASRecFamily(Recommender):
         self.data = data
         index = data.item_index()
         self.n_items = len(index)
-        self.train_rows = item_sequences(data.sequences, index, "train")
-        self.test_rows = item_sequences(data.sequences, index, "test")
+        sequences = data.needed(data.sequences, "sequences")
+        self.train_rows = item_sequences(sequences, index, "train")
+        self.test_rows = item_sequences(sequences, index, "test")
         grid = grid_config.as_grid()
         self.base = replace(config, **{k: v[0] for k, v in grid.items()})
         self.trials: list[dict[str, object]] = []
         self.tuned: tuple[SASRec, TrainResult] | None = None
         if any(len(v) > 1 for v in grid.values()):  # the validation split picks the setting (seed 0 of the base)
             self.base, self.trials, self.tuned = tune(self.base, self.n_items, self.train_rows,
-                                                      item_sequences(data.sequences, index, "valid"), grid)
+                                                      item_sequences(sequences, index, "valid"), grid)
         self.chosen = {k: getattr(self.base, k) for k in grid}
         self.model: SASRec | None = None
 

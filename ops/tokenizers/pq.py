@@ -13,12 +13,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from ops.config import Checked, CodesPerPosition, ConfigError, PositiveInt, Seed
 from ops.tokenizers.base import Tokenizer
+
+if TYPE_CHECKING:
+    import faiss
 
 INDEX_FILE = "index.faiss"
 
@@ -50,7 +53,7 @@ class ProductQuantization(Tokenizer):
 
     def __init__(self, config: PQConfig):
         super().__init__(config)
-        self.index = None
+        self.index: faiss.Index | None = None
         self.nbits = 0
 
     def fit(self, x: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
@@ -97,6 +100,8 @@ class ProductQuantization(Tokenizer):
         import faiss
 
         super().save(directory)
+        if self.index is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted")
         faiss.write_index(self.index, str(Path(directory) / INDEX_FILE))
 
     def _load_model(self, directory: Path) -> None:

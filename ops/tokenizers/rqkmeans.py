@@ -83,7 +83,7 @@ class RQKMeans(Tokenizer):
     def encode(self, x: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
         if not self.centroids:
             raise RuntimeError("RQKMeans is not fitted")
-        return residual_assign(self.centroids, x)[0]
+        return residual_assign(self.centroids, np.asarray(x, dtype=np.float32))[0]
 
     def save(self, directory: Path) -> None:
         from safetensors.numpy import save_file

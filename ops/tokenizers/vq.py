@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -91,6 +91,9 @@ def _build(input_dim: int, k: int, cfg: VQConfig, residual: bool, decoders: int)
     from ops.training import autocast_dtype
 
     class VQAutoencoder(nn.Module):
+        mean: torch.Tensor  # buffers (register_buffer): typed here, as nn.Module's __getattr__ says Tensor | Module
+        scale: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(cfg.seed)
@@ -130,7 +133,7 @@ def _build(input_dim: int, k: int, cfg: VQConfig, residual: bool, decoders: int)
             z_q = stacked.sum(0) if self.residual else stacked.mean(0)
             return torch.stack(codes, 1), z_q, inputs, chosen
 
-        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        def forward(self, x: torch.Tensor) -> dict[str, Any]:  # tensors, and "inputs": a list of them
             from ops.training import autocast
 
             xs = self.standardize(x)
@@ -175,7 +178,8 @@ class VQTokenizer(Tokenizer):
 
     def __init__(self, config: VQConfig):
         super().__init__(config)
-        self.model = None
+        # the VQAutoencoder of _build: a class local to it (torch is imported lazily), hence Any
+        self.model: Any = None
         self.input_dim = 0
 
     def decoders(self) -> int:
