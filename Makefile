@@ -35,9 +35,10 @@ demo: $(STAMP) $(DAGSTER_HOME)/.initialised
 	$(PY) -m ops.sample --raw-root data/raw --size demo
 	$(PY) -m pipeline.demo
 
-test: $(STAMP)  # lint (ruff), the layers (lint-imports: pipeline -> assets -> ops -> storage), then the suite
+test: $(STAMP)  # lint (ruff), the layers (lint-imports: pipeline -> assets -> ops -> storage), types (mypy), then the suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests
 
 ui: $(STAMP) $(DAGSTER_HOME)/.initialised

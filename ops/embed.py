@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 import polars as pl
@@ -89,7 +89,7 @@ class LoadedModel:
     name: str
     path: str
     revision: str
-    tokenizer: object
+    tokenizer: Any  # a Hugging Face tokenizer (callable on a batch of texts)
     model: torch.nn.Module
     decoder_only: bool
     pooling: str  # resolved, never "auto"
@@ -103,7 +103,7 @@ class LoadedModel:
     def describe(self) -> dict[str, object]:
         n_params = sum(p.numel() for p in self.model.parameters())
         return {"model": self.name, "model_path": self.path, "revision": self.revision,
-                "architecture": self.model.config.model_type, "decoder_only": self.decoder_only,
+                "architecture": cast(Any, self.model).config.model_type, "decoder_only": self.decoder_only,
                 "pooling": self.pooling, "dim": self.dim, "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."), "dtype_choice": self.dtype_choice,
                 "parameters": n_params}
@@ -156,11 +156,11 @@ def token_budget(config: EmbedConfig, device: torch.device) -> int:
 
 def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[np.ndarray]:
     """Indices grouped longest-first so that batch_size x longest <= token_budget; every index exactly once."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
+    lens = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lens, kind="stable")
     batches, start = [], 0
     while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
+        longest = max(int(lens[order[start]]), 1)
         size = max(1, min(max_batch_size, token_budget // longest, len(order) - start))
         batches.append(order[start:start + size])
         start += size

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -83,7 +83,7 @@ def migration(items: pl.DataFrame, previous: pl.DataFrame | None, new: pl.DataFr
     moved = (pl.col("old_semantic_id").is_not_null() & pl.col("new_semantic_id").is_not_null()
              & (pl.col("old_semantic_id") != pl.col("new_semantic_id")))
     return frame.select("item_id", "old_semantic_id", "new_semantic_id", "change",
-                        moved.alias("moved")).cast(MIGRATION_SCHEMA)  # type: ignore[arg-type]
+                        moved.alias("moved")).cast(MIGRATION_SCHEMA)
 
 
 def churn(moves: pl.DataFrame, assigned: int) -> dict[str, int]:
@@ -134,7 +134,7 @@ def next_dedup(codes: np.ndarray, taken: np.ndarray, taken_dedup: np.ndarray) ->
 
 
 def _stack(frame: pl.DataFrame, length: int) -> np.ndarray:
-    return (np.stack(frame["codes"].to_numpy()).astype(np.int64) if frame.height
+    return (np.stack(list(frame["codes"].to_numpy())).astype(np.int64) if frame.height
             else np.zeros((0, length), dtype=np.int64))
 
 
@@ -143,7 +143,7 @@ def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFra
     """The new table: `previous` rows for unchanged items (byte-identical), `codes_of_assigned` (rows in the order
     of `assigned` = `to_assign(...)`) for new and changed ones. A changed item whose codes did not change keeps
     its ID; otherwise its old ID is retired, as is every removed item's."""
-    length = previous["codes"].dtype.size  # type: ignore[union-attr]
+    length = cast(pl.Array, previous["codes"].dtype).size
     kinds = classify(items, previous)
     prev = previous.join(kinds, on="item_id", how="left", maintain_order="left")
     new_codes = pl.DataFrame({"item_id": pl.Series(list(assigned), dtype=pl.String),
@@ -155,7 +155,7 @@ def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFra
     removed = prev.filter(pl.col("change") == "removed").drop("change")
     # every ID issued before stays reserved: the rows kept, the ones retired now and the ones retired earlier
     retired_now = pl.concat([_retire(removed, "removed", version), _retire(moved, "changed", version)])
-    all_retired = pl.concat([retired, retired_now.cast(retired.schema)])  # type: ignore[arg-type]
+    all_retired = pl.concat([retired, retired_now.select(retired.columns)], how="vertical_relaxed")
     keep = pl.concat([prev.filter(pl.col("change") == "unchanged").drop("change"), same])
     reserved = pl.concat([keep.select("codes", "dedup"), all_retired.select("codes", "dedup")])
     fresh = kinds.filter(pl.col("change") == "added").select("item_id").vstack(moved.select("item_id"))
@@ -168,7 +168,7 @@ def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFra
     hashes = items.select("item_id", "content_hash")
     body = pl.concat([keep.drop("content_hash"), fresh_rows]).join(hashes, on="item_id", how="left")
     frame = hashes.select("item_id").join(body, on="item_id", how="left", maintain_order="left").select(
-        list(code_table_schema(length))).cast(code_table_schema(length))  # type: ignore[arg-type]
+        list(code_table_schema(length))).cast(code_table_schema(length))
     codes = _stack(frame, length)
     moves = migration(items, previous, frame)
     return Retokenized(frame, all_retired, moves, code_figures(codes, frame["dedup"].to_numpy(), k),

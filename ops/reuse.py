@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -33,7 +34,8 @@ def plan_reuse(items: pl.DataFrame, previous: str | os.PathLike[str], columns: l
     def nothing(reason: str) -> ReusePlan:
         return ReusePlan(items, pl.DataFrame(schema={"item_id": pl.String}), reason)
 
-    if not os.path.isfile(previous):
+    previous = Path(previous)
+    if not previous.is_file():
         return nothing("no previous table")
     mismatch = same_producer(read_table_metadata(previous))
     if mismatch is not None:
@@ -49,7 +51,7 @@ def plan_reuse(items: pl.DataFrame, previous: str | os.PathLike[str], columns: l
 
 def assemble(items: pl.DataFrame, plan: ReusePlan, computed: pl.DataFrame) -> pl.DataFrame:
     """The full table in the order of `items`: reused and computed rows, with each item's content_hash."""
-    rows = pl.concat([plan.kept.cast(computed.schema), computed]) if plan.kept.height else computed  # type: ignore[arg-type]
+    rows = pl.concat([plan.kept.cast(computed.schema), computed]) if plan.kept.height else computed
     out = items.select("item_id", "content_hash").join(rows, on="item_id", how="left", maintain_order="left")
     missing = out.filter(pl.col(computed.columns[1]).is_null()).height
     if missing:

@@ -41,7 +41,7 @@ from ops.config import (
 from ops.models import select_device
 from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.evaluation import CTR_METRICS, CTR_MODELS, EVALUATION_SCHEMA
-from ops.training import TrainingConfig, autocast, autocast_dtype
+from ops.training import Trainable, TrainingConfig, autocast, autocast_dtype
 
 Model = Literal["deepfm", "dcnv2"]
 Fusion = Literal["gate", "concat", "mlp", "attention", "none"]
@@ -112,7 +112,7 @@ class CTRInputs:
 def item_code_matrix(code_table: pl.DataFrame, item_ids: Sequence[str]) -> tuple[np.ndarray, list[int]]:
     """Row r + 1 = the codes of item_ids[r] (row 0 and items the table lacks: each position's padding index K_l,
     one past its largest code) and K_l per position."""
-    codes = np.stack(code_table["codes"].to_numpy()).astype(np.int64)
+    codes = np.stack(list(code_table["codes"].to_numpy())).astype(np.int64)
     sizes = [int(k) for k in codes.max(axis=0) + 1]
     out = np.tile(np.asarray(sizes, np.int64), (len(item_ids) + 1, 1))
     row = {item: i for i, item in enumerate(code_table["item_id"].to_list())}
@@ -185,6 +185,7 @@ class CodeFusion(nn.Module):
 
 
 class CTRModel(nn.Module):
+    codes: torch.Tensor  # a buffer (item row -> its codes), where the model fuses codes
     def __init__(self, cfg: CTRConfig, n_users: int, n_items: int, item_codes: np.ndarray | None = None,
                  code_sizes: Sequence[int] | None = None):
         super().__init__()
@@ -309,7 +310,7 @@ def train_ctr(model: CTRModel, train: CTRData, valid: CTRData) -> CTRFit:
     per_epoch = steps_per_epoch(cfg, len(train))
     stopping = EarlyStopping(lambda: ctr_metrics(valid.labels, model.predict(valid))["auc"], every=per_epoch,
                              patience=cfg.patience)
-    result = fit(model, cfg, len(train), loss, "", progress_name=f"CTR {cfg.model}", stopping=stopping,
+    result = fit(cast(Trainable, model), cfg, len(train), loss, "", progress_name=f"CTR {cfg.model}", stopping=stopping,
                  batching="epoch")
     losses = []  # the mean training loss of each epoch, weighted by its batches' sizes
     for e in range(0, len(result.history), per_epoch):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-StepFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+StepFn = Callable[..., torch.Tensor]  # (users, prefix, level[, parents=...]) -> scores over the level's codes
 
 
 @dataclass

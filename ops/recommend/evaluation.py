@@ -111,13 +111,15 @@ def comparison(long: pl.DataFrame, per_user: pl.DataFrame, metrics: Iterable[tup
             a = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer").eq_missing(tokenizer))
             b = user_means.filter(pl.col("recommender") == best_baseline)
             joined = a.join(b, on="user_id", suffix="_base")
-            row[f"p vs {best_baseline}"] = round(paired_test(joined["ndcg_10"], joined["ndcg_10_base"]), 6)
+            row[f"p vs {best_baseline}"] = round(paired_test(joined["ndcg_10"].to_numpy(),
+                                                             joined["ndcg_10_base"].to_numpy()), 6)
         if tokenizer is not None and tokenizer != RANDOM_CODES:  # do the codes beat random codes, same recommender?
             a = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer") == tokenizer)
             b = user_means.filter(pl.col("recommender") == recommender, pl.col("tokenizer") == RANDOM_CODES)
             if b.height:
                 joined = a.join(b, on="user_id", suffix="_random")
-                row["p vs random codes"] = round(paired_test(joined["ndcg_10"], joined["ndcg_10_random"]), 6)
+                row["p vs random codes"] = round(paired_test(joined["ndcg_10"].to_numpy(),
+                                                             joined["ndcg_10_random"].to_numpy()), 6)
         rows.append(row)
     frame = pl.DataFrame(rows)
     # the best mean of every metric column in bold (Markdown), ties all marked

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -177,9 +177,11 @@ class GenerativeRecommender(LMRecommender):
             n_inner=cfg.d_ff, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
             # no dropout on the attention probabilities: it forces the math attention kernel, a sixth of a step
             attn_pdrop=0.0, bos_token_id=1, eos_token_id=2, pad_token_id=PAD))
-        self.body, self.codes = lm.transformer, lm.transformer.wte  # GPT-2 ties its head to wte: logits = h @ wte
+        self.body: Any = lm.transformer  # GPT-2 ties its head to wte: logits = h @ wte
+        self.codes = lm.transformer.wte
         self._hf_lm = (lm,)  # the same weights as a GenerationMixin model (not a submodule: nothing registered twice)
-        self.text_embed, self.text_size, self.revision = None, 0, "scratch"
+        self.text_embed: Any = None
+        self.text_size, self.revision = 0, "scratch"
         self.prompt: list[int] = []
         self.align_rows: list[list[int]] = []
 
@@ -201,8 +203,8 @@ class GenerativeRecommender(LMRecommender):
         hf_config = AutoConfig.from_pretrained(path)
         self.revision = model_revision(path, hf_config)
         # an encoder (BERT, as in the paper) runs as a causal decoder: its LM-head class with is_decoder=True
-        extra = {} if is_decoder_only(hf_config) else {"is_decoder": True}
-        lm = load_backbone(path, causal_lm=True, **extra)
+        extra: dict[str, Any] = {} if is_decoder_only(hf_config) else {"is_decoder": True}
+        lm: Any = load_backbone(path, causal_lm=True, **extra)
         with warnings.catch_warnings():
             # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` alias (see ops.palette.model)
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -329,7 +331,7 @@ class GenerativeRecommender(LMRecommender):
     def prepare(self, contexts: Sequence[Sequence[int]]) -> None:
         """Run the contexts of the users about to be decoded once and keep their key/value cache: every decoding
         step then only runs its prefix tokens on top (the beams of a user share its context)."""
-        self._contexts = list(contexts)
+        self._contexts = [list(c) for c in contexts]
         ids, mask = collate(self._model_rows(contexts), PAD, "left")
         self._ctx_mask = mask.to(self.device_)
         self._ctx_len = mask.sum(1).to(self.device_)
@@ -453,7 +455,8 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
                                                                                      len(valid_rows))))
     plan = ([(True, base.align_epochs)] if base.align and model.align_rows else []) + [(False, base.epochs)]
     scores: list[float] = []
-    best, best_ck, start, result, phases = -1.0, "", "", None, []
+    best, best_ck, start, result = -1.0, "", "", None
+    phases: list[dict[str, object]] = []
     for align, max_epochs in plan:
         model.cfg = base
         if start:  # the previous phase's best weights, then a fresh optimizer
@@ -508,8 +511,8 @@ def recommend(model: GenerativeRecommender, data: Examples, index: PrefixIndex, 
             top = scores.topk(min(k, index.n_items), dim=1).indices
             out[a:b, : top.shape[1]] = top.cpu().numpy()
         else:
-            items, _ = beam_search(model.step, index, users, k=k, width=width or max(k, 2 * k), exclude=exclude)
-            out[a:b] = items.cpu().numpy()
+            found, _ = beam_search(model.step, index, users, k=k, width=width or max(k, 2 * k), exclude=exclude)
+            out[a:b] = found.cpu().numpy()
     return out
 
 
@@ -557,7 +560,8 @@ class GenerativeFamily(Recommender):
         self.rows = {split: examples(sequences, self.vocab, split, self.base.max_history)
                      for split in ("train", "valid", "test")}
         self.index = PrefixIndex.build(self.vocab.item_codes)
-        self.tokens, self.train_seconds, self.model = 0.0, 0.0, None
+        self.tokens, self.train_seconds = 0.0, 0.0
+        self.model: GenerativeRecommender | None = None
 
     def run(self, seed: int) -> SeedRun:
         import time
@@ -581,7 +585,7 @@ class GenerativeFamily(Recommender):
         return run
 
     def metadata(self) -> dict[str, object]:
-        described = self.model.describe() if self.model is not None else {}
+        described: dict[str, object] = self.model.describe() if self.model is not None else {}
         return {"train_rows": len(self.rows["train"]), "test_rows": len(self.rows["test"]),
                 "items": self.index.n_items,
                 **{k: v for k, v in described.items() if k in ("model", "revision", "device", "dtype", "parameters",

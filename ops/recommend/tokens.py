@@ -25,7 +25,8 @@ class SemanticVocab:
 
     @classmethod
     def from_code_table(cls, frame: pl.DataFrame, table: str = "code table") -> SemanticVocab:
-        codes = np.stack(frame["codes"].to_numpy()).astype(np.int64) if frame.height else np.zeros((0, 0), np.int64)
+        codes = (np.stack(list(frame["codes"].to_numpy())).astype(np.int64) if frame.height
+                 else np.zeros((0, 0), np.int64))
         full = np.concatenate([codes, frame["dedup"].to_numpy().astype(np.int64)[:, None]], axis=1)
         sizes = tuple(int(full[:, p].max()) + 1 for p in range(full.shape[1]))
         offsets = tuple(int(x) for x in len(SPECIALS) + np.concatenate([[0], np.cumsum(sizes)[:-1]]))
