@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-BENCHES := ingest codec mind amazon embed quantize palette step_overhead recommend recommend_llm lamia codebooks ctr  # bench/<name>.py, run by make bench-<name>
+BENCHES := ingest codec mind amazon embed quantize palette step_overhead recommend recommend_llm lamia codebooks ctr retokenize  # bench/<name>.py, run by make bench-<name>
 .PHONY: demo test ui deploy-init daemon ui-prod $(addprefix bench-,$(BENCHES)) clean-data
 
 $(STAMP): pyproject.toml Makefile
