@@ -88,12 +88,25 @@ def deployment(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
         instance.dispose()
+        _kill_leftovers(env["DAGSTER_HOME"])
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
         _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def _kill_leftovers(home: str) -> None:
+    """Processes of this test's instance that outlived it (a code server that `_submit` started can miss its
+    heartbeat shutdown after the run it served was killed): found by their DAGSTER_HOME, ended."""
+    marker = f"DAGSTER_HOME={home}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(proc.name) != os.getpid() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def _submit(d, job: str, n: int, run_config: dict | None = None) -> list[str]:
