@@ -7,6 +7,7 @@ when all pass does `latest` move to the new version, so a bad table is kept for 
 """
 
 import time
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -22,6 +23,7 @@ from assets.common import (
     lineage,
     markdown_table,
     table_metadata,
+    takes_config,
 )
 from assets.resources import StorageResource
 from ops import datasets, tokenizers
@@ -59,7 +61,7 @@ def code_table_config(entry: TokenizerEntry) -> type[OpsConfig]:
 
 def _fit_rows(store: Store, ds: str, ids: list[str], entry: TokenizerEntry):
     """What the tokenizer fits on: the `column` of its source table as an array in item order (None: ids only)."""
-    if entry.source is None:
+    if entry.source is None or entry.column is None:
         return None
     frame = store.read(ds, entry.source)
     if frame["item_id"].to_list() != ids:
@@ -76,7 +78,7 @@ def _utilization_md(figures: dict) -> str:
                                                      "largest bucket"], orient="row"))
 
 
-def _aspect_metadata(storage: StorageResource, partition: str, frame: pl.DataFrame) -> dict[str, object]:
+def _aspect_metadata(storage: StorageResource, partition: str, frame: pl.DataFrame) -> dict[str, Any]:
     """Where the dataset ships known aspects (the bundled samples' planted_aspects.csv), how well the codes
     recover them: best-position NMI per aspect, comparable across tokenizers of the same dataset."""
     truth_path = datasets.get(partition).raw_path(storage.raw_root) / "planted_aspects.csv"
@@ -122,7 +124,8 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True, partitions_def=DATASETS)
                      for name, text in CHECK_NAMES.items()],
     )
-    def _asset(context: dg.AssetExecutionContext, config: Config, storage: StorageResource):  # type: ignore[valid-type]
+    @takes_config(Config)
+    def _asset(context: dg.AssetExecutionContext, config: OpsConfig, storage: StorageResource):
         ds = datasets.get(context.partition_key).name
         store = storage.store()
         items = store.scan(ds, "items").select("item_id", "content_hash").collect()
@@ -171,7 +174,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
             max_dedup=figures["max_dedup"], prefix_balance=figures["prefix_balance"],
             position_agreement_ami=figures["position_agreement_ami"],
             utilization_table=dg.MetadataValue.md(_utilization_md(figures)),
-            utilization_min=min(figures["utilization"]), seconds=seconds,  # type: ignore[type-var]
+            utilization_min=min(figures["utilization"]), seconds=seconds,
             warnings="; ".join([*tokenizer.warnings, *result.notes]) or "none",
             # per-position figures as JSON lists of numbers (plottable), not text
             **{name: dg.MetadataValue.json(figures[name]) for name in PER_POSITION},

@@ -7,9 +7,9 @@ import hashlib
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import dagster as dg
 import numpy as np
@@ -22,6 +22,7 @@ from ops.datasets import load_registry
 from storage import Store
 from storage.schemas import COLUMN_DESCRIPTIONS
 
+F = TypeVar("F", bound=Callable[..., Any])
 JOB_TAG = "semid/job"
 DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
 # Model-bound assets: the "gpu" concurrency pool (one at a time on a one-GPU host, pipeline/dagster.yaml) and the op
@@ -41,6 +42,9 @@ class OpsConfig(dg.Config):
 
     ops_types: ClassVar[tuple[type, ...]] = ()
     loads_model: ClassVar[bool] = False  # its `model` field names a model the run loads (pipeline.preflight)
+
+    if TYPE_CHECKING:  # the generated subclasses' fields (those of the ops dataclasses), for type checkers
+        def __getattr__(self, name: str) -> Any: ...
 
     def build(self, ops_type: type | None = None, **overrides: Any) -> Any:
         """The ops config (the first source type unless named), from this config's fields plus `overrides`."""
@@ -71,6 +75,16 @@ def config_class(name: str, *ops_types: type, exclude: tuple[str, ...] = (), doc
     cls.ops_types = ops_types
     cls.loads_model = loads_model
     return cls
+
+
+def takes_config(config_class: type[OpsConfig]) -> Callable[[F], F]:
+    """Give an asset function's `config` parameter its generated run-config class (Dagster reads the config schema
+    off the signature), while the function is written, and type-checked, against the OpsConfig base: a class
+    made at run time is not a type a checker can follow. Apply below `@dg.asset`."""
+    def mark(fn: F) -> F:
+        fn.__annotations__["config"] = config_class
+        return fn
+    return mark
 
 
 def run_dtype(asked: str, compute: Any) -> str:

@@ -10,12 +10,14 @@ from assets.common import (
     DATASETS,
     FOLLOWS_UPSTREAM,
     GPU_ASSET,
+    OpsConfig,
     code_version,
     config_class,
     job_tag,
     lineage,
     run_dtype,
     table_metadata,
+    takes_config,
     vector_check,
 )
 from assets.resources import ComputeResource, StorageResource
@@ -81,7 +83,8 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
                     "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
                     "shards. Columns: item_id, embedding (fixed-size float32 list).",
     )
-    def _asset(context: dg.AssetExecutionContext, config: run_config,  # type: ignore[valid-type]
+    @takes_config(run_config)
+    def _asset(context: dg.AssetExecutionContext, config: OpsConfig,
                storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
         spec = datasets.get(context.partition_key)
         store = storage.store()

@@ -5,7 +5,17 @@ table with a comparison, a plot and a blocking check. The rows it expects come f
 import dagster as dg
 import polars as pl
 
-from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
+from assets.common import (
+    DATASETS,
+    OpsConfig,
+    code_version,
+    config_class,
+    job_tag,
+    lineage,
+    markdown_table,
+    table_metadata,
+    takes_config,
+)
 from assets.recommend import ASSETS as RECOMMENDERS
 from assets.recommend import recommender_key
 from assets.resources import StorageResource
@@ -72,7 +82,8 @@ def build_evaluation_asset(recommenders: list[dg.AssetsDefinition]) -> dg.Assets
                           "comparison (mean ± std, 95 % interval, paired p-values against the best ID baseline), the "
                           "CTR comparison (against the ID-only model of the same architecture) and an NDCG@K plot "
                           "in the metadata.")
-    def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,  # type: ignore[valid-type]  # pydantic-generated Config class
+    @takes_config(EvaluationConfig)
+    def evaluation(context: dg.AssetExecutionContext, config: OpsConfig,
                    storage: StorageResource):
         from ops.recommend.evaluation import (
             CTR_METRICS,

@@ -4,11 +4,22 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
 
-from assets.common import DATASETS, code_version, config_class, job_tag, lineage, markdown_table, table_metadata
+from assets.common import (
+    DATASETS,
+    OpsConfig,
+    code_version,
+    config_class,
+    job_tag,
+    lineage,
+    markdown_table,
+    table_metadata,
+    takes_config,
+)
 from assets.resources import StorageResource
 from ops import datasets
 from ops.impressions import ImpressionConfig
@@ -134,7 +145,8 @@ SequenceConfig = config_class(
     code_version=SEQUENCES_CODE_VERSION,
     op_tags={"semid/resource": "cpu"},
 )
-def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig,  # type: ignore[valid-type]  # pydantic-generated Config class
+@takes_config(SequenceConfig)
+def user_sequences(context: dg.AssetExecutionContext, config: OpsConfig,
                    storage: StorageResource) -> dg.MaterializeResult:
     """User sequences: user_id, history (≤ max_history item ids before the target, oldest first), target, split.
     Users with fewer than `min_interactions` interactions are dropped and counted."""
@@ -148,7 +160,7 @@ def user_sequences(context: dg.AssetExecutionContext, config: SequenceConfig,  #
         users_total=stats.users_total, users_kept=stats.users_kept,
         users_dropped_short=stats.users_dropped_short, events_used=stats.events_used,
         **{f"rows_{k}": v for k, v in stats.rows_per_split.items()},
-        mean_history_length=round(float(frame["history"].list.len().mean() or 0.0), 2),
+        mean_history_length=round(float(cast(float, frame["history"].list.len().mean()) or 0.0), 2),
     ))
 
 
@@ -167,7 +179,8 @@ ImpressionsConfig = config_class(
     code_version=IMPRESSIONS_CODE_VERSION,
     op_tags={"semid/resource": "cpu"},
 )
-def impressions(context: dg.AssetExecutionContext, config: ImpressionsConfig,  # type: ignore[valid-type]  # pydantic-generated Config class
+@takes_config(ImpressionsConfig)
+def impressions(context: dg.AssetExecutionContext, config: OpsConfig,
                 storage: StorageResource) -> dg.MaterializeResult:
     """Labelled CTR rows: user_id, item_id, label (1 clicked / 0 not), timestamp, impression_id, source
     (impression | sampled), split (chronological train / valid / test). MIND: its logged impressions (clicks and
@@ -200,7 +213,7 @@ def impressions(context: dg.AssetExecutionContext, config: ImpressionsConfig,  #
 
 # ---------------------------------------------------------------- checks (blocking: gate everything downstream)
 
-def _check(passed: bool, description: str, **metadata: object) -> dg.AssetCheckResult:
+def _check(passed: bool, description: str, **metadata: Any) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(passed), description=description, metadata=metadata)
 
 

@@ -9,6 +9,7 @@ Defaults are the paper's settings on the offline pretrained causal LM SmolLM2-13
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import polars as pl
@@ -25,10 +26,12 @@ from assets.common import (
     markdown_table,
     run_dtype,
     table_metadata,
+    takes_config,
     vector_check,
 )
 from assets.resources import ComputeResource, StorageResource
 from ops import datasets
+from ops.models import Dtype
 from ops.palette.config import PaletteConfig
 from ops.reuse import assemble, plan_reuse, rows_version
 from ops.training import read_state
@@ -113,7 +116,8 @@ def _curve(history: list[dict[str, float]], points: int = 12) -> str:
                 "gamma (L_intra + L_inter) under the hierarchical mask (dual forward). Checkpoints (adapter + "
                 "palette, safetensors) are resumable; the loss curve and per-term losses are in this metadata.",
 )
-def palette_model(context: dg.AssetExecutionContext, config: PaletteModelConfig,  # type: ignore[valid-type]
+@takes_config(PaletteModelConfig)
+def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
                   storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
     from ops.palette.model import (  # torch + transformers: only where a model runs
         PaletteModel,
@@ -193,8 +197,8 @@ def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResour
     items = store.read(spec.name, "items")
     ck = current_checkpoint(store, spec.name)
     state = read_state(ck)
-    dtype = run_dtype(str(state["config"]["dtype"]), compute)  # type: ignore[index]
-    model = load_model(ck, PaletteConfig(device=compute.device, dtype=dtype))
+    dtype = run_dtype(str(state["config"]["dtype"]), compute)
+    model = load_model(ck, PaletteConfig(device=compute.device, dtype=cast(Dtype, dtype)))
     context.log.info(f"extracting palettes on {model.device_}, dtype {model.dtype_choice}")
     cfg = model.cfg
     path = store.table_path(spec.name, "palette_embeddings")

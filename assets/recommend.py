@@ -7,7 +7,9 @@ registered tokenizer: the same recommender on every code table), plus `recommend
 also runs without codes (CTR). A new family is registered in ops/recommend/__init__.py; nothing here changes.
 """
 
+import dataclasses
 import time
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -22,6 +24,7 @@ from assets.common import (
     lineage,
     markdown_table,
     run_dtype,
+    takes_config,
 )
 from assets.resources import ComputeResource, StorageResource
 from assets.results import EVALUATE, GROUP, summary, write_metrics
@@ -56,7 +59,7 @@ def _ops_configs(entry: RecommenderEntry, tokenizer: str | None, config: OpsConf
     fields = config.model_dump()
     out = []
     for ops_type in types:
-        names = set(ops_type.__dataclass_fields__)
+        names = {f.name for f in dataclasses.fields(ops_type)}
         settings = {k: v for k, v in entry.overrides.items() if k in names}
         if "device" in names:
             settings["device"] = compute.device
@@ -66,7 +69,7 @@ def _ops_configs(entry: RecommenderEntry, tokenizer: str | None, config: OpsConf
     return out
 
 
-def _metadata_value(value: object) -> object:
+def _metadata_value(value: object) -> Any:
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         return dg.MetadataValue.md(markdown_table(pl.DataFrame(value)))
     if isinstance(value, (list, dict)):
@@ -86,13 +89,16 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
     key = recommender_key(entry, tokenizer)
     name = key.path[2] if len(key.path) > 2 else None
     Config = run_config(entry, tokenizer)
-    inputs = [*entry.inputs, "items", *([dg.AssetKey(["code_table", tokenizer])] if tokenizer else [])]
+    inputs: list[str | dg.AssetKey] = [*entry.inputs, "items",
+                                       *([dg.AssetKey(["code_table", tokenizer])] if tokenizer else [])]
     on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")
+    pool: dict[str, Any] = GPU_ASSET if entry.trains else {}
 
     @dg.asset(key=key, deps=inputs, partitions_def=DATASETS, group_name=GROUP, kinds=set(entry.kinds),
               tags=job_tag(EVALUATE), code_version=code_version(*entry.modules),
-              description=f"`{entry.name}`{on}: {entry.description}", **(GPU_ASSET if entry.trains else {}))
-    def _asset(context: dg.AssetExecutionContext, config: Config,  # type: ignore[valid-type]  # pydantic-generated Config class
+              description=f"`{entry.name}`{on}: {entry.description}", **pool)
+    @takes_config(Config)
+    def _asset(context: dg.AssetExecutionContext, config: OpsConfig,
                storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
         spec = datasets.get(context.partition_key)
         store = storage.store()
@@ -107,7 +113,8 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
         model = entry.factory(entry.name, _ops_configs(entry, tokenizer, config, compute), evaluation)
         model.prepare(data)
         seeds = list(entry.fixed_seeds) or evaluation.seeds
-        rows, users, curves, reports = [], [], {}, {}
+        rows, users, curves = [], [], {}
+        reports: dict[str, dict[str, object]] = {}
         for i, seed in enumerate(seeds, 1):
             run = model.run(seed)
             rows.append(run.rows)

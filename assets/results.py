@@ -1,6 +1,7 @@
 """The metric rows every recommender asset writes and `evaluation` reads: one table of long rows per
 (recommender, tokenizer), `metrics__<recommender>__<tokenizer|ids>`, and for ranking models the per-user NDCG@10
 that the paired tests need, `per_user__<…>`."""
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -29,10 +30,11 @@ def write_metrics(store: Store, ds: str, recommender: str, tokenizer: str | None
     return long
 
 
-def summary(long: pl.DataFrame) -> dict[str, object]:
+def summary(long: pl.DataFrame) -> dict[str, Any]:
     ndcg = long.filter(pl.col("metric") == "ndcg", pl.col("k") == 10)["value"]
     recall = long.filter(pl.col("metric") == "recall", pl.col("k") == 10)["value"]
-    return {"ndcg@10_mean": round(float(ndcg.mean()), 5), "ndcg@10_std": round(float(ndcg.std() or 0.0), 5),
-            "recall@10_mean": round(float(recall.mean()), 5),
+    mean = cast(float, ndcg.mean())  # polars types a Series' mean as any scalar
+    return {"ndcg@10_mean": round(float(mean), 5), "ndcg@10_std": round(float(cast(float, ndcg.std()) or 0.0), 5),
+            "recall@10_mean": round(float(cast(float, recall.mean())), 5),
             "per_seed": dg.MetadataValue.md(markdown_table(long.filter(pl.col("k") == 10).pivot(
                 "metric", index="seed", values="value")))}

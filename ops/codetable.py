@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -29,7 +29,7 @@ def semantic_ids(codes: np.ndarray, dedup: np.ndarray) -> list[str]:
     return frame.select(pl.concat_str([joined, pl.col("dedup")], separator="/").alias("sid"))["sid"].to_list()
 
 
-def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, object]:
+def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, Any]:
     """Utilization (used codes / K), entropy (bits), perplexity and largest bucket share per position; collision
     rate = share of items whose code tuple an earlier item already has (dedup > 0); position agreement = mean
     adjusted mutual information between the codes of two different positions (chance-adjusted: 0 = independent
@@ -61,7 +61,7 @@ def code_figures(codes: np.ndarray, dedup: np.ndarray, k: int) -> dict[str, obje
 
 
 def build_code_table(item_ids: Sequence[str], codes: np.ndarray, k: int,
-                     content_hashes: Sequence[str | None] | None = None) -> tuple[pl.DataFrame, dict[str, object]]:
+                     content_hashes: Sequence[str | None] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Rows in item order; `dedup` makes every (codes, dedup) unique; figures describe the codes before dedup;
     `content_hashes` (the items' content_hash) records which text each ID was computed from."""
     codes = np.asarray(codes, dtype=np.int64)
@@ -82,7 +82,7 @@ class CheckOutcome:
     name: str
     passed: bool
     description: str
-    metadata: dict[str, object] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
     blocking: bool = True  # a failed non-blocking outcome is a warning: `latest` still moves
 
     @property
@@ -120,7 +120,7 @@ def check_code_table(frame: pl.DataFrame, item_ids: Sequence[str], k: int, lengt
     ]
 
 
-def check_collisions(figures: dict[str, object], warn: float, block: float) -> CheckOutcome:
+def check_collisions(figures: dict[str, Any], warn: float, block: float) -> CheckOutcome:
     """Collision rate before dedup (items whose code tuple an earlier item already has) against two limits: above
     `warn` a warning, above `block` a blocking failure. Dedup keeps the IDs unique either way, but a table where
     most items are told apart only by the dedup index says little about them."""

@@ -49,7 +49,7 @@ class Retokenized:
     frame: pl.DataFrame  # the new code table, rows in the order of `items`
     retired: pl.DataFrame  # every ID this lineage retired, still reserved
     migration: pl.DataFrame  # item_id, old / new semantic_id, change, moved
-    figures: dict[str, object]  # ops.codetable.code_figures of the new codes
+    figures: dict[str, Any]  # ops.codetable.code_figures of the new codes
     churn: dict[str, int]  # added / changed / unchanged / removed / moved / moved_unchanged / assigned
     assigned: list[str]  # the items whose codes the tokenizer computed in this run
     notes: list[str] = field(default_factory=list)  # what the run should know (settings an incremental run ignored)

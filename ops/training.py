@@ -178,7 +178,7 @@ def latest_checkpoint(checkpoints: ArtifactStore | str | Path, prefix: str = "")
     return store.path(version) if version else None
 
 
-def read_state(checkpoint: Path) -> dict[str, object]:
+def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
 
 

@@ -54,7 +54,7 @@ def demo_config(dataset: str, base: dict) -> dict:
 def selection(job: dg.JobDefinition, dataset: str, run_config: dict) -> tuple[list[dg.AssetKey], dict]:
     """The job's assets for `dataset` without those the demo does not run there, and the run config telling the
     evaluation check not to expect their recommenders."""
-    keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.path)
+    keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: tuple(k.path))
     run_config = demo_config(dataset, run_config)
     dropped = [k for k in keys if not runs_on(k, dataset)]
     kept = [k for k in keys if k not in dropped]

@@ -31,7 +31,7 @@ def run_config_classes() -> dict[str, type[OpsConfig]]:
 
     found: dict[str, type[OpsConfig]] = {}
     for assets_def in defs.get_repository_def().assets_defs_by_key.values():
-        fn = assets_def.op.compute_fn
+        fn: Any = assets_def.op.compute_fn  # a DecoratedOpFunction for @asset functions (dagster-private type)
         if not getattr(fn, "has_config_arg", lambda: False)():
             continue
         annotation = fn.get_config_arg().annotation
@@ -45,14 +45,14 @@ def run_config_classes() -> dict[str, type[OpsConfig]]:
 def selected_ops(run: dg.DagsterRun) -> set[str] | None:
     """Op names of the run's assets (an op's name is its asset key joined by `__`); None when unknown (an
     ephemeral job of `dg.materialize`, whose config then names the ops to check)."""
-    keys = run.asset_selection or None
-    if keys is None:
-        from pipeline.definitions import defs
+    if run.asset_selection:
+        return {"__".join(k.path) for k in run.asset_selection}
+    from pipeline.definitions import defs
 
-        try:
-            keys = defs.resolve_job_def(run.job_name).asset_layer.executable_asset_keys
-        except Exception:  # a job these definitions do not know
-            return None
+    try:
+        keys = defs.resolve_job_def(run.job_name).asset_layer.executable_asset_keys
+    except Exception:  # a job these definitions do not know
+        return None
     return {"__".join(k.path) for k in keys}
 
 

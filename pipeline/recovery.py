@@ -21,6 +21,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 
@@ -40,13 +41,14 @@ def die_with_run_worker() -> bool:
     import multiprocessing
     import signal
 
-    if multiprocessing.parent_process() is None or not sys.platform.startswith("linux"):
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     PR_SET_PDEATHSIG = 1
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return False
-    if os.getppid() != multiprocessing.parent_process().pid:  # the parent died before the request took
+    if os.getppid() != parent.pid:  # the parent died before the request took
         os.kill(os.getpid(), signal.SIGKILL)
     return True
 
@@ -63,8 +65,8 @@ def _slot_holders(instance: dg.DagsterInstance) -> dict[str, set[str]]:
     if not storage.supports_global_concurrency_limits:
         return holders
     for key, info in storage.get_concurrency_infos(sorted(storage.get_concurrency_keys())).items():
-        for entry in [*info.claimed_slots, *info.pending_steps]:
-            holders.setdefault(entry.run_id, set()).add(key)
+        for claim in [*info.claimed_slots, *info.pending_steps]:
+            holders.setdefault(cast(Any, claim).run_id, set()).add(key)  # claimed and pending: both carry run_id
     return holders
 
 
@@ -85,15 +87,15 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     holders = _slot_holders(instance)
     lines = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
-        pools = ", ".join(sorted(holders.pop(run.run_id, ())))
-        held = f", freed its slot(s) in pool {pools}" if pools else ""
+        pools_held = ", ".join(sorted(holders.pop(run.run_id, ())))
+        held = f", freed its slot(s) in pool {pools_held}" if pools_held else ""
         if _process_gone(run):
             fail_run(instance, run, f"its process (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) is gone: "
                                     "killed; marked failed by pipeline.recovery")
             lines.append(f"recovered run {run.run_id} ({run.job_name}, {run.status.value}, pid "
                          f"{run.tags[PID_TAG]} gone): marked failed{held}")
-        elif pools and PID_TAG not in run.tags:
-            lines.append(f"run {run.run_id} ({run.job_name}, {run.status.value}) holds a slot in pool {pools} and "
+        elif pools_held and PID_TAG not in run.tags:
+            lines.append(f"run {run.run_id} ({run.job_name}, {run.status.value}) holds a slot in pool {pools_held} and "
                          "records no process; if it is dead: python -m pipeline.recovery --run " + run.run_id)
     for run_id, pools in holders.items():  # finished (or deleted) runs that still hold slots
         record = instance.get_run_by_id(run_id)

@@ -4,6 +4,7 @@ checks."""
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 import dagster as dg
 
@@ -40,7 +41,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "storage": StorageResource(raw_root=env_or("SEMID_RAW_ROOT", storage["raw_root"].default),
                                    storage_root=env_or("SEMID_STORAGE_ROOT", storage["storage_root"].default)),
-        "compute": ComputeResource(device=env_or("SEMID_DEVICE", "auto"), dtype=env_or("SEMID_DTYPE", "auto"),
+        "compute": ComputeResource(device=env_or("SEMID_DEVICE", "auto"),
+                                   dtype=cast(Any, env_or("SEMID_DTYPE", "auto")),  # a dg.EnvVar where set
                                    torch_threads=dg.EnvVar.int("SEMID_TORCH_THREADS")
                                    if os.environ.get("SEMID_TORCH_THREADS") else 0),
     }

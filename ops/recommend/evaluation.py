@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -165,7 +165,7 @@ def ctr_comparison(long: pl.DataFrame) -> pl.DataFrame:
 
 
 def check_evaluation(long: pl.DataFrame, expected: Iterable[tuple[str, str | None, Sequence[int]]]
-                     ) -> tuple[bool, dict[str, object]]:
+                     ) -> tuple[bool, dict[str, Any]]:
     """Every configured (recommender, tokenizer, seeds) present; every ranking model with the same metric rows
     (every metric and K) and every CTR model likewise (auc, logloss); recall / ndcg / auc in [0, 1], logloss
     finite and >= 0."""

@@ -33,7 +33,7 @@ class Tokenizer(ABC):
         self.config = config
         self.length = 0
         self.k = 0
-        self.figures: dict[str, object] = {}
+        self.figures: dict[str, Any] = {}
         self.warnings: list[str] = []
 
     @abstractmethod
