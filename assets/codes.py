@@ -12,20 +12,11 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from assets.common import (
-    DATASETS,
-    FOLLOWS_UPSTREAM,
-    OpsConfig,
-    code_version,
-    config_class,
-    frame_version,
-    job_tag,
-    lineage,
-    markdown_table,
-    table_metadata,
-    takes_config,
-)
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, job_tag
+from assets.configs import OpsConfig, config_class, takes_config
+from assets.metadata import frame_version, lineage, markdown_table, table_metadata
 from assets.resources import StorageResource
+from assets.versions import code_version
 from ops import datasets, tokenizers
 from ops.codetable import CheckOutcome, CodeTableChecks, aspect_scores, check_code_table, check_collisions
 from ops.retokenize import IncompatibleVersion, RetokenizeConfig, retokenize, stability_check

@@ -6,21 +6,11 @@ from dataclasses import asdict, dataclass
 
 import dagster as dg
 
-from assets.common import (
-    DATASETS,
-    FOLLOWS_UPSTREAM,
-    GPU_ASSET,
-    OpsConfig,
-    code_version,
-    config_class,
-    job_tag,
-    lineage,
-    run_dtype,
-    table_metadata,
-    takes_config,
-    vector_check,
-)
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_ASSET, job_tag
+from assets.configs import OpsConfig, config_class, run_dtype, takes_config
+from assets.metadata import lineage, table_metadata, vector_check
 from assets.resources import ComputeResource, StorageResource
+from assets.versions import code_version
 from ops import datasets
 from ops.embed import (
     EmbedConfig,

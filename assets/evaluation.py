@@ -5,21 +5,14 @@ table with a comparison, a plot and a blocking check. The rows it expects come f
 import dagster as dg
 import polars as pl
 
-from assets.common import (
-    DATASETS,
-    OpsConfig,
-    code_version,
-    config_class,
-    job_tag,
-    lineage,
-    markdown_table,
-    table_metadata,
-    takes_config,
-)
+from assets.common import DATASETS, job_tag
+from assets.configs import OpsConfig, config_class, takes_config
+from assets.metadata import lineage, markdown_table, table_metadata
 from assets.recommend import ASSETS as RECOMMENDERS
 from assets.recommend import recommender_key
 from assets.resources import StorageResource
 from assets.results import EVALUATE, GROUP, metrics_tables
+from assets.versions import code_version
 from ops import datasets, recommend, tokenizers
 from ops.recommend.evaluation import ExpectedConfig, expected_models
 from storage import write_frame

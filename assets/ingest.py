@@ -9,18 +9,11 @@ from typing import Any, cast
 import dagster as dg
 import polars as pl
 
-from assets.common import (
-    DATASETS,
-    OpsConfig,
-    code_version,
-    config_class,
-    job_tag,
-    lineage,
-    markdown_table,
-    table_metadata,
-    takes_config,
-)
+from assets.common import DATASETS, job_tag
+from assets.configs import OpsConfig, config_class, takes_config
+from assets.metadata import lineage, markdown_table, table_metadata
 from assets.resources import StorageResource
+from assets.versions import code_version
 from ops import datasets
 from ops.impressions import ImpressionConfig
 from ops.ingest import ingest

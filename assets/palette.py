@@ -14,22 +14,11 @@ from typing import cast
 import dagster as dg
 import polars as pl
 
-from assets.common import (
-    DATASETS,
-    FOLLOWS_UPSTREAM,
-    GPU_ASSET,
-    OpsConfig,
-    code_version,
-    config_class,
-    job_tag,
-    lineage,
-    markdown_table,
-    run_dtype,
-    table_metadata,
-    takes_config,
-    vector_check,
-)
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_ASSET, job_tag
+from assets.configs import OpsConfig, config_class, run_dtype, takes_config
+from assets.metadata import lineage, markdown_table, table_metadata, vector_check
 from assets.resources import ComputeResource, StorageResource
+from assets.versions import code_version
 from ops import datasets
 from ops.models import Dtype
 from ops.palette.config import PaletteConfig

@@ -14,20 +14,12 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from assets.common import (
-    DATASETS,
-    GPU_ASSET,
-    OpsConfig,
-    code_version,
-    config_class,
-    job_tag,
-    lineage,
-    markdown_table,
-    run_dtype,
-    takes_config,
-)
+from assets.common import DATASETS, GPU_ASSET, job_tag
+from assets.configs import OpsConfig, config_class, run_dtype, takes_config
+from assets.metadata import lineage, markdown_table
 from assets.resources import ComputeResource, StorageResource
 from assets.results import EVALUATE, GROUP, summary, write_metrics
+from assets.versions import code_version
 from ops import datasets, recommend, tokenizers
 from ops.recommend import RecData, RecommenderEntry
 from ops.recommend.evaluation import EvalConfig

@@ -6,7 +6,7 @@ from typing import Any, cast
 import dagster as dg
 import polars as pl
 
-from assets.common import markdown_table
+from assets.metadata import markdown_table
 from storage import Store, write_frame
 
 GROUP = "recommend"  # the asset group of stage 5

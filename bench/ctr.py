@@ -27,7 +27,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets.common import markdown_table  # noqa: E402
+from assets.metadata import markdown_table  # noqa: E402
 from ops import tokenizers  # noqa: E402
 from ops.codetable import build_code_table  # noqa: E402
 from ops.recommend.ctr import CTRConfig, ctr_rows, prepare, train_and_test  # noqa: E402

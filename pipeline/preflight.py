@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from assets.common import OpsConfig
+from assets.configs import OpsConfig
 from ops.config import ConfigError
 
 OFFLINE_CHOICES = ("offline choices: `all-MiniLM-L6-v2` (sentence encoder), `SmolLM2-135M-Instruct` (pretrained "

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 import torch
 
-from assets import codes, common, embed, ingest, palette
+from assets import codes, common, embed, ingest, palette, versions
 from ops import tokenizers
 from ops.codetable import CodeTableChecks
 from ops.embed import EmbedConfig
@@ -114,26 +114,26 @@ def test_code_versions_follow_the_source_of_the_ops_they_call(monkeypatch):
     assert len(set(before.values())) == len({e.tokenizer.__module__ for e in tokenizers.REGISTRY.values()})
     assert before["code_table/pca_kmeans"] == before["code_table/pca_kmeans_lm"]
     assert before["code_table/pq"] == before["code_table/opq"] != before["code_table/rqkmeans"]
-    real = common._source
+    real = versions._source
 
     def edited(module: str) -> str:  # as if someone changed a line of the quantizer
         return real(module) + ("\n# changed\n" if module == "ops.quantize" else "")
 
-    monkeypatch.setattr(common, "_source", edited)
+    monkeypatch.setattr(versions, "_source", edited)
     after = {a.key.to_user_string(): a.code_versions_by_key[a.key] for a in codes.code_table_assets()}
     assert after["code_table/pca_kmeans"] != before["code_table/pca_kmeans"]
     assert after["code_table/lamia"] != before["code_table/lamia"]
     assert after["code_table/random"] == before["code_table/random"]  # random codes do not use the quantizer
     # a module asset: its code_version is computed when its module is imported
-    assert "ops.models" in common.source_closure("ops.embed")
+    assert "ops.models" in versions.source_closure("ops.embed")
     old = embed.item_embeddings.code_versions_by_key[embed.item_embeddings.key]
-    monkeypatch.setattr(common, "_source", lambda m: real(m) + ("\n# changed\n" if m == "ops.models" else ""))
+    monkeypatch.setattr(versions, "_source", lambda m: real(m) + ("\n# changed\n" if m == "ops.models" else ""))
     try:
         reloaded = importlib.reload(embed)
         assert reloaded.item_embeddings.code_versions_by_key[reloaded.item_embeddings.key] != old
-        assert common.code_version("ops.sequences") == ingest.SEQUENCES_CODE_VERSION  # untouched by that edit
+        assert versions.code_version("ops.sequences") == ingest.SEQUENCES_CODE_VERSION  # untouched by that edit
     finally:
-        monkeypatch.setattr(common, "_source", real)
+        monkeypatch.setattr(versions, "_source", real)
         importlib.reload(embed)
     assert embed.item_embeddings.code_versions_by_key[embed.item_embeddings.key] == old
 
