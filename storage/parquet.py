@@ -69,7 +69,7 @@ def sink_frames(
     streaming writer cannot set the Arrow schema's metadata (`read_table_metadata` reads the footer).
     """
     # Every sink writes into a private scratch directory beside its target. On failure the directory is removed:
-    # polars may still create a failed sink's file *after* collect_all has raised (seen in ~10 % of runs), and
+    # polars may still create a failed sink's file *after* collect_all has raised (seen in some runs), and
     # with its directory gone that late file cannot appear as litter next to the tables. Its name carries our pid,
     # so that a next start removes it when this process is killed (storage.atomic.remove_leftovers).
     scratch: dict[Path, Path] = {}

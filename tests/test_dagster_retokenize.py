@@ -1,18 +1,19 @@
 """Re-tokenization through Dagster on the MIND sample: after a few items changed text, a few were added and one
-removed, the incremental code tables keep every other item's ID byte-identical and report the churn exactly; a
-refit's id_migration accounts for every item and `latest` moves only when the run accepts moved IDs."""
+removed, the incremental code tables (pca_kmeans, random, and lamia on a trained palette model that is not
+retrained) keep every other item's ID byte-identical and report the churn exactly; a refit's id_migration accounts
+for every item and `latest` moves only when the run accepts moved IDs."""
 import dagster as dg
 import polars as pl
 import pytest
 
-from assets import codes, embed, ingest
+from assets import codes, embed, ingest, palette
 from ops.sample import generate
 from ops.tiny_models import save_random_model
 from pipeline.resources import ComputeResource, StorageResource
 from storage.codes import CodeTableStore
 
 PARTITION = "sample_mind"
-TOKENIZERS = ("pca_kmeans", "random")
+TOKENIZERS = ("pca_kmeans", "random", "lamia")
 SMALL = {"length": 3, "k": 8, "d": 4}
 
 
@@ -23,17 +24,27 @@ def env(tmp_path_factory):
     storage = StorageResource(raw_root=str(tmp / "raw"), storage_root=str(tmp / "store"))
     resources = {"storage": storage, "compute": ComputeResource(device="cpu", dtype="auto")}
     model = str(save_random_model("bert", tmp / "bert"))
+    opt = str(save_random_model("opt-350m", tmp / "opt", causal_lm=True, init_std=0.2))
     assets = [*ingest.ASSETS, *ingest.CHECKS, *[a for a in embed.ASSETS if a.key.path[-1] == "item_embeddings"],
-              *[a for a in codes.ASSETS if a.key.path[-1] in TOKENIZERS]]
+              palette.palette_embeddings, *[a for a in codes.ASSETS if a.key.path[-1] in TOKENIZERS]]
 
     def run(**pca_config):
         cfg = {"ops": {"item_embeddings": {"config": {"model": model}},
                        "code_table__pca_kmeans": {"config": {**SMALL, **pca_config}},
-                       "code_table__random": {"config": {"length": 3, "k": 8}}}}
+                       "code_table__random": {"config": {"length": 3, "k": 8}},
+                       # a 2-step palette on a random model: codes that collide a lot (quality is not the point)
+                       "code_table__lamia": {"config": {"k": 8, "d": 4, "collision_warn": 1.0,
+                                                        "collision_block": 1.0, "min_utilization": 0.0}}}}
         return dg.materialize(assets, partition_key=PARTITION, resources=resources, run_config=cfg,
                               raise_on_error=False)
 
-    assert run().success
+    # the palette model is trained once; re-tokenization extracts with it and never retrains it
+    trained = dg.materialize([*ingest.ASSETS, palette.palette_model], partition_key=PARTITION, resources=resources,
+                             run_config={"ops": {"palette_model": {"config": {
+                                 "model": opt, "lora_rank": 4, "lora_alpha": 8, "lr": 0.01, "batch_size": 32,
+                                 "micro_batch_size": 16, "max_steps": 2, "checkpoint_every": 2,
+                                 "max_content_tokens": 32, "max_answer_tokens": 8}}}})
+    assert trained.success and run().success
     return tmp, storage, run
 
 
@@ -61,6 +72,7 @@ def test_incremental_run_after_edits_keeps_every_other_id(env):
     tmp, storage, run = env
     before = {name: _tables(storage, name).read() for name in TOKENIZERS}
     vectors = storage.store().read(PARTITION, "item_embeddings")
+    palettes = storage.store().read(PARTITION, "palette_embeddings")
     first = {name: _tables(storage, name).latest() for name in TOKENIZERS}
     changed, removed, added = {"N10003", "N10004", "N10005"}, {"N10010"}, ["N90001", "N90002"]
     _edit_news(tmp / "raw" / PARTITION / "news.tsv", changed, removed, added)
@@ -70,9 +82,13 @@ def test_incremental_run_after_edits_keeps_every_other_id(env):
     mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
     assert mats["item_embeddings"]["items_embedded"].value == 5
     assert mats["item_embeddings"]["items_reused"].value == vectors.height - 4
-    now = storage.store().read(PARTITION, "item_embeddings")
-    same = vectors.filter(~pl.col("item_id").is_in(sorted(changed | removed)))
-    assert now.join(same.select("item_id"), on="item_id", how="semi").sort("item_id").equals(same.sort("item_id"))
+    for table, before_rows, done in (("item_embeddings", vectors, "items_embedded"),
+                                     ("palette_embeddings", palettes, "items_extracted")):
+        now = storage.store().read(PARTITION, table)
+        same = before_rows.filter(~pl.col("item_id").is_in(sorted(changed | removed)))
+        assert now.join(same.select("item_id"), on="item_id", how="semi").sort("item_id").equals(
+            same.sort("item_id")), table
+        assert mats[table][done].value == 5 and mats[table]["items_reused"].value == before_rows.height - 4
     for name in TOKENIZERS:
         tables = _tables(storage, name)
         after = tables.read()
