@@ -17,6 +17,7 @@ import polars as pl
 from assets.common import DATASETS, GPU_ASSET, job_tag
 from assets.configs import OpsConfig, config_class, run_dtype, takes_config
 from assets.metadata import lineage, markdown_table
+from assets.quality import quality_key
 from assets.resources import ComputeResource, StorageResource
 from assets.results import EVALUATE, GROUP, summary, write_metrics
 from assets.versions import code_version
@@ -81,8 +82,9 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
     key = recommender_key(entry, tokenizer)
     name = key.path[2] if len(key.path) > 2 else None
     Config = run_config(entry, tokenizer)
-    inputs: list[str | dg.AssetKey] = [*entry.inputs, "items",
-                                       *([dg.AssetKey(["code_table", tokenizer])] if tokenizer else [])]
+    # a per-tokenizer recommender also waits on its table's ID quality: the blocking collapse check stops it there
+    inputs: list[str | dg.AssetKey] = [*entry.inputs, "items", *(
+        [dg.AssetKey(["code_table", tokenizer]), quality_key(tokenizer)] if tokenizer else [])]
     on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")
     pool: dict[str, Any] = GPU_ASSET if entry.trains else {}
 

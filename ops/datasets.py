@@ -52,6 +52,11 @@ class DatasetSpec:
         return get_source(self.source).content_attributes
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """Categorical item attributes a code position may recover (the ID quality report)."""
+        return get_source(self.source).labels
+
+    @property
     def impressions(self) -> str:
         """`logged` where the source logs shown-and-not-clicked impressions, else `sampled` (negatives drawn)."""
         return get_source(self.source).impressions

@@ -499,4 +499,5 @@ def _sample(out_dir: Path, size, seed: int = 0, corrupt: bool = False, **options
 # reviews are the interactions (negatives for CTR are sampled); content = title + description
 SOURCE = Source("amazon", ATTRIBUTES, content_attributes=2, load=_load, generate_sample=_sample,
                 impressions="sampled", required=("category",),
-                sample_options=lambda spec: {"category": spec.category, "version": spec.version})
+                sample_options=lambda spec: {"category": spec.category, "version": spec.version},
+                labels=("categories", "brand"))

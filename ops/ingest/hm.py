@@ -308,4 +308,5 @@ def _sample(out_dir: Path, size, seed: int = 0, corrupt: bool = False, **options
 
 
 # transactions are the interactions (negatives for CTR are sampled); content = all seven article attributes
-SOURCE = Source("hm", ATTRIBUTES, content_attributes=7, load=_load, generate_sample=_sample, impressions="sampled")
+SOURCE = Source("hm", ATTRIBUTES, content_attributes=7, load=_load, generate_sample=_sample, impressions="sampled",
+                labels=("product_type_name", "colour_group_name"))

@@ -352,4 +352,5 @@ def _sample(out_dir: Path, size, seed: int = 0, corrupt: bool = False, **options
 
 
 # MIND logs its impressions (clicked and shown-not-clicked); content = title + abstract
-SOURCE = Source("mind", ATTRIBUTES, content_attributes=2, load=_load, generate_sample=_sample, impressions="logged")
+SOURCE = Source("mind", ATTRIBUTES, content_attributes=2, load=_load, generate_sample=_sample, impressions="logged",
+                labels=("category", "subcategory"))

@@ -32,6 +32,8 @@ class Source:
     required: tuple[str, ...] = ()  # DatasetSpec fields a dataset of this source must set (e.g. Amazon's category)
     # the generator's options for a dataset of this source (e.g. Amazon's category and release)
     sample_options: Callable[[DatasetSpec], Mapping[str, Any]] = field(default=lambda spec: {})
+    # categorical attributes a code position may recover (the ID quality report's NMI per position)
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.content_attributes <= len(self.attributes):
