@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from assets.codes import TRAINED_SOURCES
-from assets.common import DATASETS, job_tag
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, job_tag
 from assets.configs import OpsConfig, config_class, takes_config
 from assets.metadata import lineage, markdown_table, table_metadata
 from assets.resources import StorageResource
@@ -53,7 +53,7 @@ def build_quality_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
 
     @dg.asset(key=key, deps=[dg.AssetKey(["code_table", entry.name]), "items", EMBEDDINGS], partitions_def=DATASETS,
               group_name=GROUP, kinds={"parquet"}, code_version=QUALITY_CODE_VERSION,
-              tags=job_tag(TRAINED_SOURCES.get(entry.source or "", "tokenize")),
+              tags=job_tag(TRAINED_SOURCES.get(entry.source or "", "tokenize")), automation_condition=FOLLOWS_UPSTREAM,
               description=f"ID quality of `code_table/{entry.name}` (latest), each figure beside random codes of the "
                           "same L and K: collision rate and items per colliding tuple; per position utilization, "
                           "perplexity, entropy, largest bucket; prefix balance per depth (prefixes, largest share, "
@@ -133,6 +133,7 @@ def _plot(frame: pl.DataFrame) -> str:
 
 @dg.asset(partitions_def=DATASETS, group_name=GROUP, kinds={"parquet"}, code_version=QUALITY_CODE_VERSION,
           tags=job_tag("tokenize"), deps=[quality_key(name) for name in tokenizers.REGISTRY],
+          automation_condition=FOLLOWS_UPSTREAM,
           description="Every tokenizer's ID quality on this dataset in one table (one row each: the figures of "
                       "id_quality/<tokenizer> and those of random codes of the same shape) and one plot, so that a "
                       "user sees which tokenizer gives well-spread, meaningful IDs before training a recommender.")
