@@ -90,7 +90,7 @@ def _emit(args: argparse.Namespace, document: Any, frame: pl.DataFrame | None = 
     if args.json:
         print(json.dumps(document, indent=2, default=str))
     elif frame is not None:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200,
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200, fmt_table_cell_list_len=-1,
                        tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
             print(frame)
     else:
@@ -185,8 +185,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = tables.manifest(version)["metadata"]
     keep = ("dataset", "tokenizer", "created_at", "run_id", "mode", "based_on", "code_version", "schema_version",
             "length", "k", "rows", "retired", "churn", "config", "sources", "figures", "warnings")
+    quality = _root(args) / args.dataset / f"id_quality__{args.tokenizer}.parquet"  # assets/quality.py
+    report = pl.read_parquet(quality).to_dicts()[0] if quality.is_file() else None
     _emit(args, {"version": version, "latest": version == tables.latest(),
-                 **{k: meta[k] for k in keep if k in meta}})
+                 **{k: meta[k] for k in keep if k in meta},
+                 "id_quality": report if report is not None and report.get("version") == version else None})
     return 0
 
 

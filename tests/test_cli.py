@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ops.quality import QualityConfig, quality_report
 from ops.retokenize import RetokenizeConfig, retokenize
 from ops.tokenizers.pca_kmeans import PcaKMeans, PcaKMeansConfig
 from storage.codes import CodeTableStore
@@ -41,6 +42,9 @@ def store(tmp_path_factory):
                      pl.DataFrame({"item_id": ["new"], "content_hash": ["n"]})])
     x2 = np.vstack([np.delete(x, 5, axis=0), x[[0]]])
     v2 = _write(tables, now, x2, "v2")
+    report = quality_report(v2, 4, x2, None, QualityConfig())  # what id_quality/pk would write for v2
+    pl.DataFrame([{"tokenizer": "pk", "version": "v2", **report.figures}]).write_parquet(
+        root / "ds" / "id_quality__pk.parquet")
     return root, v1, v2
 
 
@@ -87,6 +91,9 @@ def test_prefix_versions_info_diff(store):
     code, out, _ = semid(root, "info", "ds", "pk", json_out=True)
     assert code == 0 and out["version"] == "v2" and out["latest"] and out["churn"]["added"] == 1
     assert out["length"] == 2 and out["rows"] == 30 and out["based_on"] == "v1"
+    assert out["id_quality"]["version"] == "v2" and 0 <= out["id_quality"]["neighbour_preservation"] <= 1
+    code, out, _ = semid(root, "info", "ds", "pk", "--version", "v1", json_out=True)
+    assert code == 0 and out["id_quality"] is None  # the report is of another version
     code, out, _ = semid(root, "diff", "ds", "pk", "v1", "v2", json_out=True)
     assert code == 0 and out["churn"] == {"unchanged": 29, "changed": 0, "added": 1, "removed": 1, "moved": 0}
     assert {r["item_id"]: r["change"] for r in out["rows"]} == {"i05": "removed", "new": "added"}
