@@ -71,8 +71,7 @@ def build_quality_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
         if version is None:
             raise dg.Failure(f"code_table/{entry.name} has no published version for {spec.name}")
         table = tables.read(version)
-        k = int(tables.manifest(version)["metadata"].get("k") or 0) or int(
-            np.stack(list(table["codes"].to_numpy())).max()) + 1
+        k = int(tables.manifest(version)["metadata"]["k"])  # written by every code-table run
         ids = table["item_id"].to_list()
         items = store.read(spec.name, "items")
         labels = [c for c in spec.labels if c in items.columns]

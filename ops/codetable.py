@@ -13,6 +13,13 @@ from ops.config import Checked, ConfigError, Fraction
 from storage.schemas import code_table_schema
 
 
+def codes_array(frame: pl.DataFrame, length: int = 0) -> np.ndarray:
+    """A code table's `codes` column as an items x L int64 array (items x `length` zeros for an empty table)."""
+    if not frame.height:
+        return np.zeros((0, length), dtype=np.int64)
+    return np.stack(list(frame["codes"].to_numpy())).astype(np.int64)
+
+
 def dedup_index(codes: np.ndarray) -> np.ndarray:
     """0 for the first item (in row order) with a code tuple, then 1, 2, … for later items sharing it."""
     if len(codes) == 0:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ops.codetable import CheckOutcome, code_figures
+from ops.codetable import CheckOutcome, code_figures, codes_array, dedup_index
 from ops.config import Checked, Fraction, PositiveInt, Seed
 from ops.tokenizers.random import random_codes
 
@@ -103,11 +103,6 @@ def attribute_nmi(codes: np.ndarray, labels: pl.DataFrame) -> list[dict[str, Any
     return rows
 
 
-def _codes(frame: pl.DataFrame) -> np.ndarray:
-    return (np.stack(list(frame["codes"].to_numpy())).astype(np.int64) if frame.height
-            else np.zeros((0, 0), dtype=np.int64))
-
-
 @dataclass
 class QualityReport:
     figures: dict[str, Any]  # the table's figures (and `random_*` for random codes of the same shape)
@@ -120,12 +115,12 @@ def quality_report(table: pl.DataFrame, k: int, embeddings: np.ndarray | None, l
                    config: QualityConfig) -> QualityReport:
     """The report of a code table (item_id, codes, dedup, ...) with K codes per position; `embeddings` (rows in
     the table's item order) for neighbour preservation, `labels` (rows in the same order) for the NMI."""
-    codes = _codes(table)
+    codes = codes_array(table)
     n, length = codes.shape
     ids: Sequence[str] = table["item_id"].to_list()
     rand = random_codes(ids, length, k, config.seed) if n else codes
     figures = code_figures(codes, table["dedup"].to_numpy().astype(np.int64), k)
-    rand_figures = code_figures(rand, _dedup(rand), k)
+    rand_figures = code_figures(rand, dedup_index(rand), k)
     out: dict[str, Any] = {
         "items": n, "length": length, "k": k,
         "collision_rate": figures["collision_rate"], "random_collision_rate": rand_figures["collision_rate"],
@@ -152,12 +147,6 @@ def quality_report(table: pl.DataFrame, k: int, embeddings: np.ndarray | None, l
             out[f"random_nmi_{a['label']}"] = b["best_nmi"]
     out["largest_first_bucket_share"] = ours[0]["largest_share"] if ours else 0.0
     return QualityReport(out, positions, balance, pl.DataFrame(label_rows))
-
-
-def _dedup(codes: np.ndarray) -> np.ndarray:
-    from ops.codetable import dedup_index
-
-    return dedup_index(codes)
 
 
 def _mean_colliding(codes: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import polars as pl
 
-from ops.codetable import CheckOutcome, build_code_table, code_figures, semantic_ids
+from ops.codetable import CheckOutcome, build_code_table, code_figures, codes_array, semantic_ids
 from ops.config import Checked, Fraction
 from ops.tokenizers.base import META_FILE, Tokenizer
 from storage.codes import CodeTableStore
@@ -133,11 +133,6 @@ def next_dedup(codes: np.ndarray, taken: np.ndarray, taken_dedup: np.ndarray) ->
     return out
 
 
-def _stack(frame: pl.DataFrame, length: int) -> np.ndarray:
-    return (np.stack(list(frame["codes"].to_numpy())).astype(np.int64) if frame.height
-            else np.zeros((0, length), dtype=np.int64))
-
-
 def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFrame, codes_of_assigned: np.ndarray,
                 assigned: Sequence[str], k: int, version: str) -> Retokenized:
     """The new table: `previous` rows for unchanged items (byte-identical), `codes_of_assigned` (rows in the order
@@ -160,8 +155,8 @@ def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFra
     reserved = pl.concat([keep.select("codes", "dedup"), all_retired.select("codes", "dedup")])
     fresh = kinds.filter(pl.col("change") == "added").select("item_id").vstack(moved.select("item_id"))
     fresh = fresh.join(new_codes, on="item_id", how="left", maintain_order="left")
-    fresh_codes = _stack(fresh.rename({"new_codes": "codes"}), length)
-    dedup = next_dedup(fresh_codes, _stack(reserved, length), reserved["dedup"].to_numpy())
+    fresh_codes = codes_array(fresh.rename({"new_codes": "codes"}), length)
+    dedup = next_dedup(fresh_codes, codes_array(reserved, length), reserved["dedup"].to_numpy())
     fresh_rows = pl.DataFrame({
         "item_id": fresh["item_id"], "codes": pl.Series(fresh_codes.astype(np.int32), dtype=pl.Array(pl.Int32, length)),
         "dedup": dedup.astype(np.int32), "semantic_id": semantic_ids(fresh_codes, dedup)})
@@ -169,7 +164,7 @@ def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFra
     body = pl.concat([keep.drop("content_hash"), fresh_rows]).join(hashes, on="item_id", how="left")
     frame = hashes.select("item_id").join(body, on="item_id", how="left", maintain_order="left").select(
         list(code_table_schema(length))).cast(code_table_schema(length))
-    codes = _stack(frame, length)
+    codes = codes_array(frame, length)
     moves = migration(items, previous, frame)
     return Retokenized(frame, all_retired, moves, code_figures(codes, frame["dedup"].to_numpy(), k),
                        churn(moves, len(assigned)), list(assigned))

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.codetable import codes_array
 from ops.config import (
     Checked,
     ConfigError,
@@ -112,7 +113,7 @@ class CTRInputs:
 def item_code_matrix(code_table: pl.DataFrame, item_ids: Sequence[str]) -> tuple[np.ndarray, list[int]]:
     """Row r + 1 = the codes of item_ids[r] (row 0 and items the table lacks: each position's padding index K_l,
     one past its largest code) and K_l per position."""
-    codes = np.stack(list(code_table["codes"].to_numpy())).astype(np.int64)
+    codes = codes_array(code_table)
     sizes = [int(k) for k in codes.max(axis=0) + 1]
     out = np.tile(np.asarray(sizes, np.int64), (len(item_ids) + 1, 1))
     row = {item: i for i, item in enumerate(code_table["item_id"].to_list())}

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from ops.codetable import codes_array
+
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 PAD, BOS, EOS = 0, 1, 2
 
@@ -25,8 +27,7 @@ class SemanticVocab:
 
     @classmethod
     def from_code_table(cls, frame: pl.DataFrame, table: str = "code table") -> SemanticVocab:
-        codes = (np.stack(list(frame["codes"].to_numpy())).astype(np.int64) if frame.height
-                 else np.zeros((0, 0), np.int64))
+        codes = codes_array(frame)
         full = np.concatenate([codes, frame["dedup"].to_numpy().astype(np.int64)[:, None]], axis=1)
         sizes = tuple(int(full[:, p].max()) + 1 for p in range(full.shape[1]))
         offsets = tuple(int(x) for x in len(SPECIALS) + np.concatenate([[0], np.cumsum(sizes)[:-1]]))
