@@ -51,7 +51,6 @@ class Retokenized:
     migration: pl.DataFrame  # item_id, old / new semantic_id, change, moved
     figures: dict[str, Any]  # ops.codetable.code_figures of the new codes
     churn: dict[str, int]  # added / changed / unchanged / removed / moved / moved_unchanged / assigned
-    assigned: list[str]  # the items whose codes the tokenizer computed in this run
     notes: list[str] = field(default_factory=list)  # what the run should know (settings an incremental run ignored)
 
 
@@ -71,10 +70,11 @@ def classify(items: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataFrame
                       removed.select("item_id", pl.lit("removed").alias("change"))])
 
 
-def migration(items: pl.DataFrame, previous: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
+def migration(items: pl.DataFrame, previous: pl.DataFrame | None, new: pl.DataFrame,
+              kinds: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per item of either version: its old and new semantic_id (null where it has none), how its content
-    changed, and whether its ID moved."""
-    kinds = classify(items, previous)
+    changed (`kinds`: classify(items, previous), where the caller has it), and whether its ID moved."""
+    kinds = classify(items, previous) if kinds is None else kinds
     old = (previous.select("item_id", pl.col("semantic_id").alias("old_semantic_id")) if previous is not None
            else pl.DataFrame(schema={"item_id": pl.String, "old_semantic_id": pl.String}))
     frame = (kinds.join(old, on="item_id", how="left", maintain_order="left")
@@ -165,9 +165,9 @@ def incremental(items: pl.DataFrame, previous: pl.DataFrame, retired: pl.DataFra
     frame = hashes.select("item_id").join(body, on="item_id", how="left", maintain_order="left").select(
         list(code_table_schema(length))).cast(code_table_schema(length))
     codes = codes_array(frame, length)
-    moves = migration(items, previous, frame)
+    moves = migration(items, previous, frame, kinds)
     return Retokenized(frame, all_retired, moves, code_figures(codes, frame["dedup"].to_numpy(), k),
-                       churn(moves, len(assigned)), list(assigned))
+                       churn(moves, len(assigned)))
 
 
 def to_assign(items: pl.DataFrame, previous: pl.DataFrame) -> list[str]:
@@ -180,8 +180,7 @@ def refit(items: pl.DataFrame, previous: pl.DataFrame | None, codes: np.ndarray,
     """A table from a fresh fit (codes in item order), compared with the previous version."""
     frame, figures = build_code_table(items["item_id"].to_list(), codes, k, items["content_hash"].to_list())
     moves = migration(items, previous, frame)
-    return Retokenized(frame, empty_retired(int(codes.shape[1])), moves, figures, churn(moves, frame.height),
-                       items["item_id"].to_list())
+    return Retokenized(frame, empty_retired(int(codes.shape[1])), moves, figures, churn(moves, frame.height))
 
 
 def config_differences(tokenizer_meta: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
