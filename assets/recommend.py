@@ -20,6 +20,7 @@ from assets.metadata import lineage, markdown_table
 from assets.quality import quality_key
 from assets.resources import ComputeResource, StorageResource
 from assets.results import EVALUATE, GROUP, summary, write_metrics
+from assets.serving import load_serving, serving_key
 from assets.versions import code_version
 from ops import datasets, recommend, tokenizers
 from ops.recommend import RecData, RecommenderEntry
@@ -84,7 +85,8 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
     Config = run_config(entry, tokenizer)
     # a per-tokenizer recommender also waits on its table's ID quality: the blocking collapse check stops it there
     inputs: list[str | dg.AssetKey] = [*entry.inputs, "items", *(
-        [dg.AssetKey(["code_table", tokenizer]), quality_key(tokenizer)] if tokenizer else [])]
+        [dg.AssetKey(["code_table", tokenizer]), quality_key(tokenizer),
+         *([serving_key(tokenizer)] if entry.serves else [])] if tokenizer else [])]
     on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")
     pool: dict[str, Any] = GPU_ASSET if entry.trains else {}
 
@@ -97,11 +99,15 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
         spec = datasets.get(context.partition_key)
         store = storage.store()
         started = time.perf_counter()
+        tables = store.code_tables(spec.name, tokenizer) if tokenizer else None
+        version = tables.latest() if tables is not None else None
         data = RecData(
             spec.name, store.read(spec.name, "items"), spec.attributes[: spec.content_attributes],
             sequences=store.read(spec.name, "user_sequences") if "user_sequences" in entry.inputs else None,
             impressions=store.read(spec.name, "impressions") if "impressions" in entry.inputs else None,
-            code_table=store.code_tables(spec.name, tokenizer).read() if tokenizer else None, tokenizer=tokenizer,
+            code_table=tables.read(version) if tables is not None else None, tokenizer=tokenizer,
+            serving=load_serving(store, spec.name, tokenizer, version) if tokenizer and version and entry.serves
+            else None,
             checkpoints=store.artifacts(spec.name, "recommenders", f"{entry.name}-{name}" if name else entry.name))
         evaluation = config.build(EvalConfig)
         model = entry.factory(entry.name, _ops_configs(entry, tokenizer, config, compute), evaluation)

@@ -5,9 +5,12 @@
     semid lookup DATASET TOKENIZER ITEM_ID...     item id -> semantic ID
     semid resolve DATASET TOKENIZER SID...        semantic ID -> item id (a retired ID says when it was retired)
     semid prefix DATASET TOKENIZER PREFIX         items whose codes start with PREFIX (e.g. 12-200)
+    semid next DATASET TOKENIZER [PREFIX]         the codes that may follow PREFIX (the serving index's
+                                                  allowed_next; --exclude ITEM_ID... leaves those items out)
     semid info DATASET TOKENIZER                  lineage and quality figures of a version
     semid diff DATASET TOKENIZER OLD NEW          which IDs moved between two versions, and the churn
-    semid export DATASET TOKENIZER DIR            a version's files (codes, retired, id_migration, manifest) to DIR
+    semid export DATASET TOKENIZER DIR            a version's files (codes, retired, id_migration, manifest, and
+                                                  its serving index under serving_index/) to DIR
 
 Every command takes `--version V` (default: the published `latest`; `diff` names both), `--root` (default
 $SEMID_STORAGE_ROOT, else data/store) and `--json` (one JSON document on stdout). Exit codes: 0 found, 1 an id,
@@ -27,8 +30,10 @@ from typing import Any, NoReturn, cast
 import polars as pl
 
 from ops.retokenize import migration
+from ops.serving import ServingIndex
 from storage.codes import MIGRATION_FILE, RETIRED_FILE, CodeTableStore
 from storage.paths import check_name
+from storage.serving import ServingIndexStore
 
 NOT_FOUND, USAGE = 1, 2
 
@@ -179,6 +184,31 @@ def cmd_prefix(args: argparse.Namespace) -> int:
     return 0 if match.height else NOT_FOUND
 
 
+def _serving(args: argparse.Namespace, version: str) -> ServingIndexStore:
+    indexes = ServingIndexStore(_root(args), args.dataset, args.tokenizer)
+    if version not in indexes.versions():
+        raise CliError(f"no serving index for {args.tokenizer} version {version} of {args.dataset}: materialize "
+                       f"serving_index/{args.tokenizer} (built for: {', '.join(indexes.versions()[-3:]) or 'none'})")
+    return indexes
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    tables = _tables(args)
+    version = _version(tables, args.version)
+    index = ServingIndex.from_tables(*_serving(args, version).read(version))
+    want = _prefix_codes(args.prefix)
+    try:
+        allowed = index.allowed_next(want, args.exclude)
+    except KeyError as e:
+        print(f"semid: {e.args[0]}", file=sys.stderr)
+        _emit(args, {"version": version, "prefix": want, "allowed_next": None})
+        return NOT_FOUND
+    last = len(want) == index.depth - 1  # the next value is the dedup index: each code is one item
+    _emit(args, {"version": version, "prefix": want, "allowed_next": allowed, "excluded": len(args.exclude),
+                 **({"items": [index.item_of([*want, c]) for c in allowed]} if last else {})})
+    return 0 if allowed else NOT_FOUND
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     tables = _tables(args)
     version = _version(tables, args.version)
@@ -227,6 +257,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
             written.append(name)
+    indexes = ServingIndexStore(_root(args), args.dataset, args.tokenizer)
+    if version in indexes.versions():  # the serving index of this version, where it was built
+        shutil.copytree(indexes.path(version), target / "serving_index")
+        written += [f"serving_index/{p.name}" for p in sorted((target / "serving_index").iterdir())]
     _emit(args, {"version": version, "to": str(target), "files": written})
     return 0
 
@@ -257,6 +291,9 @@ def parser() -> argparse.ArgumentParser:
     p = add("prefix", cmd_prefix, "items whose codes start with PREFIX (codes joined by '-')")
     p.add_argument("prefix")
     p.add_argument("--limit", type=int, default=50, help="rows shown (0: all)")
+    p = add("next", cmd_next, "the codes that may follow PREFIX (codes joined by '-'; none: the first code)")
+    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="ITEM_ID", help="items that may not be produced")
     add("info", cmd_info, "lineage and quality figures of a version")
     p = add("diff", cmd_diff, "which IDs moved between two versions", version=False)
     p.add_argument("old")

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, embed, evaluation, ingest, palette, quality, recommend
+from assets import codes, embed, evaluation, ingest, palette, quality, recommend, serving
 from pipeline import automation
 from pipeline.jobs import JOBS
 from pipeline.resources import default_resources
 
-STAGES = (ingest, embed, palette, codes, quality, recommend, evaluation)  # each exports its own `defs`
+STAGES = (ingest, embed, palette, codes, quality, serving, recommend, evaluation)  # each exports its own `defs`
 
 
 defs = dg.Definitions.merge(

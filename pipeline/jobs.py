@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import codes, embed, quality
+from assets import codes, embed, quality, serving
 from assets.common import DATASETS, JOB_TAG
 from assets.palette import palette_embeddings
 from ops import tokenizers
@@ -32,13 +32,16 @@ full_pipeline_job = dg.define_asset_job(
     description="Every stage for one dataset partition.",
 )
 
-# What re-tokenization recomputes: embeddings, palettes (with the trained palette model: nothing is retrained) and
-# every code table. Ingestion is the raw-files sensors' job; models and recommenders are trained by hand.
-RETOKENIZE_KEYS = [a.key for a in (*embed.ASSETS, palette_embeddings, *codes.ASSETS, *quality.ASSETS)]
+# What re-tokenization recomputes: embeddings, palettes (with the trained palette model: nothing is retrained),
+# every code table, its ID quality and its serving index. Ingestion is the raw-files sensors' job; models and
+# recommenders are trained by hand.
+RETOKENIZE_KEYS = [a.key for a in (*embed.ASSETS, palette_embeddings, *codes.ASSETS, *quality.ASSETS,
+                                   *serving.ASSETS)]
 # what needs a trained palette model: left out of a dataset's scheduled run until one has been trained
 _PALETTE_TOKENIZERS = [name for name, entry in tokenizers.REGISTRY.items() if "palette_embeddings" in entry.upstream]
 PALETTE_KEYS = {palette_embeddings.key, *(dg.AssetKey(["code_table", name]) for name in _PALETTE_TOKENIZERS),
-                *(quality.quality_key(name) for name in _PALETTE_TOKENIZERS)}
+                *(quality.quality_key(name) for name in _PALETTE_TOKENIZERS),
+                *(serving.serving_key(name) for name in _PALETTE_TOKENIZERS)}
 RETOKENIZE_SELECTION = dg.AssetSelection.assets(*RETOKENIZE_KEYS)
 
 

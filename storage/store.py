@@ -11,6 +11,7 @@ from storage.artifacts import ArtifactStore
 from storage.codes import CodeTableStore
 from storage.parquet import read_table_metadata
 from storage.paths import check_name, inside, safe_join
+from storage.serving import ServingIndexStore
 
 # The tables one ingest step writes, in the order they become visible; the row accounting goes last and so marks the
 # set complete. They are separate files (their documented paths), so a killed ingest can leave some replaced and
@@ -36,6 +37,9 @@ class Store:
 
     def code_tables(self, dataset: str, tokenizer: str) -> CodeTableStore:
         return CodeTableStore(self.root, dataset, tokenizer)
+
+    def serving_indexes(self, dataset: str, tokenizer: str) -> ServingIndexStore:
+        return ServingIndexStore(self.root, dataset, tokenizer)
 
     def artifacts(self, dataset: str, *names: str) -> ArtifactStore:
         """A dataset's versioned artifacts (a model's checkpoints, …) at <root>/<dataset>/<name>/<name>…/."""

@@ -120,7 +120,8 @@ def test_jobs_automation_and_the_refit_job():
     assert "palette_model" not in keys and "items" not in keys  # nothing is retrained by re-tokenization
     follow = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs() if spec.automation_condition}
     assert follow == {"item_embeddings", "item_embeddings_lm", "palette_embeddings", "id_quality_comparison",
-                      *(f"code_table/{t}" for t in REGISTRY), *(f"id_quality/{t}" for t in REGISTRY)}
+                      *(f"code_table/{t}" for t in REGISTRY), *(f"id_quality/{t}" for t in REGISTRY),
+                      *(f"serving_index/{t}" for t in REGISTRY)}
 
 
 def test_a_bad_cron_is_refused_naming_its_variable(monkeypatch):

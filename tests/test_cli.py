@@ -12,8 +12,10 @@ import pytest
 
 from ops.quality import QualityConfig, quality_report
 from ops.retokenize import RetokenizeConfig, retokenize
+from ops.serving import ServingIndex
 from ops.tokenizers.pca_kmeans import PcaKMeans, PcaKMeansConfig
 from storage.codes import CodeTableStore
+from storage.serving import ServingIndexStore
 
 SEMID = str(Path(sys.executable).with_name("semid"))  # the console script pyproject.toml declares
 CFG = PcaKMeansConfig(length=2, k=4, d=2, seed=0)
@@ -45,6 +47,8 @@ def store(tmp_path_factory):
     report = quality_report(v2, 4, x2, None, QualityConfig())  # what id_quality/pk would write for v2
     pl.DataFrame([{"tokenizer": "pk", "version": "v2", **report.figures}]).write_parquet(
         root / "ds" / "id_quality__pk.parquet")
+    index = ServingIndex.from_code_table(v2)  # what serving_index/pk writes for v2 (none for v1)
+    ServingIndexStore(root, "ds", "pk").write_index("v2", index.prefixes, index.items, {})
     return root, v1, v2
 
 
@@ -57,7 +61,7 @@ def semid(root, *args, json_out=False):
 def test_help_lists_the_commands():
     done = subprocess.run([SEMID, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
-    for command in ("tables", "versions", "lookup", "resolve", "prefix", "info", "diff", "export"):
+    for command in ("tables", "versions", "lookup", "resolve", "prefix", "next", "info", "diff", "export"):
         assert command in done.stdout
 
 
@@ -113,6 +117,27 @@ def test_export_writes_a_version_that_plain_pyarrow_reads(store, tmp_path):
         "semantic_id"].to_list()
     code, _, err = semid(root, "export", "ds", "pk", str(tmp_path / "out"))  # not into a non-empty directory
     assert code == 2 and "not empty" in err
+
+
+def test_next_answers_from_the_serving_index(store, tmp_path):
+    root, _, v2 = store
+    first = sorted({int(c[0]) for c in v2["codes"].to_list()})
+    code, out, _ = semid(root, "next", "ds", "pk", json_out=True)
+    assert code == 0 and out["version"] == "v2" and out["allowed_next"] == first
+    # the items under one first code, all excluded: that code is no longer allowed
+    under = [i for i, c in zip(v2["item_id"], v2["codes"].to_list()) if c[0] == first[0]]
+    code, out, _ = semid(root, "next", "ds", "pk", "--exclude", *under, json_out=True)
+    assert code == 0 and out["allowed_next"] == first[1:] and out["excluded"] == len(under)
+    row = v2.row(0, named=True)  # at the last depth: the dedup values, each naming its item
+    prefix = "-".join(map(str, row["codes"]))
+    code, out, _ = semid(root, "next", "ds", "pk", prefix, json_out=True)
+    assert code == 0 and row["item_id"] in out["items"] and len(out["items"]) == len(out["allowed_next"])
+    code, _, err = semid(root, "next", "ds", "pk", "9-9")
+    assert code == 1 and "9-9 is not a prefix" in err
+    code, _, err = semid(root, "next", "ds", "pk", "--version", "v1")
+    assert code == 2 and "no serving index for pk version v1" in err
+    code, out, _ = semid(root, "export", "ds", "pk", str(tmp_path / "out"), json_out=True)  # v2: with its index
+    assert code == 0 and {"serving_index/prefixes.parquet", "serving_index/items.parquet"} <= set(out["files"])
 
 
 @pytest.mark.parametrize("args,needle", [

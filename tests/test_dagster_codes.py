@@ -19,6 +19,7 @@ from ops.tiny_models import save_random_model
 from ops.tokenizers import REGISTRY, Tokenizer, TokenizerEntry
 from pipeline.resources import ComputeResource, StorageResource
 from storage.codes import CodeTableStore
+from storage.serving import ServingIndexStore
 
 PARTITION = "sample_mind"
 
@@ -256,7 +257,7 @@ def test_every_table_shows_described_columns_and_numeric_figures(env):
 
 
 def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(env):
-    from assets import evaluation, recommend
+    from assets import evaluation, recommend, serving
 
     storage, resources, _ = env
     tiny = {"layers": 1, "d_model": 16, "heads": 2, "d_ff": 32, "epochs": 2, "batch_size": 32,
@@ -270,11 +271,16 @@ def test_recommenders_and_the_evaluation_table_materialize_on_every_code_table(e
         "recommender__sasrec": {"config": {"grid_d_model": [16], "grid_layers": [1], "grid_dropout": [0.2],
                                             "grid_lr": [1e-3, 3e-3], "heads": 2, "epochs": 2, "seeds": [0, 1]}},
         "evaluation": {"config": {"seeds": [0, 1], "skip": ["ctr"]}}}}  # CTR: tests/test_dagster_ctr.py
-    result = dg.materialize([*recommend.ASSETS, *evaluation.ASSETS], partition_key=PARTITION, resources=resources,
-                            run_config=run_config)
+    result = dg.materialize([*serving.ASSETS, *recommend.ASSETS, *evaluation.ASSETS], partition_key=PARTITION,
+                            resources=resources, run_config=run_config)
     assert result.success
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "evaluation_complete")
     assert check.passed and check.partition == PARTITION
+    served = [e for e in result.get_asset_check_evaluations() if e.check_name == "index_matches_code_table"]
+    assert len(served) == len(REGISTRY) and all(e.passed for e in served)
+    for t in REGISTRY:  # each code table's serving index, under its version name, published
+        version = _tables(storage, t).latest()
+        assert ServingIndexStore(storage.storage_root, PARTITION, t).latest() == version
     table = pq.read_table(f"{storage.storage_root}/{PARTITION}/evaluation.parquet")
     assert table.schema.names == ["dataset", "recommender", "tokenizer", "seed", "metric", "k", "value"]
     frame = pl.from_arrow(table)

@@ -106,7 +106,8 @@ def test_definitions_load():
         return {k.to_user_string() for k in repo.get_job(job).asset_layer.executable_asset_keys}
 
     # training is a job of its own (a GPU job on real data); tokenize_job stays cheap
-    assert selected("palette_job") == {"palette_model", "palette_embeddings", "code_table/lamia", "id_quality/lamia"}
+    assert selected("palette_job") == {"palette_model", "palette_embeddings", "code_table/lamia", "id_quality/lamia",
+                                       "serving_index/lamia"}
     assert "code_table/lamia" not in selected("tokenize_job") and "code_table/random" in selected("tokenize_job")
     for key in ("item_embeddings", "palette_model", "palette_embeddings"):  # model work is routed to GPU workers
         asset = defs.get_assets_def(key)

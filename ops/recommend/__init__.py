@@ -33,7 +33,8 @@ register(RecommenderEntry(
     "existing items; one model per seed, early-stopped on validation NDCG@10, Recall / NDCG on the test split "
     "(full catalog).",
     config_types=(GenerativeConfig,), exclude=("backbone", "dtype", *_PRETRAINED_FIELDS),
-    overrides={"backbone": "scratch"}, per_tokenizer=True, modules=("ops.recommend.generative", *_RANKING)))
+    overrides={"backbone": "scratch"}, per_tokenizer=True, serves=True,
+    modules=("ops.recommend.generative", *_RANKING)))
 register(RecommenderEntry(
     "generative_llm", GenerativeFamily,
     "a pretrained LM with LoRA, the code tokens added to its vocabulary (L_rip jointly with the text -> code "
@@ -41,7 +42,7 @@ register(RecommenderEntry(
     "items; one model per seed, early-stopped on validation NDCG@10, Recall / NDCG on the test split. `dtype` "
     "other than auto overrides the compute resource's.",
     config_types=(GenerativeConfig,), exclude=("backbone", *_SCRATCH_FIELDS), overrides={"backbone": "pretrained"},
-    per_tokenizer=True, loads_model=True, modules=("ops.recommend.generative", *_RANKING)))
+    per_tokenizer=True, loads_model=True, serves=True, modules=("ops.recommend.generative", *_RANKING)))
 register(RecommenderEntry(
     "sasrec", SASRecFamily,
     "SASRec on item IDs (causal transformer, cross-entropy over the whole catalog): the ID baseline; width, layers, "

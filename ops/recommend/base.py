@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from ops.registry import Registry
+from ops.serving import ServingIndex
 from storage.artifacts import ArtifactStore
 
 
@@ -28,6 +29,7 @@ class RecData:
     sequences: pl.DataFrame | None = None  # user_sequences (ranking models)
     impressions: pl.DataFrame | None = None  # impressions (CTR models)
     code_table: pl.DataFrame | None = None  # the latest version of code_table/<tokenizer>
+    serving: ServingIndex | None = None  # its serving index (a decoding family's; built from code_table if None)
     tokenizer: str | None = None
     checkpoints: ArtifactStore | None = None
 
@@ -106,6 +108,7 @@ class RecommenderEntry:
     trains: bool = True  # a model-bound asset (the `gpu` pool)
     loads_model: bool = False  # its `model` field names a pretrained model (the run-start check)
     modules: tuple[str, ...] = ()  # the ops modules behind it (code version)
+    serves: bool = False  # decodes on the table's serving index (its asset reads serving_index/<tokenizer>)
     kinds: frozenset[str] = frozenset({"pytorch", "parquet"})
     # the `recommender` names its asset on a tokenizer (None: without codes) writes rows for, given the evaluation's
     # ExpectedConfig (a suite of models, e.g. CTR); None = its own name

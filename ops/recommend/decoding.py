@@ -9,6 +9,9 @@ mask on the logits, never a Python walk over a trie. The model is a step functio
 B (user, prefix) pairs; generative recommenders provide one (teacher-forced, KV-cached or parallel heads). A step
 function that also takes `parents` is told, by beam search, which row of its previous call each row extends (its
 prefix is that row's plus one code), so it can keep its key/value cache from call to call and run one new token.
+
+The index is read from the serving index (ops.serving), the tables a service loads: the same prefixes, the same
+allowed codes, and the same exclusion rule (a code survives while some item under it is not excluded).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ops.serving import ServingIndex
 
 StepFn = Callable[..., torch.Tensor]  # (users, prefix, level[, parents=...]) -> scores over the level's codes
 
@@ -30,42 +35,61 @@ class PrefixIndex:
     child: list[torch.Tensor]  # level l: the node at level l + 1 an edge leads to; the item index at the last level
     prefixes: list[torch.Tensor]  # level l: each node's prefix codes (n_nodes_l x l)
     n_items: int
+    first: list[torch.Tensor]  # level l: the first serving-index row (path order) under each edge
+    count: list[torch.Tensor]  # level l: how many items are under each edge
+    row_item: torch.Tensor  # serving-index row -> item index
 
     @classmethod
     def build(cls, item_codes: np.ndarray, device: torch.device | str = "cpu") -> PrefixIndex:
-        """From items x P position-local codes (codes then dedup; every row distinct, as in a code table)."""
+        """From items x P position-local codes (codes then dedup; every row distinct, as in a code table); item i
+        is row i."""
         codes = np.asarray(item_codes, dtype=np.int64)
-        n, levels = codes.shape
-        if len(np.unique(codes, axis=0)) != n:
-            raise ValueError("two items share all codes and dedup index: not a valid code table")
-        sizes = tuple(int(codes[:, p].max()) + 1 for p in range(levels))
-        node = np.zeros(n, dtype=np.int64)  # each item's node at the current level (the root at level 0)
-        n_nodes, prefix = 1, np.zeros((1, 0), dtype=np.int64)
-        keys, starts, child, prefixes = [], [], [], []
-        for level, size in enumerate(sizes):
-            edge_of_item = node * size + codes[:, level]
-            edges, first, inverse = np.unique(edge_of_item, return_index=True, return_inverse=True)
-            parent = edges // size
-            keys.append(edges)
-            starts.append(np.searchsorted(parent, np.arange(n_nodes + 1)))
-            prefixes.append(prefix)
-            if level == levels - 1:
-                leaf = np.empty(len(edges), dtype=np.int64)
-                leaf[inverse] = np.arange(n)  # one item per leaf edge
-                child.append(leaf)
-            else:
-                child.append(np.arange(len(edges)))  # the next level's nodes are this level's edges, in order
-                prefix = np.concatenate([prefix[parent], (edges % size)[:, None]], axis=1)
-                node, n_nodes = inverse.reshape(-1), len(edges)
+        ids = [str(i) for i in range(len(codes))]
+        return cls.from_serving(ServingIndex.from_paths(codes, ids), ids, device)
+
+    @classmethod
+    def from_serving(cls, serving: ServingIndex, item_ids: list[str] | tuple[str, ...] | None = None,
+                     device: torch.device | str = "cpu") -> PrefixIndex:
+        """The decoder's arrays of a serving index; item index i is `item_ids[i]` (default: the index's row order).
+        Every item of the index must be in `item_ids` and the other way round."""
+        items = serving.items["item_id"].to_list()
+        if item_ids is None:
+            row_item = np.arange(len(items))
+        else:
+            position = {item: i for i, item in enumerate(item_ids)}
+            missing = [i for i in items if i not in position]
+            if missing or len(item_ids) != len(items):
+                raise ValueError(f"the serving index and the model's items differ ({len(items)} vs {len(item_ids)} "
+                                 f"items, e.g. {missing[:3]}): rebuild serving_index from this code table")
+            row_item = np.array([position[i] for i in items], dtype=np.int64)
+        keys, starts, child, prefixes, first, count, sizes = [], [], [], [], [], [], []
+        levels = serving.depth
+        for level, nodes in enumerate(serving.prefixes.partition_by("depth", maintain_order=True)):
+            lengths = nodes["allowed_next"].list.len().to_numpy().astype(np.int64)
+            codes = nodes["allowed_next"].explode().to_numpy().astype(np.int64)
+            size = int(codes.max()) + 1
+            sizes.append(size)
+            keys.append(np.repeat(np.arange(nodes.height), lengths) * size + codes)  # ascending: nodes, then codes
+            starts.append(np.concatenate([[0], np.cumsum(lengths)]))
+            prefixes.append(np.stack(nodes["prefix"].to_list()).reshape(nodes.height, level).astype(np.int64)
+                            if level else np.zeros((1, 0), dtype=np.int64))
+            first.append(nodes["next_first"].explode().to_numpy().astype(np.int64))
+            count.append(nodes["next_count"].explode().to_numpy().astype(np.int64))
+            # the next level's nodes are this level's edges, in order; at the last level an edge is one item
+            child.append(row_item[first[-1]] if level == levels - 1 else np.arange(len(codes)))
         as_t = lambda arrays: [torch.as_tensor(a, dtype=torch.long, device=device) for a in arrays]  # noqa: E731
-        return cls(sizes, as_t(keys), as_t(starts), as_t(child), as_t(prefixes), n)
+        return cls(tuple(sizes), as_t(keys), as_t(starts), as_t(child), as_t(prefixes), len(items), as_t(first),
+                   as_t(count), torch.as_tensor(row_item, dtype=torch.long, device=device))
 
     @property
     def levels(self) -> int:
         return len(self.sizes)
 
-    def allowed(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
-        """(B, V_level) bool: the codes that continue each node's prefix towards some item."""
+    def allowed(self, level: int, nodes: torch.Tensor, excluded: torch.Tensor | None = None,
+                owners: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, V_level) bool: the codes that continue each node's prefix towards some item, and with `excluded`
+        (users x (items + 1) running counts of excluded items, see `excluded_counts`; row `owners[b]` for node b,
+        default b) towards some item that user does not exclude: ServingIndex.allowed_next's rule."""
         starts = self.starts[level]
         lo, hi = starts[nodes], starts[nodes + 1]
         counts = hi - lo
@@ -74,8 +98,19 @@ class PrefixIndex:
             torch.cumsum(counts, 0) - counts, counts)
         edges = torch.repeat_interleave(lo, counts) + offsets
         mask = torch.zeros(len(nodes), self.sizes[level], dtype=torch.bool, device=nodes.device)
+        if excluded is not None:
+            a, n = self.first[level][edges], self.count[level][edges]
+            user = rows if owners is None else owners[rows]
+            keep = excluded[user, a + n] - excluded[user, a] < n
+            rows, edges = rows[keep], edges[keep]
         mask[rows, self.keys[level][edges] % self.sizes[level]] = True
         return mask
+
+    def excluded_counts(self, exclude: torch.Tensor) -> torch.Tensor:
+        """users x items bool (item index order) -> users x (items + 1) running counts in serving-index row order:
+        the excluded items under an edge are `c[:, first + count] - c[:, first]`."""
+        ordered = exclude[:, self.row_item].to(torch.int32)
+        return torch.nn.functional.pad(torch.cumsum(ordered, dim=1, dtype=torch.int32), (1, 0))
 
     def next(self, level: int, nodes: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The child of each (node, code) edge: a node of level + 1, or an item index at the last level. Only
@@ -90,8 +125,9 @@ def beam_search(step: StepFn, index: PrefixIndex, users: torch.Tensor, k: int, w
     """Top-k items per user (users x k item indices, -1 where fewer than k exist, and their log-probabilities),
     batched over users: at each level every beam's next-code log-probabilities are masked to the codes that lead
     to an item, and the `width` best (beam, code) pairs per user are kept. `exclude` (users x items bool) removes
-    items at the last level, so an excluded item can never come out; keep `width` >= k + the most items a user
-    excludes. Width at least the number of prefixes per level makes it exact."""
+    at every level the codes under which every item is excluded (the serving index's rule), so an excluded item can
+    never come out and no beam is spent on a dead prefix. Width at least the number of prefixes per level makes it
+    exact."""
     width = max(width or k, k)
     incremental = "parents" in inspect.signature(step).parameters
     parents: torch.Tensor | None = None
@@ -99,18 +135,14 @@ def beam_search(step: StepFn, index: PrefixIndex, users: torch.Tensor, k: int, w
     logp = torch.zeros(n_users, 1, device=users.device)
     nodes = torch.zeros(n_users, 1, dtype=torch.long, device=users.device)
     prefix = torch.zeros(n_users, 1, 0, dtype=torch.long, device=users.device)
+    counts = index.excluded_counts(exclude) if exclude is not None else None
     for level in range(index.levels):
         beams = nodes.shape[1]
         flat_nodes = nodes.reshape(-1)
         rows = (users.repeat_interleave(beams), prefix.reshape(n_users * beams, level), level)
         scores = (step(*rows, parents=parents) if incremental else step(*rows)).float()
-        allowed = index.allowed(level, flat_nodes)
-        if level == index.levels - 1 and exclude is not None:
-            size = index.sizes[level]
-            codes = torch.arange(size, device=users.device).expand(len(flat_nodes), size)
-            leaf = index.next(level, flat_nodes[:, None].expand_as(codes), codes)
-            owner = torch.arange(n_users, device=users.device).repeat_interleave(beams)[:, None].expand_as(codes)
-            allowed &= ~exclude[owner, leaf]
+        owners = torch.arange(n_users, device=users.device).repeat_interleave(beams)
+        allowed = index.allowed(level, flat_nodes, counts, owners)
         total = (logp.reshape(-1, 1) + scores.masked_fill(~allowed, float("-inf"))).reshape(n_users, -1)
         top = total.topk(min(width, total.shape[1]), dim=1)
         beam, code = top.indices // index.sizes[level], top.indices % index.sizes[level]

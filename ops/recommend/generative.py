@@ -33,6 +33,7 @@ from ops.models import SMOLLM2, select_device
 from ops.recommend.base import RecData, Recommender, SeedRun
 from ops.recommend.decoding import PrefixIndex, beam_search, exact_scores
 from ops.recommend.tokens import BOS, PAD, SemanticVocab
+from ops.serving import ServingIndex
 from ops.training import EarlyStopping, TrainingConfig, autocast, autocast_dtype, fit
 
 Decoder = Literal["beam", "exact"]
@@ -559,7 +560,10 @@ class GenerativeFamily(Recommender):
         sequences = data.needed(data.sequences, "sequences")
         self.rows = {split: examples(sequences, self.vocab, split, self.base.max_history)
                      for split in ("train", "valid", "test")}
-        self.index = PrefixIndex.build(self.vocab.item_codes)
+        # the serving index a service loads (built from the same table where the caller has none): what is
+        # evaluated is what is served
+        serving = data.serving if data.serving is not None else ServingIndex.from_code_table(table)
+        self.index = PrefixIndex.from_serving(serving, self.vocab.item_ids)
         self.tokens, self.train_seconds = 0.0, 0.0
         self.model: GenerativeRecommender | None = None
 
