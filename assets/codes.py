@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from assets.common import DATASETS, FOLLOWS_UPSTREAM, job_tag
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_ASSET, job_tag
 from assets.configs import OpsConfig, config_class, takes_config
 from assets.metadata import frame_version, lineage, markdown_table, table_metadata
 from assets.resources import StorageResource
@@ -114,6 +114,7 @@ def build_code_table_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
                     "every check passes.",
         check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True, partitions_def=DATASETS)
                      for name, text in CHECK_NAMES.items()],
+        **(GPU_ASSET if "pytorch" in entry.kinds else {}),  # a VQ autoencoder trains: a GPU step
     )
     @takes_config(Config)
     def _asset(context: dg.AssetExecutionContext, config: OpsConfig, storage: StorageResource):

@@ -11,9 +11,9 @@ from ops.datasets import load_registry
 
 JOB_TAG = "semid/job"
 DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
-# Model-bound assets: the "gpu" concurrency pool (one at a time on a one-GPU host, pipeline/dagster.yaml) and the op
-# tag by which a GPU-routing executor (dagster-k8s, not wired yet) will pick them. Spread into @dg.asset so that every
-# such asset is marked the same way.
+# Model-bound assets (embeddings, palettes, VQ tokenizers, trained recommenders): the "gpu" concurrency pool (one at
+# a time on a one-GPU host, pipeline/deploy/dagster.yaml) and the op tag by which the Kubernetes executor gives
+# their steps GPU pods (pipeline/k8s.py). Spread into @dg.asset so that every such asset is marked the same way.
 GPU_ASSET: dict[str, Any] = {"pool": "gpu", "op_tags": {"semid/resource": "gpu"}}
 # Declarative automation (evaluated by pipeline/automation.py's sensor): derived tables follow their upstream, so a
 # new ingest is followed by its embeddings, palettes (with the trained model: nothing is retrained) and code

@@ -1,6 +1,8 @@
 """The Dagster code location: `dagster dev -w workspace.yaml` or `dagster definitions validate -w workspace.yaml`."""
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from assets import codes, embed, evaluation, ingest, palette, quality, recommend, serving
@@ -11,8 +13,18 @@ from pipeline.resources import default_resources
 STAGES = (ingest, embed, palette, codes, quality, serving, recommend, evaluation)  # each exports its own `defs`
 
 
+_stages = dg.Definitions.merge(*(stage.defs for stage in STAGES))
+# SEMID_EXECUTOR=k8s (the Kubernetes deployment, pipeline/k8s.py): every step a Kubernetes Job sized by its kind
+_executor = None
+if os.environ.get("SEMID_EXECUTOR", "") not in ("", "default", "multiprocess"):
+    if os.environ["SEMID_EXECUTOR"] != "k8s":
+        raise ValueError(f"SEMID_EXECUTOR={os.environ['SEMID_EXECUTOR']!r}: 'k8s' or unset (the multiprocess "
+                         "executor)")
+    from pipeline.k8s import executor
+
+    _executor = executor(_stages.assets or [])
 defs = dg.Definitions.merge(
-    *(stage.defs for stage in STAGES),
+    _stages,
     automation.definitions(),
-    dg.Definitions(jobs=JOBS, resources=default_resources()),
+    dg.Definitions(jobs=JOBS, resources=default_resources(), executor=_executor),
 )
