@@ -28,6 +28,10 @@ class Store:
     root: Path
 
     def __init__(self, root: str | os.PathLike[str]):
+        if "://" in str(root):  # a local Path of "s3://b/x" would quietly become a directory named "s3:"
+            raise ValueError(f"storage root {root}: a URL, and the store needs a POSIX directory (versions are "
+                             "published by atomic rename and symlink under an flock); mount shared storage (NFS, "
+                             "EFS, Filestore, CephFS) and give its path")
         object.__setattr__(self, "root", Path(root).expanduser().resolve())
 
     def table_path(self, dataset: str, table: str) -> Path:

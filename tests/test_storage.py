@@ -71,3 +71,12 @@ def test_lineage_is_in_the_arrow_schema_for_plain_pyarrow_readers(tmp_path):
     assert json.loads(table.schema.metadata[b"semid"]) == {"run_id": "r1", "table": "t"}
     assert read_table_metadata(path) == {"run_id": "r1", "table": "t"}  # the footer key as before
     assert pl.read_parquet(path).equals(frame)  # the same table back, fixed-size arrays included
+
+
+def test_an_object_store_url_is_refused_as_a_storage_root():
+    import pytest
+
+    from storage import Store
+
+    with pytest.raises(ValueError, match="s3://bucket/store: a URL, and the store needs a POSIX directory"):
+        Store("s3://bucket/store")
