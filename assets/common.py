@@ -15,6 +15,7 @@ DATASETS = dg.StaticPartitionsDefinition(sorted(load_registry()))
 # a time on a one-GPU host, pipeline/deploy/dagster.yaml) and the op tag by which the Kubernetes executor gives
 # their steps GPU pods (pipeline/k8s.py). Spread into @dg.asset so that every such asset is marked the same way.
 GPU_ASSET: dict[str, Any] = {"pool": "gpu", "op_tags": {"semid/resource": "gpu"}}
+GPU_OP: dict[str, Any] = {"pool": "gpu", "tags": {"semid/resource": "gpu"}}  # the same for an op of a graph asset
 # Declarative automation (evaluated by pipeline/automation.py's sensor): derived tables follow their upstream, so a
 # new ingest is followed by its embeddings, palettes (with the trained model: nothing is retrained) and code
 # tables (in their default, incremental mode: unchanged items keep their IDs). Models and recommenders are not.

@@ -3,10 +3,12 @@
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
-from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_ASSET, job_tag
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_OP, job_tag
 from assets.configs import OpsConfig, config_class, run_dtype, takes_config
 from assets.metadata import lineage, table_metadata, vector_check
 from assets.resources import ComputeResource, StorageResource
@@ -14,8 +16,10 @@ from assets.versions import code_version
 from ops import datasets
 from ops.embed import (
     EmbedConfig,
+    LoadedModel,
     clear_shards,
     embed_items,
+    embed_shards,
     embeddings_frame,
     item_texts,
     load_model,
@@ -23,7 +27,7 @@ from ops.embed import (
 )
 from ops.models import SMOLLM2
 from ops.reuse import ReusePlan, assemble, plan_reuse, rows_version
-from storage import write_frame
+from storage import Store, write_frame
 
 GROUP = "embed"
 EMBED_CODE_VERSION = code_version("ops.embed")
@@ -48,84 +52,149 @@ EMBEDDINGS: dict[str, tuple[type[EmbedConfig], str]] = {
 RUN_CONFIGS: dict[str, type] = {}  # table -> its run-config class
 
 
-def run_config_class(table: str) -> type:
+def run_config_class(table: str) -> type[OpsConfig]:
     camel = "".join(part.title() for part in table.split("_"))
     return config_class(f"{camel}Config", EMBEDDINGS[table][0], exclude=("device",), loads_model=True,
                         doc=f"Run config of `{table}` (ops.embed.EmbedConfig; the device comes from the compute "
                             "resource, and so does the dtype unless this config names one other than auto).")
 
 
-def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    run_config = RUN_CONFIGS[table] = run_config_class(table)
+@dataclass
+class _Job:
+    """What each step of an embedding asset works out the same way from the same inputs: the items still to
+    embed (the rest reused from the previous table), their texts, the loaded model and where shards go."""
 
-    @dg.asset(
+    spec: datasets.DatasetSpec
+    store: Store
+    items: pl.DataFrame
+    attributes: list[str]
+    cfg: EmbedConfig
+    lm: LoadedModel
+    plan: ReusePlan
+    shard_root: Path
+    fingerprint: str
+
+    @property
+    def todo(self) -> list[str]:
+        return self.plan.todo["item_id"].to_list()
+
+    def texts(self) -> list[str]:
+        return item_texts(self.plan.todo, self.attributes)
+
+
+def _job(table: str, partition: str, config: OpsConfig, storage: StorageResource, compute: ComputeResource) -> _Job:
+    spec = datasets.get(partition)
+    store = storage.store()
+    items = store.read(spec.name, "items")
+    attributes = config.attributes or list(spec.attributes[: spec.content_attributes])
+    unknown = [a for a in attributes if a not in items.columns]
+    if unknown:
+        raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
+    cfg = config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), attributes=attributes)
+    lm = load_model(cfg)
+    fingerprint = run_fingerprint(lm, cfg)
+
+    def same_embedder(meta) -> str | None:
+        if meta.get("fingerprint") != fingerprint or meta.get("attributes") != attributes:
+            return "the previous table comes from another model, settings or attributes"
+        return None
+
+    path = store.table_path(spec.name, table)
+    plan = (plan_reuse(items, path, ["embedding"], same_embedder) if cfg.reuse
+            else ReusePlan(items, items.head(0).select("item_id"), "reuse off"))
+    return _Job(spec, store, items, attributes, cfg, lm, plan, storage.workdir(spec.name) / f"{table}_shards",
+                fingerprint)
+
+
+def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """`table` as a graph of steps: `<table>__workers` fans out one `<table>__shard` step per worker (the `gpu`
+    pool: on Kubernetes a GPU pod each; with the multiprocess executor parallel processes), each embedding every
+    N-th shard into the shard files, then `<table>__merge` assembles the table from them. The run config is the
+    asset's own (`ops: {<table>: {config: …}}`), given to every step; `workers: 1` is one shard step."""
+    run_config = RUN_CONFIGS[table] = run_config_class(table)
+    names = {role: f"{table}__{role}" for role in ("workers", "shard", "merge")}
+
+    @dg.config_mapping(config_schema=run_config.to_config_schema().as_field())
+    def _every_step(values: dict) -> dict:
+        return {name: {"config": dict(values)} for name in names.values()}
+
+    @dg.op(name=names["workers"], out=dg.DynamicOut(int), ins={"items": dg.In(dg.Nothing)})
+    @takes_config(run_config)
+    def _workers(config: OpsConfig):
+        for worker in range(config.workers):
+            yield dg.DynamicOutput(worker, mapping_key=f"w{worker}")
+
+    @dg.op(name=names["shard"], **GPU_OP)
+    @takes_config(run_config)
+    def _shard(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+               compute: ComputeResource, worker: int) -> dict:
+        job = _job(table, context.partition_key, config, storage, compute)
+        context.log.info(f"{table}: worker {worker + 1}/{job.cfg.workers}, {job.lm.name} on {job.lm.device}, "
+                         f"dtype {job.lm.dtype_choice}; {job.plan.reason}")
+
+        def progress(done: int, total: int) -> None:
+            context.log.info(f"worker {worker + 1}/{job.cfg.workers}: shard {done}/{total}")
+
+        s = embed_shards(job.lm, job.todo, job.texts(), job.cfg, job.shard_root, worker, on_shard=progress).stats
+        return {"worker": worker, "items": s.items, "tokens": s.tokens, "seconds": s.seconds,
+                "padded_tokens": s.padded_tokens, "batches": s.batches, "shards_computed": s.shards_computed,
+                "shards_reused": s.shards_reused}
+
+    @dg.op(name=names["merge"], out=dg.Out(dg.Nothing), **GPU_OP)
+    @takes_config(run_config)
+    def _merge(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+               compute: ComputeResource, workers: list[dict]):
+        started = time.perf_counter()
+        job = _job(table, context.partition_key, config, storage, compute)
+        todo = job.todo
+        run = embed_items(job.lm, todo, job.texts(), job.cfg, job.shard_root)  # every shard is a file by now
+        frame = assemble(job.items, job.plan, embeddings_frame(todo, run.vectors))
+        model = job.lm.describe()
+        path = job.store.table_path(job.spec.name, table)
+        write_frame(frame, path, lineage(context, dataset=job.spec.name, table=table,
+                                         code_version=EMBED_CODE_VERSION, attributes=job.attributes,
+                                         fingerprint=run.fingerprint, **model, config=asdict(job.cfg)))
+        clear_shards(job.shard_root, run.fingerprint)
+        items, tokens = sum(w["items"] for w in workers), sum(w["tokens"] for w in workers)
+        padded = sum(w["padded_tokens"] for w in workers)
+        busiest = max((w["seconds"] for w in workers), default=0.0)  # the workers ran side by side
+        example = item_texts(job.items.head(1), job.attributes)
+        version = rows_version(f"{job.fingerprint}\0{job.attributes}", job.items)
+        return dg.Output(None, data_version=dg.DataVersion(version), metadata=table_metadata(
+            path, frame.schema, frame.height,
+            dataset=job.spec.name, attributes=", ".join(job.attributes),
+            example_text=example[0][:300] if example else "",
+            items_reused=job.plan.reused, items_embedded=len(todo), reuse=job.plan.reason,
+            **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
+            fingerprint=run.fingerprint, workers=len(workers),
+            merge_seconds=round(time.perf_counter() - started, 2),
+            items_per_second=round(items / busiest, 1) if busiest else 0.0,
+            tokens_per_second=round(tokens / busiest) if busiest else 0,
+            padding_ratio=round(padded / tokens, 4) if tokens else 1.0,
+            batches=int(sum(w["batches"] for w in workers)),
+            shards_computed=int(sum(w["shards_computed"] for w in workers)),
+            shards_reused=int(sum(w["shards_reused"] for w in workers)),
+            per_worker=dg.MetadataValue.json(workers),
+        ))
+
+    @dg.graph_asset(
         name=table,
-        deps=["items"],
+        ins={"items": dg.AssetIn(dagster_type=dg.Nothing)},
+        config=_every_step,
         partitions_def=DATASETS,
         group_name=GROUP,
         kinds={"pytorch", "parquet"},
         tags=job_tag("tokenize"),
         code_version=EMBED_CODE_VERSION,
-        **GPU_ASSET,
         automation_condition=FOLLOWS_UPSTREAM,
         description=f"One pooled embedding per item from a Hugging Face model ({EMBEDDINGS[table][1]}; any "
                     "encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
                     "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
-                    "shards. Columns: item_id, embedding (fixed-size float32 list).",
+                    "shards split over `workers` parallel steps. Columns: item_id, embedding (fixed-size float32 "
+                    "list).",
     )
-    @takes_config(run_config)
-    def _asset(context: dg.AssetExecutionContext, config: OpsConfig,
-               storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
-        spec = datasets.get(context.partition_key)
-        store = storage.store()
-        items = store.read(spec.name, "items")
-        attributes = config.attributes or list(spec.attributes[: spec.content_attributes])
-        unknown = [a for a in attributes if a not in items.columns]
-        if unknown:
-            raise dg.Failure(f"attributes {unknown} are not columns of items ({spec.name}): {items.columns}")
-        cfg = config.build(device=compute.device, dtype=run_dtype(config.dtype, compute), attributes=attributes)
-        started = time.perf_counter()
-        lm = load_model(cfg)
-        context.log.info(f"{table}: {lm.name} on {lm.device}, dtype {lm.dtype_choice}")
-        shard_root = storage.workdir(spec.name) / f"{table}_shards"
-        path = store.table_path(spec.name, table)
-        fingerprint = run_fingerprint(lm, cfg)
-
-        def same_embedder(meta) -> str | None:
-            if meta.get("fingerprint") != fingerprint or meta.get("attributes") != attributes:
-                return "the previous table comes from another model, settings or attributes"
-            return None
-
-        plan = (plan_reuse(items, path, ["embedding"], same_embedder) if cfg.reuse
-                else ReusePlan(items, items.head(0).select("item_id"), "reuse off"))
-        context.log.info(f"{table}: {plan.reason}")
-
-        def progress(done: int, total: int) -> None:
-            context.log.info(f"embedded shard {done}/{total}")
-
-        todo = plan.todo["item_id"].to_list()
-        run = embed_items(lm, todo, item_texts(plan.todo, attributes), cfg, shard_root, on_shard=progress)
-        frame = assemble(items, plan, embeddings_frame(todo, run.vectors))
-        model = lm.describe()
-        write_frame(frame, path, lineage(context, dataset=spec.name, table=table,
-                                         code_version=EMBED_CODE_VERSION, attributes=attributes,
-                                         fingerprint=run.fingerprint, **model, config=asdict(cfg)))
-        clear_shards(shard_root, run.fingerprint)
-        s = run.stats
-        example = item_texts(items.head(1), attributes)
-        version = rows_version(f"{fingerprint}\0{attributes}", items)
-        return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=table_metadata(
-            path, frame.schema, frame.height,
-            dataset=spec.name, attributes=", ".join(attributes), example_text=example[0][:300] if example else "",
-            items_reused=plan.reused, items_embedded=len(todo), reuse=plan.reason,
-            **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
-            fingerprint=run.fingerprint,
-            seconds=round(time.perf_counter() - started, 2),
-            items_per_second=round(s.items / s.seconds, 1) if s.seconds else 0.0,
-            tokens_per_second=round(s.tokens / s.seconds) if s.seconds else 0,
-            padding_ratio=round(s.padding_ratio, 4),
-            batches=s.batches, shards_computed=s.shards_computed, shards_reused=s.shards_reused,
-        ))
+    def _asset(items):
+        return _merge(_workers(items).map(_shard).collect())
 
     @dg.asset_check(asset=_asset, name="embeddings_complete_and_finite", partitions_def=DATASETS, blocking=True,
                     additional_deps=["items"])

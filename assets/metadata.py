@@ -31,7 +31,7 @@ def table_metadata(path: Any, schema: Mapping[str, pl.DataType], rows: int, **ex
     }
 
 
-def lineage(context: dg.AssetExecutionContext, **extra: Any) -> dict[str, Any]:
+def lineage(context: dg.AssetExecutionContext | dg.OpExecutionContext, **extra: Any) -> dict[str, Any]:
     """File-level metadata written into every Parquet output: which run and code made it."""
     return {
         "run_id": context.run.run_id,

@@ -69,6 +69,9 @@ class EmbedConfig(Checked):
     normalize: bool = False  # L2-normalise the pooled vectors
     # items per resumable shard; 0 = auto_shard_size (at least 16 shards, 256-4,096 items)
     shard_size: NonNegativeInt = 0
+    # shard steps: worker w of N embeds shards w, w + N, … as a step of its own (a pod of its own on Kubernetes),
+    # then one step assembles the table from the shard files; the vectors do not depend on N
+    workers: PositiveInt = 1
     attributes: list[str] | None = None  # item attributes that form the text; None: the dataset's content ones
     # take the vectors of items whose content_hash did not change from the previous table of the same model and
     # settings (ops.reuse): a re-ingest that changed a few items embeds a few items
@@ -307,6 +310,20 @@ def embed_items(
     loads the finished shards and computes only the rest; changed items or a changed model never reuse a stale
     shard. `on_shard(done, total)` is called after each shard (progress; tests use it to simulate a crash).
     """
+    return _run_shards(lm, item_ids, texts, config, shard_root, on_shard, None)
+
+
+def embed_shards(lm: LoadedModel, item_ids: Sequence[str], texts: Sequence[str], config: EmbedConfig,
+                 shard_root: Path, worker: int, on_shard: Callable[[int, int], None] | None = None) -> EmbedRun:
+    """Worker `worker` of `config.workers`: embed (or find done) the shards k with k % workers == worker, as
+    `embed_items` would, and write them; `vectors` is empty. `embed_items` afterwards assembles every shard."""
+    if not 0 <= worker < config.workers:
+        raise ValueError(f"worker {worker} of {config.workers}")
+    return _run_shards(lm, item_ids, texts, config, shard_root, on_shard, worker)
+
+
+def _run_shards(lm: LoadedModel, item_ids: Sequence[str], texts: Sequence[str], config: EmbedConfig,
+                shard_root: Path, on_shard: Callable[[int, int], None] | None, worker: int | None) -> EmbedRun:
     if len(item_ids) != len(texts):
         raise ValueError(f"{len(item_ids)} item ids but {len(texts)} texts")
     fp = run_fingerprint(lm, config)
@@ -315,8 +332,10 @@ def embed_items(
     stats = EmbedStats()
     parts = []
     ranges = list(_shard_ranges(len(item_ids), config.shard_size or auto_shard_size(len(item_ids))))
-    progress = Progress(f"embeddings ({lm.name}, {lm.device}, {str(lm.dtype).removeprefix('torch.')})",
-                        len(item_ids))
+    mine = [k for k in range(len(ranges)) if worker is None or k % config.workers == worker]
+    progress = Progress(f"embeddings ({lm.name}, {lm.device}, {str(lm.dtype).removeprefix('torch.')})"
+                        + (f", worker {worker + 1}/{config.workers}" if worker is not None else ""),
+                        sum(ranges[k][1] - ranges[k][0] for k in mine))
     done = 0
 
     def batch_done(n: int) -> None:
@@ -324,12 +343,15 @@ def embed_items(
         done += n
         progress.update(done)
 
-    for k, (a, b) in enumerate(ranges):
+    for step, k in enumerate(mine, 1):
+        a, b = ranges[k]
         path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])
         if path.is_file():
-            parts.append(np.load(path))
+            if worker is None:
+                parts.append(np.load(path))
             stats.shards_reused += 1
-            progress.start_done = done = b  # reused shards are not this run's rate
+            done += b - a
+            progress.start_done = done  # reused shards are not this run's rate
         else:
             vec = embed_texts(lm, texts[a:b], config, stats, batch_done)
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -337,8 +359,8 @@ def embed_items(
             parts.append(vec)
             stats.shards_computed += 1
         if on_shard is not None:
-            on_shard(k + 1, len(ranges))
-    vectors = np.concatenate(parts) if parts else np.empty((0, lm.dim), dtype=np.float32)
+            on_shard(step, len(mine))
+    vectors = np.concatenate(parts) if parts and worker is None else np.empty((0, lm.dim), dtype=np.float32)
     return EmbedRun(vectors, stats, fp)
 
 

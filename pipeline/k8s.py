@@ -145,8 +145,10 @@ class Workers:
 
 
 def asset_steps(assets: Iterable[Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """(op name, op tags) of every asset-computing op."""
-    return [(a.op.name, a.op.tags) for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+    """(op name, op tags) of every op computing an asset (each op of a graph-backed one: the sharded
+    embeddings' fan-out, shard and merge steps)."""
+    return [(op.name, op.tags) for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable
+            for op in a.node_def.iterate_op_defs()]
 
 
 def executor(assets: Iterable[Any], workers: Workers | None = None) -> dg.ExecutorDefinition:

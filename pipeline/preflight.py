@@ -31,14 +31,17 @@ def run_config_classes() -> dict[str, type[OpsConfig]]:
 
     found: dict[str, type[OpsConfig]] = {}
     for assets_def in defs.get_repository_def().assets_defs_by_key.values():
-        fn: Any = assets_def.op.compute_fn  # a DecoratedOpFunction for @asset functions (dagster-private type)
-        if not getattr(fn, "has_config_arg", lambda: False)():
-            continue
-        annotation = fn.get_config_arg().annotation
-        if isinstance(annotation, str):
-            annotation = typing.get_type_hints(fn.decorated_fn)["config"]
-        if isinstance(annotation, type) and issubclass(annotation, OpsConfig):
-            found[assets_def.op.name] = annotation
+        # a graph-backed asset (the sharded embeddings) gives every step its own config: the first one's class
+        for op_def in assets_def.node_def.iterate_op_defs():
+            fn: Any = op_def.compute_fn  # a DecoratedOpFunction for @asset / @op functions (dagster-private type)
+            if not getattr(fn, "has_config_arg", lambda: False)():
+                continue
+            annotation = fn.get_config_arg().annotation
+            if isinstance(annotation, str):
+                annotation = typing.get_type_hints(fn.decorated_fn)["config"]
+            if isinstance(annotation, type) and issubclass(annotation, OpsConfig):
+                found[assets_def.node_def.name] = annotation
+                break
     return found
 
 

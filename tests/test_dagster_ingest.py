@@ -110,8 +110,9 @@ def test_definitions_load():
                                        "serving_index/lamia"}
     assert "code_table/lamia" not in selected("tokenize_job") and "code_table/random" in selected("tokenize_job")
     for key in ("item_embeddings", "palette_model", "palette_embeddings"):  # model work is routed to GPU workers
-        asset = defs.get_assets_def(key)
-        assert asset.op.tags["semid/resource"] == "gpu" and asset.op.pool == "gpu", key
+        ops = {op.name: op for op in defs.get_assets_def(key).node_def.iterate_op_defs()}
+        model_ops = [op for name, op in ops.items() if not name.endswith("__workers")]  # the fan-out is not
+        assert model_ops and all(op.tags["semid/resource"] == "gpu" and op.pool == "gpu" for op in model_ops), key
     from ops.tokenizers import REGISTRY  # CTR: impressions (ingest) and one CTR asset per code table + ids (evaluate)
 
     assert {"impressions", "recommender/ctr/ids", *(f"recommender/ctr/{t}" for t in REGISTRY)} <= keys
