@@ -8,10 +8,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_OP, job_tag
-from assets.configs import OpsConfig, config_class, run_dtype, takes_config
+from assets.common import DATASETS, FOLLOWS_UPSTREAM, job_tag
+from assets.configs import OpsConfig, config_class, run_dtype
 from assets.metadata import lineage, table_metadata, vector_check
 from assets.resources import ComputeResource, StorageResource
+from assets.shards import sharded_asset, summed
 from assets.versions import code_version
 from ops import datasets
 from ops.embed import (
@@ -107,27 +108,12 @@ def _job(table: str, partition: str, config: OpsConfig, storage: StorageResource
 
 
 def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    """`table` as a graph of steps: `<table>__workers` fans out one `<table>__shard` step per worker (the `gpu`
-    pool: on Kubernetes a GPU pod each; with the multiprocess executor parallel processes), each embedding every
-    N-th shard into the shard files, then `<table>__merge` assembles the table from them. The run config is the
-    asset's own (`ops: {<table>: {config: …}}`), given to every step; `workers: 1` is one shard step."""
+    """`table` as a sharded asset (assets/shards.py): `config.workers` shard steps each embed every N-th shard,
+    then the merge step assembles the table from the shard files."""
     run_config = RUN_CONFIGS[table] = run_config_class(table)
-    names = {role: f"{table}__{role}" for role in ("workers", "shard", "merge")}
 
-    @dg.config_mapping(config_schema=run_config.to_config_schema().as_field())
-    def _every_step(values: dict) -> dict:
-        return {name: {"config": dict(values)} for name in names.values()}
-
-    @dg.op(name=names["workers"], out=dg.DynamicOut(int), ins={"items": dg.In(dg.Nothing)})
-    @takes_config(run_config)
-    def _workers(config: OpsConfig):
-        for worker in range(config.workers):
-            yield dg.DynamicOutput(worker, mapping_key=f"w{worker}")
-
-    @dg.op(name=names["shard"], **GPU_OP)
-    @takes_config(run_config)
-    def _shard(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
-               compute: ComputeResource, worker: int) -> dict:
+    def shard(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource, compute: ComputeResource,
+              worker: int) -> dict:
         job = _job(table, context.partition_key, config, storage, compute)
         context.log.info(f"{table}: worker {worker + 1}/{job.cfg.workers}, {job.lm.name} on {job.lm.device}, "
                          f"dtype {job.lm.dtype_choice}; {job.plan.reason}")
@@ -140,10 +126,8 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
                 "padded_tokens": s.padded_tokens, "batches": s.batches, "shards_computed": s.shards_computed,
                 "shards_reused": s.shards_reused}
 
-    @dg.op(name=names["merge"], out=dg.Out(dg.Nothing), **GPU_OP)
-    @takes_config(run_config)
-    def _merge(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
-               compute: ComputeResource, workers: list[dict]):
+    def merge(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource, compute: ComputeResource,
+              workers: list[dict]) -> dg.Output:
         started = time.perf_counter()
         job = _job(table, context.partition_key, config, storage, compute)
         todo = job.todo
@@ -155,8 +139,7 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
                                          code_version=EMBED_CODE_VERSION, attributes=job.attributes,
                                          fingerprint=run.fingerprint, **model, config=asdict(job.cfg)))
         clear_shards(job.shard_root, run.fingerprint)
-        items, tokens = sum(w["items"] for w in workers), sum(w["tokens"] for w in workers)
-        padded = sum(w["padded_tokens"] for w in workers)
+        total = summed(workers, "items", "tokens", "padded_tokens", "batches", "shards_computed", "shards_reused")
         busiest = max((w["seconds"] for w in workers), default=0.0)  # the workers ran side by side
         example = item_texts(job.items.head(1), job.attributes)
         version = rows_version(f"{job.fingerprint}\0{job.attributes}", job.items)
@@ -168,19 +151,15 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
             **{k: v for k, v in model.items() if isinstance(v, (str, int, bool))},
             fingerprint=run.fingerprint, workers=len(workers),
             merge_seconds=round(time.perf_counter() - started, 2),
-            items_per_second=round(items / busiest, 1) if busiest else 0.0,
-            tokens_per_second=round(tokens / busiest) if busiest else 0,
-            padding_ratio=round(padded / tokens, 4) if tokens else 1.0,
-            batches=int(sum(w["batches"] for w in workers)),
-            shards_computed=int(sum(w["shards_computed"] for w in workers)),
-            shards_reused=int(sum(w["shards_reused"] for w in workers)),
-            per_worker=dg.MetadataValue.json(workers),
+            items_per_second=round(total["items"] / busiest, 1) if busiest else 0.0,
+            tokens_per_second=round(total["tokens"] / busiest) if busiest else 0,
+            padding_ratio=round(total["padded_tokens"] / total["tokens"], 4) if total["tokens"] else 1.0,
+            batches=total["batches"], shards_computed=total["shards_computed"],
+            shards_reused=total["shards_reused"], per_worker=dg.MetadataValue.json(workers),
         ))
 
-    @dg.graph_asset(
-        name=table,
-        ins={"items": dg.AssetIn(dagster_type=dg.Nothing)},
-        config=_every_step,
+    _asset = sharded_asset(
+        table, run_config, shard, merge, deps=["items"],
         partitions_def=DATASETS,
         group_name=GROUP,
         kinds={"pytorch", "parquet"},
@@ -190,11 +169,9 @@ def build_embedding_asset(table: str) -> tuple[dg.AssetsDefinition, dg.AssetChec
         description=f"One pooled embedding per item from a Hugging Face model ({EMBEDDINGS[table][1]}; any "
                     "encoder or decoder-only model path by config). Text = `attr: value` for the dataset's content "
                     "attributes. Token-budget length bucketing, inference mode, CUDA + bf16 when present, resumable "
-                    "shards split over `workers` parallel steps. Columns: item_id, embedding (fixed-size float32 "
-                    "list).",
+                    "shards split over `workers` parallel steps (assets/shards.py). Columns: item_id, embedding "
+                    "(fixed-size float32 list).",
     )
-    def _asset(items):
-        return _merge(_workers(items).map(_shard).collect())
 
     @dg.asset_check(asset=_asset, name="embeddings_complete_and_finite", partitions_def=DATASETS, blocking=True,
                     additional_deps=["items"])

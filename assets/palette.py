@@ -9,7 +9,7 @@ Defaults are the paper's settings on the offline pretrained causal LM SmolLM2-13
 import json
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -18,10 +18,12 @@ from assets.common import DATASETS, FOLLOWS_UPSTREAM, GPU_ASSET, job_tag
 from assets.configs import OpsConfig, config_class, run_dtype, takes_config
 from assets.metadata import lineage, markdown_table, table_metadata, vector_check
 from assets.resources import ComputeResource, StorageResource
+from assets.shards import sharded_asset, summed
 from assets.versions import code_version
 from ops import datasets
 from ops.models import Dtype
 from ops.palette.config import PaletteConfig
+from ops.palette.train import ExtractConfig
 from ops.reuse import assemble, plan_reuse, rows_version
 from ops.training import read_state
 from storage import Store, write_frame
@@ -161,66 +163,107 @@ def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
     })
 
 
-@dg.asset(
-    deps=[palette_model, "items"],
-    partitions_def=DATASETS,
-    group_name=GROUP,
-    kinds={"pytorch", "parquet"},
-    tags=job_tag("palette"),
-    code_version=PALETTE_CODE_VERSION,
-    **GPU_ASSET,
-    automation_condition=FOLLOWS_UPSTREAM,
-    description="Every item's palette (pass 1 of the trained palette model, inference mode, length-bucketed "
-                "batches): columns item_id, palette (float32 [L][D]).",
-)
-def palette_embeddings(context: dg.AssetExecutionContext, storage: StorageResource, compute: ComputeResource
-                       ) -> dg.MaterializeResult:
-    import torch
+PaletteEmbeddingsConfig = config_class(
+    "PaletteEmbeddingsConfig", ExtractConfig,
+    doc="Run config of `palette_embeddings`: how extraction is split (ops.palette.train.ExtractConfig); the model "
+        "is the published palette checkpoint, the device and dtype those of the compute resource and checkpoint.")
 
-    from ops.palette.losses import position_correlation
+
+def _extraction(partition: str, storage: StorageResource, compute: ComputeResource) -> dict[str, Any]:
+    """What every step of palette_embeddings works out the same way: the published checkpoint loaded, the items
+    still to extract (the rest reused: ops.reuse), their prepared data, and where their shards go."""
     from ops.palette.model import prepare_data
-    from ops.palette.train import extract, load_model
+    from ops.palette.train import load_model
 
-    spec = datasets.get(context.partition_key)
+    spec = datasets.get(partition)
     store = storage.store()
     items = store.read(spec.name, "items")
     ck = current_checkpoint(store, spec.name)
     state = read_state(ck)
     dtype = run_dtype(str(state["config"]["dtype"]), compute)
     model = load_model(ck, PaletteConfig(device=compute.device, dtype=cast(Dtype, dtype)))
-    context.log.info(f"extracting palettes on {model.device_}, dtype {model.dtype_choice}")
-    cfg = model.cfg
     path = store.table_path(spec.name, "palette_embeddings")
     # items whose text did not change keep the palette this same checkpoint gave them (ops.reuse)
     plan = plan_reuse(items, path, ["palette"], lambda meta: None if meta.get("checkpoint") == str(ck) else
                       "the previous palettes come from another checkpoint")
-    context.log.info(f"palette_embeddings: {plan.reason}")
+    data = (prepare_data(plan.todo, model.tasks, model.cfg.content_attributes or 1, model.tokenizer, model.cfg)
+            if plan.todo.height else None)  # None: every palette reused
+    shard_dir = storage.workdir(spec.name) / "palette_embeddings_shards" / f"{ck.name}-{model.dtype_choice}"
+    return {"spec": spec, "store": store, "items": items, "ck": ck, "state": state, "model": model, "path": path,
+            "plan": plan, "data": data, "keys": plan.todo["content_hash"].to_list(), "shard_dir": shard_dir}
+
+
+def _palette_shard(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+                   compute: ComputeResource, worker: int) -> dict:
+    from ops.palette.train import extract_shards
+
+    job = _extraction(context.partition_key, storage, compute)
+    cfg: ExtractConfig = config.build()
+    context.log.info(f"palette_embeddings: worker {worker + 1}/{cfg.workers} on {job['model'].device_}, dtype "
+                     f"{job['model'].dtype_choice}; {job['plan'].reason}")
+    started = time.perf_counter()
+    if job["data"] is None:
+        return {"worker": worker, "seconds": 0.0, "shards_computed": 0, "shards_reused": 0}
+    run = extract_shards(job["model"], job["data"], job["keys"], cfg, job["shard_dir"], worker)
+    return {"worker": worker, "seconds": time.perf_counter() - started, "shards_computed": run.computed,
+            "shards_reused": run.reused}
+
+
+def _palette_merge(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+                   compute: ComputeResource, workers: list[dict]) -> dg.Output:
+    import shutil
+
+    import torch
+
+    from ops.palette.losses import position_correlation
+    from ops.palette.train import extract_shards
+
+    job = _extraction(context.partition_key, storage, compute)
+    spec, model, plan, ck = job["spec"], job["model"], job["plan"], job["ck"]
     started = time.perf_counter()
     if plan.todo.height:
-        data = prepare_data(plan.todo, model.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
-        x = extract(model, data)
-        computed = pl.DataFrame({"item_id": pl.Series(data.item_ids, dtype=pl.String),
+        x = extract_shards(model, job["data"], job["keys"], config.build(), job["shard_dir"]).vectors
+        assert x is not None
+        computed = pl.DataFrame({"item_id": pl.Series(job["data"].item_ids, dtype=pl.String),
                                  "palette": pl.Series(x, dtype=pl.Array(pl.Float32, (x.shape[1], x.shape[2])))})
     else:
         computed = plan.kept.head(0)
-    seconds = time.perf_counter() - started
-    frame = assemble(items, plan, computed)
+    frame = assemble(job["items"], plan, computed)
     x = frame["palette"].to_numpy()
     length, dim = x.shape[1], x.shape[2]
     described = model.describe()
-    write_frame(frame, path, lineage(context, dataset=spec.name, table="palette_embeddings",
-                                     code_version=PALETTE_CODE_VERSION, checkpoint=str(ck),
-                                     fingerprint=state["fingerprint"], model=described["model"],
-                                     revision=described["revision"], length=length, dim=dim))
-    version = rows_version(ck.name, items)  # the trained model (its run fingerprint and step) and these items
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=table_metadata(
-        path, frame.schema, frame.height, dataset=spec.name, checkpoint=dg.MetadataValue.path(str(ck)),
+    write_frame(frame, job["path"], lineage(context, dataset=spec.name, table="palette_embeddings",
+                                            code_version=PALETTE_CODE_VERSION, checkpoint=str(ck),
+                                            fingerprint=job["state"]["fingerprint"], model=described["model"],
+                                            revision=described["revision"], length=length, dim=dim))
+    shutil.rmtree(job["shard_dir"], ignore_errors=True)  # the shards only exist to survive a failed run
+    busiest = max((w["seconds"] for w in workers), default=0.0)  # the workers ran side by side
+    total = summed(workers, "shards_computed", "shards_reused")
+    version = rows_version(ck.name, job["items"])  # the trained model (its run fingerprint and step) and the items
+    return dg.Output(None, data_version=dg.DataVersion(version), metadata=table_metadata(
+        job["path"], frame.schema, frame.height, dataset=spec.name, checkpoint=dg.MetadataValue.path(str(ck)),
         length=length, dim=dim, model=str(described["model"]), device=str(described["device"]),
         dtype=str(described["dtype"]), dtype_choice=str(described["dtype_choice"]),
-        extract_items_per_second=round(plan.todo.height / seconds, 1) if seconds and plan.todo.height else 0.0,
-        items_reused=plan.reused, items_extracted=plan.todo.height, reuse=plan.reason,
+        extract_items_per_second=round(plan.todo.height / busiest, 1) if busiest and plan.todo.height else 0.0,
+        items_reused=plan.reused, items_extracted=plan.todo.height, reuse=plan.reason, workers=len(workers),
+        shards_computed=total["shards_computed"], shards_reused=total["shards_reused"],
+        merge_seconds=round(time.perf_counter() - started, 2), per_worker=dg.MetadataValue.json(workers),
         position_correlation=round(position_correlation(torch.from_numpy(x)), 4),
     ))
+
+
+palette_embeddings = sharded_asset(
+    "palette_embeddings", PaletteEmbeddingsConfig, _palette_shard, _palette_merge, deps=["palette_model", "items"],
+    partitions_def=DATASETS,
+    group_name=GROUP,
+    kinds={"pytorch", "parquet"},
+    tags=job_tag("palette"),
+    code_version=PALETTE_CODE_VERSION,
+    automation_condition=FOLLOWS_UPSTREAM,
+    description="Every item's palette (pass 1 of the trained palette model, inference mode, length-bucketed "
+                "batches), in shards split over `workers` parallel steps (assets/shards.py): columns item_id, "
+                "palette (float32 [L][D]).",
+)
 
 
 @dg.asset_check(asset=palette_embeddings, partitions_def=DATASETS, blocking=True, additional_deps=["items"])

@@ -19,7 +19,7 @@ import inspect
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
@@ -41,7 +41,7 @@ from ops.models import (
     select_dtype,
 )
 from ops.progress import Progress
-from storage.atomic import atomic_path
+from ops.shards import run_shards, shard_ranges
 
 if TYPE_CHECKING:  # torch is imported where it is used: importing this module (configs) stays cheap
     import torch
@@ -274,21 +274,6 @@ def auto_shard_size(n_items: int) -> int:
     return min(4096, max(256, -(-n_items // 16)))
 
 
-def _shard_ranges(n: int, size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, size):
-        yield start, min(n, start + size)
-
-
-def _shard_name(index: int, ids: Sequence[str], texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for i, t in zip(ids, texts):
-        h.update(i.encode())
-        h.update(b"\x1f")
-        h.update(t.encode())
-        h.update(b"\x1e")
-    return f"shard-{index:05d}-{h.hexdigest()[:12]}.npy"
-
-
 @dataclass
 class EmbedRun:
     vectors: np.ndarray  # items x dim, float32, in item order
@@ -324,18 +309,13 @@ def embed_shards(lm: LoadedModel, item_ids: Sequence[str], texts: Sequence[str],
 
 def _run_shards(lm: LoadedModel, item_ids: Sequence[str], texts: Sequence[str], config: EmbedConfig,
                 shard_root: Path, on_shard: Callable[[int, int], None] | None, worker: int | None) -> EmbedRun:
-    if len(item_ids) != len(texts):
-        raise ValueError(f"{len(item_ids)} item ids but {len(texts)} texts")
     fp = run_fingerprint(lm, config)
-    shard_dir = Path(shard_root) / fp
-    shard_dir.mkdir(parents=True, exist_ok=True)
     stats = EmbedStats()
-    parts = []
-    ranges = list(_shard_ranges(len(item_ids), config.shard_size or auto_shard_size(len(item_ids))))
-    mine = [k for k in range(len(ranges)) if worker is None or k % config.workers == worker]
+    size = config.shard_size or auto_shard_size(len(item_ids))
+    total = sum(b - a for k, (a, b) in enumerate(shard_ranges(len(item_ids), size))
+                if worker is None or k % config.workers == worker)
     progress = Progress(f"embeddings ({lm.name}, {lm.device}, {str(lm.dtype).removeprefix('torch.')})"
-                        + (f", worker {worker + 1}/{config.workers}" if worker is not None else ""),
-                        sum(ranges[k][1] - ranges[k][0] for k in mine))
+                        + (f", worker {worker + 1}/{config.workers}" if worker is not None else ""), total)
     done = 0
 
     def batch_done(n: int) -> None:
@@ -343,24 +323,15 @@ def _run_shards(lm: LoadedModel, item_ids: Sequence[str], texts: Sequence[str], 
         done += n
         progress.update(done)
 
-    for step, k in enumerate(mine, 1):
-        a, b = ranges[k]
-        path = shard_dir / _shard_name(k, item_ids[a:b], texts[a:b])
-        if path.is_file():
-            if worker is None:
-                parts.append(np.load(path))
-            stats.shards_reused += 1
-            done += b - a
-            progress.start_done = done  # reused shards are not this run's rate
-        else:
-            vec = embed_texts(lm, texts[a:b], config, stats, batch_done)
-            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, vec)
-            parts.append(vec)
-            stats.shards_computed += 1
-        if on_shard is not None:
-            on_shard(step, len(mine))
-    vectors = np.concatenate(parts) if parts and worker is None else np.empty((0, lm.dim), dtype=np.float32)
+    def reused(a: int, b: int) -> None:
+        nonlocal done
+        done += b - a
+        progress.start_done = done  # reused shards are not this run's rate
+
+    run = run_shards(item_ids, texts, lambda a, b: embed_texts(lm, texts[a:b], config, stats, batch_done),
+                     Path(shard_root) / fp, size, worker, config.workers, on_shard, reused)
+    stats.shards_computed, stats.shards_reused = run.computed, run.reused
+    vectors = run.vectors if run.vectors is not None else np.empty((0, lm.dim), dtype=np.float32)
     return EmbedRun(vectors, stats, fp)
 
 

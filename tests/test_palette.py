@@ -379,3 +379,19 @@ def test_smollm2_palette_trains_resumes_and_decorrelates_its_positions(items, tm
     assert resumed.resumed_from == 4
     for a, b in zip(full.history, resumed.history, strict=True):  # the same losses as the uninterrupted run
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), (a, b)
+
+
+def test_palette_extraction_split_over_workers_equals_one_worker(backbones, items, tmp_path):
+    from ops.palette.train import ExtractConfig, extract_shards
+
+    model, data, _ = _train(backbones, items, 2, root=tmp_path / "ck", checkpoint_every=2)
+    keys = [f"h{i}" for i in range(len(data))]
+    one = extract_shards(model, data, keys, ExtractConfig(workers=1, shard_size=16), tmp_path / "one").vectors
+    split = ExtractConfig(workers=3, shard_size=16)
+    # each worker a model of its own, loaded from the checkpoint as its own step process would
+    runs = [extract_shards(load_model(latest_checkpoint(tmp_path / "ck")), data, keys, split, tmp_path / "three", w)
+            for w in range(3)]
+    assert [r.vectors for r in runs] == [None, None, None]
+    assert sum(r.computed for r in runs) == -(-len(data) // 16)
+    merged = extract_shards(load_model(latest_checkpoint(tmp_path / "ck")), data, keys, split, tmp_path / "three")
+    assert merged.computed == 0 and merged.vectors.tobytes() == one.tobytes()

@@ -2,20 +2,23 @@
 out-of-memory back-off, resumable safetensors checkpoints) and palette extraction."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ops.config import Checked, NonNegativeInt, PositiveInt
 from ops.palette.config import PaletteConfig
 from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
 from ops.palette.model import PaletteData, PaletteModel
 from ops.progress import Progress
+from ops.shards import ShardRun, run_shards
 from ops.training import TrainResult, batch_indices, fit, latest_checkpoint, read_state
 from storage.artifacts import ArtifactStore
 
@@ -79,8 +82,44 @@ def load_model(checkpoint: Path, cfg: PaletteConfig | None = None) -> PaletteMod
     return model
 
 
+@dataclass
+class ExtractConfig(Checked):
+    """How palette extraction is split: `workers` steps each extract every N-th shard of `shard_size` items
+    (0: ops.embed.auto_shard_size) into shard files that the last step assembles (ops.shards)."""
+
+    workers: PositiveInt = 1
+    shard_size: NonNegativeInt = 0
+
+
+def extract_shards(model: PaletteModel, data: PaletteData, keys: Sequence[str], config: ExtractConfig,
+                   shard_dir: Path, worker: int | None = None,
+                   on_shard: Callable[[int, int], None] | None = None) -> ShardRun:
+    """Palettes by shard (ops.shards.run_shards; `keys` one per item, e.g. its content hash): worker `worker` of
+    `config.workers` writes its shards; `worker=None` assembles every shard (computing any missing). The adapter
+    is merged once for all of this call's shards, as in a single `extract`, so the bits do not depend on how the
+    shards were shared out."""
+    from ops.embed import auto_shard_size
+
+    size = config.shard_size or auto_shard_size(len(data))
+    with merged_adapter(model):
+        return run_shards(data.item_ids, keys, lambda a, b: extract(model, data.subset(range(a, b)), merged=True),
+                          shard_dir, size, worker, config.workers, on_shard)
+
+
+@contextlib.contextmanager
+def merged_adapter(model: PaletteModel) -> Iterator[None]:
+    # LoRA merged into the base weights for the duration: same function, no extra adapter matmuls per layer
+    # (unmerging restores the weights up to float rounding; extraction is the last use of a trained model).
+    model.peft.merge_adapter()
+    try:
+        yield
+    finally:
+        model.peft.unmerge_adapter()
+
+
 @torch.inference_mode()
-def extract(model: PaletteModel, data: PaletteData, batch_size: int | None = None) -> np.ndarray:
+def extract(model: PaletteModel, data: PaletteData, batch_size: int | None = None, merged: bool = False
+            ) -> np.ndarray:
     """Palettes of all items, (items, L, D) float32, in data order: inference mode, the model's device and
     autocast dtype, batches planned like the embedding stage (ops.embed.plan_batches: length-sorted, under a token
     budget of 2,048 padded tokens on CPU / 65,536 on CUDA, at most `batch_size` items)."""
@@ -90,18 +129,13 @@ def extract(model: PaletteModel, data: PaletteData, batch_size: int | None = Non
     budget = CUDA_TOKEN_BUDGET if model.device_.type == "cuda" else CPU_TOKEN_BUDGET
     lengths = [len(c) + model.cfg.palette_size for c in data.content]
     out = np.empty((len(data), model.cfg.palette_size, model.dim), dtype=np.float32)
-    # LoRA merged into the base weights for the duration: same function, no extra adapter matmuls per layer
-    # (unmerging restores the weights up to float rounding; extraction is the last use of a trained model).
-    model.peft.merge_adapter()
     progress = Progress(f"palette extraction ({model.cfg.model}, {model.device_}, {model.describe()['dtype']})",
                         len(data))
     done = 0
-    try:
+    with contextlib.nullcontext() if merged else merged_adapter(model):  # `merged`: the caller merged it
         for idx in plan_batches(lengths, max(budget, max(lengths, default=1)),
                                 batch_size or model.cfg.extract_batch_size):
             out[idx] = model.palette(data, idx.tolist()).cpu().numpy()
             done += len(idx)
             progress.update(done)
-    finally:
-        model.peft.unmerge_adapter()
     return out
