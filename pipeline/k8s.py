@@ -107,6 +107,11 @@ class Workers:
                 raise ValueError(f"{where}: {root} is not under the shared mount {self.mount}: pods would not "
                                  "see each other's files")
 
+    @property
+    def io_root(self) -> str:
+        """Where steps leave what the next step reads (Dagster's IO manager): on the shared store."""
+        return f"{self.storage_root.rstrip('/')}/_dagster_io"
+
     def pod_class(self, op_tags: Mapping[str, Any]) -> PodClass:
         return self.gpu if op_tags.get(GPU_TAG) == GPU_VALUE else self.cpu
 

@@ -105,6 +105,7 @@ def test_the_workers_file_is_checked(tmp_path):
 def _location(executor_env: str) -> subprocess.CompletedProcess:
     code = ("import warnings; warnings.simplefilter('ignore')\n"
             "from pipeline.definitions import defs\n"
+            "print(defs.resources['io_manager'].base_dir if 'io_manager' in (defs.resources or {}) else None)\n"
             "print(sorted({defs.resolve_job_def(j.name).executor_def.name for j in defs.jobs}))")
     env = {**os.environ, "SEMID_EXECUTOR": executor_env}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -114,7 +115,7 @@ def _location(executor_env: str) -> subprocess.CompletedProcess:
 def test_semid_executor_k8s_gives_every_job_the_k8s_executor():
     done = _location("k8s")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "['semid_k8s']"
+    assert done.stdout.strip().splitlines()[-2:] == ["/data/store/_dagster_io", "['semid_k8s']"]
     done = _location("slurm")
     assert done.returncode != 0 and "SEMID_EXECUTOR='slurm'" in done.stderr
 
