@@ -139,9 +139,11 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 def select_device(device: str = "auto") -> torch.device:
     import torch
 
+    from ops.distributed import local_device
+
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        return torch.device(local_device("cuda") if torch.cuda.is_available() else "cpu")
+    return torch.device(local_device(device))
 
 
 def select_dtype(device: torch.device, dtype: str = "auto", cpu_bf16: bool = False) -> torch.dtype:

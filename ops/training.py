@@ -298,8 +298,11 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
          stopping: EarlyStopping | None, batching: Batching) -> TrainResult:
     import torch
 
+    from ops.distributed import barrier, sum_gradients, sum_terms, world
+
     if n_items < 1:
         raise ValueError("nothing to train on: no rows")
+    w = world()  # one process, or one of torchrun's (ops.distributed): only rank 0 writes and reports
     store = as_store(checkpoints)
     steps = total_steps(cfg, n_items, batching)
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -327,9 +330,8 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
     for step in range(start, start if stopped_early else steps):
         idx, dropout_seed = step_batch(cfg, n_items, step, batching)
         while True:
-            torch.manual_seed(dropout_seed)  # dropout draws: reproducible across a resume
             try:
-                row = _accumulate(loss_fn, idx, micro_size, scaler)
+                row = _accumulate(loss_fn, idx, micro_size, scaler, dropout_seed, w.rank, w.size)
                 break
             except torch.OutOfMemoryError:
                 # A GPU that cannot hold the configured micro-batch redoes the step in halves instead of failing
@@ -342,6 +344,8 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
                     torch.cuda.empty_cache()
                 micro_size = max(1, micro_size // 2)
                 backoffs.append({"step": step + 1, "micro_batch_size": micro_size})
+        sum_gradients(model.trainable_parameters(), w)
+        row = sum_terms(row, w)
         scaler.step(optimizer)  # = optimizer.step() unless fp16; skips a step whose gradients overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -350,7 +354,7 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
         items_seen += len(idx)
         row.update(step=step + 1, seconds=round(time.perf_counter() - began, 3))
         history.append(row)
-        if on_step is not None:
+        if on_step is not None and w.main:
             on_step(row)
         done = step + 1
         progress.update(done, f"loss {row['loss']:.4f}" if "loss" in row else "")
@@ -358,12 +362,15 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
         if evaluate:
             best.add(done, float(stopping.evaluate()))  # type: ignore[union-attr]  # evaluate: both are set
             model.train()
-        if store is not None and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == steps
-                                  or evaluate):
+        if store is not None and w.main and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                             or done == steps or evaluate):
             last = save_checkpoint(store, checkpoint_name(prefix, done), model, optimizer, {
                 **(state or {}), "step": done, "fingerprint": fingerprint, "history": history,
                 "evaluations": best.evaluations if best is not None else None,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+        if store is not None and w.size > 1 and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                                 or done == steps or evaluate):
+            barrier(w)  # the other processes may read it next (early stopping's best weights)
         # (evaluate implies that stopping and best are set)
         if evaluate and stopping.patience and best.since_best() >= stopping.patience:  # type: ignore[union-attr]
             break
@@ -384,11 +391,20 @@ def _fit(model: Trainable, cfg: TrainingConfig, n_items: int, loss_fn: LossFn, f
                        str(last) if last else None, extra)
 
 
-def _accumulate(loss_fn: LossFn, idx: Sequence[int], micro_size: int,
-                scaler: torch.amp.GradScaler) -> dict[str, float]:
-    """Gradients of one optimizer step's mean loss, accumulated over micro-batches; the step's mean terms."""
+def _accumulate(loss_fn: LossFn, idx: Sequence[int], micro_size: int, scaler: torch.amp.GradScaler, seed: int,
+                rank: int = 0, size: int = 1) -> dict[str, float]:
+    """Gradients of one optimizer step's mean loss, accumulated over micro-batches; the step's mean terms. With
+    `size` processes, this one takes micro-batches rank, rank + size, … (each weighted by its share of the whole
+    step: the processes' sums add up to one process's). Each micro-batch's random draws (dropout, sampled tasks)
+    start from a seed of its own, a function of the step's seed and its position: the same whichever process
+    computes it, and across a resume."""
+    import torch
+
     row: dict[str, float] = {}
-    for s in range(0, len(idx), micro_size):
+    for n, s in enumerate(range(0, len(idx), micro_size)):
+        if n % size != rank:
+            continue
+        torch.manual_seed((seed * 1_000_003 + n) % 2**62)
         micro = idx[s: s + micro_size]
         total, terms = loss_fn(micro)
         scaler.scale(total * (len(micro) / len(idx))).backward()

@@ -1,0 +1,84 @@
+"""Data-parallel training across processes (one per GPU of a node), as `torchrun --nproc_per_node=N` starts them:
+every process runs the same loop on the same model; each optimizer step's micro-batches are dealt out round-robin
+(process r takes micro-batches r, r + N, …: the micro-batch boundaries, and so the in-batch negatives, are those of
+one process), and the gradients are summed across processes before the step, so every process takes the same step
+as one process would at the same global batch (up to the order of float additions). Only rank 0 writes
+checkpoints and reports steps. The gradient sum is an explicit all-reduce of the trainable parameters' gradients
+after each step's backward passes: the shared loop calls its models through loss functions, not through a module a
+DistributedDataParallel wrapper could own; the cost is that communication does not overlap the backward pass.
+
+Dropout draws come from one seed per step in each process, so with dropout the N-process run draws differently
+from the one-process run (still reproducible for a given N)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """This process's place: initializes the default process group from torchrun's environment (WORLD_SIZE > 1:
+    NCCL on CUDA, gloo elsewhere) on first use; one process otherwise."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return World()
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return World()
+        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("LOCAL_RANK") else "gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def local_device(device: str) -> str:
+    """`cuda` names this process's GPU under torchrun (LOCAL_RANK); anything else is left as it is."""
+    if device == "cuda" and os.environ.get("LOCAL_RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+def sum_gradients(parameters: list[torch.nn.Parameter], w: World) -> None:
+    """Sum each parameter's gradient over the processes (a parameter without one counts as zeros)."""
+    if w.size == 1:
+        return
+    import torch.distributed as dist
+
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def sum_terms(row: dict[str, float], w: World) -> dict[str, float]:
+    """The step's loss terms summed over the processes (each holds its micro-batches' weighted share; a process
+    that had no micro-batch this step holds none)."""
+    if w.size == 1:
+        return row
+    import torch.distributed as dist
+
+    rows: list[dict[str, float] | None] = [None] * w.size
+    dist.all_gather_object(rows, row)
+    total: dict[str, float] = {}
+    for part in rows:  # in rank order: every process adds the same numbers in the same order
+        for k, v in (part or {}).items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def barrier(w: World) -> None:
+    """Wait for every process (e.g. until rank 0's checkpoint is on disk)."""
+    if w.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
