@@ -6,7 +6,8 @@ scoring of every item against beam search (agreement of the top-K lists, time).
 The catalog is the bundled MIND sample with `random` codes (L = 4, K = 256, + dedup) and a generative recommender
 trained for a few epochs on it, so the decoders see a real, peaked model.
 
-Usage: python bench/recommend.py [--size demo] [--users 150] [--k 10] [--width 10] [--epochs 2]
+Usage: python bench/recommend.py [--size demo | --items 50000] [--users 150] [--k 10] [--width 10] [--epochs 2]
+       [--exact-users N]  (exact scoring on the first N test users only: its cost grows with the catalog)
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ops.ingest.mind import load_mind  # noqa: E402
 from ops.recommend.decoding import PrefixIndex, exact_scores  # noqa: E402
 from ops.recommend.generative import GenerativeConfig, GenerativeRecommender, examples, recommend, train  # noqa: E402
 from ops.recommend.tokens import SemanticVocab  # noqa: E402
-from ops.sample import generate  # noqa: E402
+from ops.sample import SampleSize, generate  # noqa: E402
 from ops.sequences import SplitConfig, build_user_sequences  # noqa: E402
 from ops.tokenizers.random import random_codes  # noqa: E402
 
@@ -108,10 +109,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--width", type=int, default=10)
     ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--items", type=int, default=0, help="a catalog of this many items (users: 3/4 of it)")
+    ap.add_argument("--exact-users", type=int, default=0, help="exact scoring on this many users (0: all)")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory(prefix="bench-recommend-") as tmp:
-        raw = generate("mind", Path(tmp) / "m", args.size, seed=0)
+        size = SampleSize(args.items, args.items * 3 // 4, 14) if args.items else args.size
+        raw = generate("mind", Path(tmp) / "m", size, seed=0)
         res = load_mind(raw, "m")
     seqs, _ = build_user_sequences(res.interactions.lazy(), SplitConfig())
     ids = res.items["item_id"].to_list()
@@ -147,15 +151,16 @@ def main() -> None:
     timings["HF generate + dict trie"] = time.perf_counter() - started
     started = time.perf_counter()
     scores = []
+    n_exact = min(n, args.exact_users or n)
     with torch.inference_mode():
-        for a in range(0, n, 16):
-            model.prepare(test_rows.contexts[a: a + 16])
+        for a in range(0, n_exact, 16):
+            model.prepare(test_rows.contexts[a: min(n_exact, a + 16)])
             scores.append(exact_scores(model.step, index, torch.arange(len(model._contexts))))
     exact_top = torch.cat(scores).topk(args.k, dim=1).indices.numpy()
-    timings["exact scoring"] = time.perf_counter() - started
+    exact_seconds = time.perf_counter() - started
 
     same = {name: float((lists["ours"] == got).all(axis=1).mean()) for name, got in lists.items() if name != "ours"}
-    overlap = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(lists["ours"], exact_top)])
+    overlap = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(lists["ours"][:n_exact], exact_top)])
     print(f"{len(ids):,} items (L = 4 random codes, K = 256, + dedup), {n} test users, k = {args.k}, beam width "
           f"{args.width}; model {cfg.layers} x {cfg.d_model}, trained {result.steps} steps in {train_s:.1f} s "
           f"({tokens / train_s:,.0f} tokens/s, {model.device_}, {model.autocast_dtype or 'float32'}); "
@@ -165,6 +170,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, s in timings.items():
         print(f"| {name} | {s:.2f} | {n / s:.1f} | {timings[peer] / s:.2f}x | {timings['dict trie'] / s:.2f}x |")
+    exact_rate, peer_rate = n_exact / exact_seconds, n / timings[peer]
+    print(f"| exact scoring ({n_exact} users; {sum(len(p) for p in index.prefixes):,} prefixes each) | "
+          f"{exact_seconds:.2f} | {exact_rate:.2f} | {exact_rate / peer_rate:.3f}x | "
+          f"{exact_rate / (n / timings['dict trie']):.3f}x |")
     print(f"\nidentical top-{args.k} lists with ours: " + ", ".join(f"{k}: {v:.1%}" for k, v in same.items())
           + f" of users; beam top-{args.k} ∩ exact top-{args.k}: {overlap:.1%}")
 
