@@ -164,7 +164,8 @@ def beam_search(step: StepFn, index: PrefixIndex, users: torch.Tensor, k: int, w
 def exact_scores(step: StepFn, index: PrefixIndex, users: torch.Tensor, max_batch: int = 4096) -> torch.Tensor:
     """Every item's log-probability for every user (users x items): the sum of its codes' log-probabilities, each
     prefix evaluated once per user (teacher-forced over the index's nodes, in batches of `max_batch` pairs). The
-    full ranking, for catalogs up to ~100 k items; the natural decoder for parallel codes."""
+    full ranking; every prefix costs a model step per user, so on a CPU it suits catalogs of a few thousand items
+    (bench/RESULTS.md: 0.09 users/s at 50 k items). The natural decoder for parallel codes."""
     n_users = len(users)
     acc = torch.zeros(n_users, 1, device=users.device)  # log-probability of each node's prefix
     out = torch.full((n_users, index.n_items), float("-inf"), device=users.device)
