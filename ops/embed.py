@@ -302,8 +302,6 @@ def embed_shards(lm: LoadedModel, item_ids: Sequence[str], texts: Sequence[str],
                  shard_root: Path, worker: int, on_shard: Callable[[int, int], None] | None = None) -> EmbedRun:
     """Worker `worker` of `config.workers`: embed (or find done) the shards k with k % workers == worker, as
     `embed_items` would, and write them; `vectors` is empty. `embed_items` afterwards assembles every shard."""
-    if not 0 <= worker < config.workers:
-        raise ValueError(f"worker {worker} of {config.workers}")
     return _run_shards(lm, item_ids, texts, config, shard_root, on_shard, worker)
 
 
