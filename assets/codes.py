@@ -23,6 +23,7 @@ from ops.retokenize import IncompatibleVersion, RetokenizeConfig, retokenize, st
 from ops.tokenizers import TokenizerEntry
 from storage import Store, read_table_metadata
 from storage.artifacts import new_version
+from storage.codes import CodeTableStore
 from storage.schemas import CODE_TABLE_SCHEMA_VERSION
 
 GROUP = "tokenize"
@@ -30,6 +31,16 @@ CODES_MODULE = "ops.codetable"  # + the tokenizer's own module: the code behind 
 PER_POSITION = ("utilization", "entropy_bits", "perplexity", "largest_bucket_share")  # ops.codetable.code_figures
 # Code tables whose source is made by a trained model run in that model's job; the rest in `tokenize_job`.
 TRAINED_SOURCES = {"palette_embeddings": "palette"}
+
+
+def published_table(store: Store, dataset: str, tokenizer: str) -> tuple[CodeTableStore, str, pl.DataFrame]:
+    """The code tables of `tokenizer`, their published version and its table: what the assets that follow a code
+    table (ID quality, serving index) read; a clear failure before the first publish."""
+    tables = store.code_tables(dataset, tokenizer)
+    version = tables.latest()
+    if version is None:
+        raise dg.Failure(f"code_table/{tokenizer} has no published version for {dataset}")
+    return tables, version, tables.read(version)
 CHECK_NAMES = {
     "unique_item_id": "every item_id appears once",
     "unique_semantic_id": "every semantic_id maps to exactly one item",

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.codes import TRAINED_SOURCES
+from assets.codes import TRAINED_SOURCES, published_table
 from assets.common import DATASETS, FOLLOWS_UPSTREAM, job_tag
 from assets.configs import OpsConfig, config_class, takes_config
 from assets.metadata import lineage, markdown_table, table_metadata
@@ -66,11 +66,7 @@ def build_quality_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: OpsConfig, storage: StorageResource):
         spec = datasets.get(context.partition_key)
         store = storage.store()
-        tables = store.code_tables(spec.name, entry.name)
-        version = tables.latest()
-        if version is None:
-            raise dg.Failure(f"code_table/{entry.name} has no published version for {spec.name}")
-        table = tables.read(version)
+        tables, version, table = published_table(store, spec.name, entry.name)
         k = int(tables.manifest(version)["metadata"]["k"])  # written by every code-table run
         ids = table["item_id"].to_list()
         items = store.read(spec.name, "items")

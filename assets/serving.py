@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.codes import TRAINED_SOURCES
+from assets.codes import TRAINED_SOURCES, published_table
 from assets.common import DATASETS, FOLLOWS_UPSTREAM, job_tag
 from assets.metadata import lineage, markdown_table
 from assets.resources import StorageResource
@@ -66,11 +66,7 @@ def build_serving_asset(entry: TokenizerEntry) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, storage: StorageResource):
         spec = datasets.get(context.partition_key)
         store = storage.store()
-        tables = store.code_tables(spec.name, entry.name)
-        version = tables.latest()
-        if version is None:
-            raise dg.Failure(f"code_table/{entry.name} has no published version for {spec.name}")
-        table = tables.read(version)
+        _, version, table = published_table(store, spec.name, entry.name)
         started = time.perf_counter()
         index = ServingIndex.from_code_table(table)
         seconds = time.perf_counter() - started
