@@ -10,12 +10,16 @@ is no longer alive are marked failed and their slots freed; slots of finished ru
     python -m pipeline.recovery              recover as above, one line per run
     python -m pipeline.recovery --run ID     mark that run failed and free its slots (you know its process is gone)
     python -m pipeline.recovery --init       create the instance's SQLite schemas once (make does, before any run)
+
+Both instance files (pipeline/dagster.yaml, pipeline/deploy/dagster.yaml) name `SlotSafeInstance` as their instance
+class: it closes a race in Dagster's pool-slot claim that can leave a waiting step waiting for ever.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import fcntl
+import functools
 import os
 import socket
 import sys
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import dagster as dg
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 from storage.atomic import pid_alive, remove_leftovers
 
@@ -56,6 +62,48 @@ def die_with_run_worker() -> bool:
 def process_tags() -> dict[str, str]:
     """Tags that say which process executes a run in process, so that a later start can tell it died."""
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+class _AssignsFreedSlots(SqlEventLogStorage):
+    """Dagster (1.13) registers a step that asks for a pool slot as `assigned = has_unassigned_slots()` in two
+    statements, and freeing a slot assigns it only to a step already registered. A slot freed by another run between
+    the two is handed to no one: the step stays unassigned, and no later free comes to assign it, so it waits for
+    ever (seen as a hung second run on a one-slot pool). A waiting step asks again every few seconds (15 at most);
+    on each ask, a pool with a slot that no registered step holds assigns it to its longest-waiting step first."""
+
+    def claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str,
+                               priority: int | None = None) -> Any:
+        status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
+        if status.assigned_timestamp is None and self.has_unassigned_slots(concurrency_key):
+            self.assign_pending_steps([concurrency_key])  # by priority, then time of the ask: maybe not this step
+            status = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
+        return status
+
+
+@functools.cache
+def _slot_safe(cls: type) -> type:
+    return type(f"SlotSafe{cls.__name__}", (_AssignsFreedSlots, cls), {"__module__": __name__})
+
+
+class SlotSafeInstance(dg.DagsterInstance):
+    """The instance class of both instance files: its SQL event-log storage (SQLite here, PostgreSQL deployed) gets
+    the claim of `_AssignsFreedSlots`. The storage is built by Dagster from the instance's own settings, so its class
+    is swapped for a subclass rather than configured: a storage class in dagster.yaml would need the home's absolute
+    path written into the file."""
+
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        return {}  # no settings of its own (Dagster asks every instance class)
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> Any:
+        return InstanceRef.config_defaults(base_dir)  # Dagster's own (asked of every instance class too)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        storage = self.event_log_storage
+        if isinstance(storage, SqlEventLogStorage) and not isinstance(storage, _AssignsFreedSlots):
+            storage.__class__ = _slot_safe(type(storage))
 
 
 def _slot_holders(instance: dg.DagsterInstance) -> dict[str, set[str]]:
