@@ -114,12 +114,18 @@ def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
         PaletteModel,
         prepare_data,
     )
-    from ops.palette.train import run_fingerprint, train, training_data
+    from ops.palette.train import run_fingerprint, train, train_data_parallel, training_data
 
     spec = datasets.get(context.partition_key)
     store = storage.store()
     items = store.read(spec.name, "items")
     cfg = palette_config(config, compute, spec)
+    parallel = None
+    if cfg.processes > 1:  # trained before this process loads a model of its own (its GPU is rank 0's)
+        threads = max(1, compute.torch_threads // cfg.processes) if compute.torch_threads else 0
+        context.log.info(f"training in {cfg.processes} data-parallel processes (ops.distributed.launch), "
+                         f"{threads or 'default'} CPU threads each")
+        parallel = train_data_parallel(cfg, items, str(palette_store(store, spec.name).dir), threads)
     model = PaletteModel(cfg, cfg.tasks)
     context.log.info(f"palette model on {model.device_}, dtype {model.dtype_choice}")
     data = prepare_data(items, cfg.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
@@ -132,7 +138,8 @@ def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
             context.log.info(f"step {int(row['step'])}: " + ", ".join(
                 f"{k} {row[k]:.4f}" for k in ("loss", "gen", "intra", "inter", "correlation")))
 
-    result = train(model, data, checkpoints, on_step=log, prefix=f"{fingerprint}-")
+    # after a data-parallel run: its final checkpoint is this run's (same fingerprint), nothing left to train here
+    result = parallel or train(model, data, checkpoints, on_step=log, prefix=f"{fingerprint}-")
     if result.checkpoint is None:
         raise dg.Failure("training finished without a checkpoint")
     for backoff in result.extra["out_of_memory_backoffs"]:  # type: ignore[attr-defined]
@@ -147,7 +154,7 @@ def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
         "lora_target_modules": ", ".join(described["lora_target_modules"]),  # type: ignore[arg-type]
         "tasks": ", ".join(cfg.tasks), "content": ", ".join(data.content_attributes),
         "items": len(data), "train_items": len(training_data(data, cfg)), "steps": result.steps,
-        "resumed_from_step": result.resumed_from,
+        "resumed_from_step": result.resumed_from, "processes": cfg.processes,
         "train_items_per_second": round(result.items_per_second, 2), "seconds": round(result.seconds, 1),
         # below the configured value when the device ran out of memory and the steps were redone in halves
         "micro_batch_size_used": int(result.extra["micro_batch_size"]),  # type: ignore[call-overload]

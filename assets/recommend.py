@@ -14,16 +14,18 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from assets.common import DATASETS, GPU_ASSET, job_tag
-from assets.configs import OpsConfig, config_class, run_dtype, takes_config
+from assets.common import DATASETS, GPU_OP, job_tag
+from assets.configs import OpsConfig, config_class, run_dtype
 from assets.metadata import lineage, markdown_table
 from assets.quality import quality_key
 from assets.resources import ComputeResource, StorageResource
 from assets.results import EVALUATE, GROUP, summary, write_metrics
 from assets.serving import load_serving, serving_key
+from assets.shards import fanout_asset
 from assets.versions import code_version
 from ops import datasets, recommend, tokenizers
 from ops.recommend import RecData, RecommenderEntry
+from ops.recommend.base import Recommender, SeedRun
 from ops.recommend.evaluation import EvalConfig
 
 IDS = "ids"  # the key of a per-tokenizer family's asset without codes
@@ -78,8 +80,10 @@ def recommender_key(entry: RecommenderEntry, tokenizer: str | None = None) -> dg
 
 
 def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = None) -> dg.AssetsDefinition:
-    """`recommender/<family>[/<tokenizer>|/ids]`: prepare the family once, then for every seed fit, test and keep
-    its rows; write the rows per recommender name, publish each seed's best checkpoint, sum up in metadata."""
+    """`recommender/<family>[/<tokenizer>|/ids]` as steps (assets/shards.fanout_asset): `__prepare` reads the data
+    (and tunes, where the family does), one `__seed` step per seed fits and tests (in parallel where the executor
+    runs steps side by side: processes, or pods on Kubernetes), `__gather` writes the rows per recommender name,
+    publishes each seed's best checkpoint in seed order and sums up in metadata."""
     key = recommender_key(entry, tokenizer)
     name = key.path[2] if len(key.path) > 2 else None
     Config = run_config(entry, tokenizer)
@@ -88,14 +92,10 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
         [dg.AssetKey(["code_table", tokenizer]), quality_key(tokenizer),
          *([serving_key(tokenizer)] if entry.serves else [])] if tokenizer else [])]
     on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")
-    pool: dict[str, Any] = GPU_ASSET if entry.trains else {}
+    model_op: dict[str, Any] = GPU_OP if entry.trains else {}  # SASRec tunes in its prepare step
 
-    @dg.asset(key=key, deps=inputs, partitions_def=DATASETS, group_name=GROUP, kinds=set(entry.kinds),
-              tags=job_tag(EVALUATE), code_version=code_version(*entry.modules),
-              description=f"`{entry.name}`{on}: {entry.description}", **pool)
-    @takes_config(Config)
-    def _asset(context: dg.AssetExecutionContext, config: OpsConfig,
-               storage: StorageResource, compute: ComputeResource) -> dg.MaterializeResult:
+    def prepare(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+                compute: ComputeResource) -> tuple[Recommender, list[tuple[str, int]]]:
         spec = datasets.get(context.partition_key)
         store = storage.store()
         started = time.perf_counter()
@@ -113,35 +113,51 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
         model = entry.factory(entry.name, _ops_configs(entry, tokenizer, config, compute), evaluation)
         model.prepare(data)
         seeds = list(entry.fixed_seeds) or evaluation.seeds
-        rows, users, curves = [], [], {}
+        context.log.info(f"{key.to_user_string()}: prepared in {time.perf_counter() - started:.0f} s; "
+                         f"seeds {', '.join(map(str, seeds))} next")
+        return model, [(f"seed_{seed}", seed) for seed in seeds]
+
+    def run_seed(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+                 compute: ComputeResource, model: Recommender, seed: int) -> SeedRun:
+        started = time.perf_counter()
+        run = model.run(seed)
+        context.log.info(f"{key.to_user_string()}: seed {seed} done in {time.perf_counter() - started:.0f} s")
+        return run
+
+    def gather(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
+               compute: ComputeResource, model: Recommender, runs: list[SeedRun]) -> dg.Output:
+        spec = datasets.get(context.partition_key)
+        store = storage.store()
+        checkpoints = store.artifacts(spec.name, "recommenders", f"{entry.name}-{name}" if name else entry.name)
         reports: dict[str, dict[str, object]] = {}
-        for i, seed in enumerate(seeds, 1):
-            run = model.run(seed)
-            rows.append(run.rows)
-            if run.per_user is not None:
-                users.append(run.per_user)
+        curves: dict[str, Any] = {}
+        for run in runs:
+            seed = run.rows["seed"][0] if run.rows.height else None
             curves.update(run.curves)
             for figure, value in run.report.items():  # e.g. early_stopping: {seed: ...}
                 reports.setdefault(figure, {})[str(seed)] = value
-            if run.publish and data.checkpoints is not None:
-                data.checkpoints.publish(run.publish)
-            context.log.info(f"{key.to_user_string()}: seed {seed} done ({i}/{len(seeds)}), "
-                             f"{time.perf_counter() - started:.0f} s so far")
-        long = pl.concat(rows)
+            if run.publish:  # in seed order, so the last seed's best model is the family's latest
+                checkpoints.publish(run.publish)
+        long = pl.concat([r.rows for r in runs])
+        users = [r.per_user for r in runs if r.per_user is not None]
         meta = lineage(context, dataset=spec.name, recommender=entry.name, tokenizer=tokenizer,
                        config=config.model_dump())
         for recommender_name, part in long.group_by("recommender", maintain_order=True):
             mine = [u.filter(pl.col("recommender") == recommender_name[0]) for u in users]
             write_metrics(store, spec.name, str(recommender_name[0]), tokenizer, [part], mine, meta)
         ranking = long.filter(pl.col("k").is_not_null())
-        return dg.MaterializeResult(metadata={
+        return dg.Output(None, metadata={
             **(summary(ranking) if ranking.height else {}),
-            **{k: _metadata_value(v) for k, v in model.metadata().items()},
+            **{k: _metadata_value(v) for k, v in model.metadata(runs).items()},
             **{figure: dg.MetadataValue.json(by_seed) for figure, by_seed in reports.items()},
             **({"loss_curves": dg.MetadataValue.json(curves)} if any(curves.values()) else {}),
-            "seconds": round(time.perf_counter() - started, 1)})
+            "seeds": len(runs)})
 
-    return _asset
+    return fanout_asset(
+        "__".join(key.path), Config, prepare, run_seed, gather, deps=inputs, roles=("prepare", "seed", "gather"),
+        op_kwargs=(model_op, model_op, {}), key=key, partitions_def=DATASETS, group_name=GROUP,
+        kinds=set(entry.kinds), tags=job_tag(EVALUATE), code_version=code_version(*entry.modules),
+        description=f"`{entry.name}`{on}: {entry.description}")
 
 
 def recommender_assets() -> list[dg.AssetsDefinition]:

@@ -76,8 +76,14 @@ def run_stage(stage: str, raw: Path, store: Path, partition: str, threads: int) 
     result = dg.materialize(assets, partition_key=partition, resources=resources, run_config={"ops": config},
                             raise_on_error=False)
     seconds = time.perf_counter() - started
+    # a failed stage says why: the first failed step's error (or the blocking check that failed)
+    errors = [f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else ''}"
+              for e in result.all_events if e.is_step_failure]
+    errors += [f"check {e.event_specific_data.check_name} failed" for e in result.all_events
+               if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed]
     return {"stage": stage, "ok": result.success, "seconds": round(seconds, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "error": "; ".join(errors)[:600]}
 
 
 def fit_exponent(sizes: list[float], seconds: list[float]) -> float | None:
@@ -135,7 +141,7 @@ def main() -> None:
             row.update(fraction=fraction, items=size.n_items, users=size.n_users)
             rows.append(row)
             print(f"  {fraction:>4} {stage:<16} {'ok' if row['ok'] else 'FAILED':<6} {row['seconds']} s, "
-                  f"peak {row['peak_rss_mb']} MB", flush=True)
+                  f"peak {row['peak_rss_mb']} MB" + (f": {row['error']}" if row.get("error") else ""), flush=True)
     print("\n| stage | " + " | ".join(f"{f:.0%}: s / peak MB" for f in args.fractions)
           + " | growth exponent | items/s at largest | marginal peak bytes/item |")
     print("|---|" + "---|" * (len(args.fractions) + 3))

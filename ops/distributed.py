@@ -8,11 +8,18 @@ after each step's backward passes: the shared loop calls its models through loss
 DistributedDataParallel wrapper could own; the cost is that communication does not overlap the backward pass.
 
 Dropout draws come from one seed per step in each process, so with dropout the N-process run draws differently
-from the one-process run (still reproducible for a given N)."""
+from the one-process run (still reproducible for a given N).
+
+`launch` starts such processes from inside a running step (a Dagster step on a multi-GPU pod or host): torch's own
+elastic launcher, what `torchrun --standalone --nproc_per_node=N` runs, called as a library."""
 from __future__ import annotations
 
 import os
+import socket
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -82,3 +89,38 @@ def barrier(w: World) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _member(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    """One launched process: its CPU threads, `fn`, and the process group left cleanly."""
+    import torch.distributed as dist
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def launch(fn: Callable[..., Any], args: tuple[Any, ...], processes: int, threads: int = 0) -> Any:
+    """`fn(*args)` in `processes` data-parallel processes of this node, each with torchrun's environment (RANK,
+    LOCAL_RANK, WORLD_SIZE, MASTER_ADDR / PORT on a free local port), each `threads` CPU threads (0: torch's
+    default); rank 0's return value. `fn` must be importable (the processes are spawned) and its args picklable.
+    A failed process fails the launch with its rank and traceback (torch's ChildFailedError); nothing restarts."""
+    if processes < 1:
+        raise ValueError(f"processes = {processes}: at least 1")
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"semid-{uuid.uuid4().hex[:8]}",
+                          rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0,
+                          start_method="spawn", monitor_interval=0.5)
+    results = elastic_launch(config, _member)(fn, threads, *args)
+    return results[0]

@@ -36,6 +36,19 @@ def ranks_from_scores(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarr
     return higher.sum(axis=1) + tied_before.sum(axis=1)
 
 
+def ranks_from_shared_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """`ranks_from_scores` where every user gets the same scores (a popularity ranking), without a users x items
+    matrix: the catalog ordered once (score descending, ties by lower index), each target's place in that order."""
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if ((targets < 0) | (targets >= len(scores))).any():
+        raise ValueError("a target item index is outside the catalog")
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    place = np.empty(len(scores), dtype=np.int64)
+    place[order] = np.arange(len(scores))
+    return place[targets]
+
+
 def ranks_from_lists(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Rank of each target in a ranked list per user (users x K item indices, -1 = empty slot); a target that is
     not in its list gets rank K (outside every cut-off up to K)."""

@@ -56,8 +56,8 @@ class TrainingConfig(Checked):
 
     def training_fields(self) -> dict[str, object]:
         """What determines the trained weights (a checkpoint is resumed only when these match): everything but
-        where it runs and how often it is saved."""
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype", "checkpoint_every")}
+        where it runs and how often it is saved (and, for a trainer that has it, over how many processes)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype", "checkpoint_every", "processes")}
 
 
 class Trainable(Protocol):

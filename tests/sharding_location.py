@@ -1,6 +1,6 @@
-"""A job that tests/test_sharding.py runs with the multiprocess executor (a reconstructable job, so that each step
-is a process of its own): ingest and `item_embeddings` on the store, raw root and model named by environment
-variables."""
+"""Jobs that tests/test_sharding.py runs with the multiprocess executor (reconstructable jobs, so that each step
+is a process of its own): ingest and `item_embeddings`, or ingest and `recommender/sasrec`, on the store and raw
+root named by environment variables."""
 import os
 
 import dagster as dg
@@ -21,3 +21,18 @@ def embed_job() -> dg.JobDefinition:
         resources={"storage": storage, "compute": ComputeResource(device="cpu", dtype="float32",
                                                                   torch_threads=1)})
     return defs.resolve_job_def("embed_job")
+
+
+def sasrec_job() -> dg.JobDefinition:
+    """Ingest and `recommender/sasrec` (its seeds as steps of their own) with the multiprocess executor."""
+    from assets import recommend
+
+    sasrec = next(a for a in recommend.ASSETS if a.key == dg.AssetKey(["recommender", "sasrec"]))
+    storage = StorageResource(raw_root=os.environ["SEMID_TEST_RAW"], storage_root=os.environ["SEMID_TEST_STORE"])
+    defs = dg.Definitions(
+        assets=[*ingest.ASSETS, sasrec],
+        jobs=[dg.define_asset_job("sasrec_job", selection=dg.AssetSelection.assets(*ingest.ASSETS, sasrec),
+                                  partitions_def=DATASETS, executor_def=dg.multiprocess_executor)],
+        resources={"storage": storage, "compute": ComputeResource(device="cpu", dtype="float32",
+                                                                  torch_threads=1)})
+    return defs.resolve_job_def("sasrec_job")

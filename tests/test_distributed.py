@@ -38,3 +38,38 @@ def test_two_gloo_processes_train_the_palette_as_one_does(tmp_path):
     assert two[0]["weights"] == two[1]["weights"]  # both processes took the same steps
     written = sorted(p.name for p in (tmp_path / "w2" / "checkpoints").iterdir() if p.name.startswith("step-"))
     assert written == ["step-0000002", "step-0000004"]  # by rank 0 alone (two writers would collide)
+
+
+def test_the_palette_step_launches_its_training_over_processes_with_one_process_curve(tmp_path):
+    """`processes: 2` in palette_model's run config: the step launches two gloo processes (ops.distributed.launch,
+    torch's elastic launcher), publishes rank 0's final checkpoint and reports its curve: one process's curve."""
+    import dagster as dg
+
+    from assets import ingest, palette
+    from pipeline.resources import ComputeResource, StorageResource
+
+    generate("mind", tmp_path / "raw" / "sample_mind", "tiny", seed=0)
+    backbone = str(save_random_model("opt", tmp_path / "opt", hidden=32, layers=2, heads=2, causal_lm=True,
+                                     init_std=0.2))
+    model_asset = next(a for a in palette.ASSETS if a.key == dg.AssetKey("palette_model"))
+    curves = {}
+    for processes in (1, 2):
+        store = tmp_path / f"store{processes}"
+        result = dg.materialize(
+            [*ingest.ASSETS, model_asset], partition_key="sample_mind",
+            resources={"storage": StorageResource(raw_root=str(tmp_path / "raw"), storage_root=str(store)),
+                       "compute": ComputeResource(device="cpu", dtype="float32", torch_threads=2)},
+            run_config={"ops": {"palette_model": {"config": {
+                "model": backbone, "lora_rank": 8, "lora_alpha": 16, "max_content_tokens": 32,
+                "max_answer_tokens": 8, "lr": 1e-2, "batch_size": 16, "micro_batch_size": 4, "max_steps": 4,
+                "checkpoint_every": 2, "processes": processes}}}})
+        assert result.success
+        (meta,) = [m.materialization.metadata for m in result.get_asset_materialization_events()
+                   if m.asset_key == dg.AssetKey("palette_model")]
+        assert meta["processes"].value == processes and meta["steps"].value == 4
+        curves[processes] = [float(line.split("|")[2]) for line in meta["loss_curve"].value.splitlines()[2:]]
+        published = store / "sample_mind" / "palette_model"
+        steps = sorted(p.name.rsplit("-", 1)[1] for p in published.iterdir() if "-step-" in p.name)
+        assert steps == ["0000002", "0000004"]  # written once (rank 0), not per process
+    # (the curve table rounds to 4 decimals: a last-digit flip is the only difference allowed)
+    assert len(curves[1]) == 4 and curves[2] == pytest.approx(curves[1], abs=2e-4)

@@ -28,7 +28,8 @@ def steps():
     from pipeline.definitions import defs
 
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    return {k.to_user_string(): step for a in assets for step in asset_steps([a]) for k in a.keys}
+    # (asset, op) -> (op, tags): a graph-backed asset has several ops (plan, parts, gather)
+    return {(k.to_user_string(), step[0]): step for a in assets for step in asset_steps([a]) for k in a.keys}
 
 
 def _container(job):
@@ -40,7 +41,7 @@ def test_every_step_gets_the_pod_its_kind_needs(steps):
     workers = Workers.load()
     assert len(steps) > 40
     gpu_steps = set()
-    for key, (op, tags) in steps.items():
+    for (asset, _), (op, tags) in steps.items():
         job = step_job(workers, op, tags)
         pod, container = job.spec.template.spec, _container(job)
         env = {e.name: e.value for e in container.env if e.value is not None}
@@ -51,7 +52,9 @@ def test_every_step_gets_the_pod_its_kind_needs(steps):
         assert env["DAGSTER_HOME"] and any(e.name == "DAGSTER_PG_PASSWORD" for e in container.env)
         assert container.args == ["dagster", "api", "execute_step"] and pod.restart_policy == "Never"
         if GPU_RESOURCE in limits:
-            gpu_steps.add(key)
+            gpu_steps.add(asset)
+            # a graph's fan-out and the recommenders' gathering of rows wait on no model
+            assert not op.endswith(("__workers", "__gather")), op
             assert limits[GPU_RESOURCE] == requests[GPU_RESOURCE] == "1"
             assert container.image.endswith(":gpu") and env["SEMID_DEVICE"] == "cuda"
             assert pod.node_selector == {"nvidia.com/gpu.present": "true"}
@@ -62,11 +65,14 @@ def test_every_step_gets_the_pod_its_kind_needs(steps):
             assert GPU_RESOURCE not in requests and container.image.endswith(":cpu")
             assert env["SEMID_DEVICE"] == "cpu" and not pod.node_selector and not pod.tolerations
             assert env["SEMID_TORCH_THREADS"] == "2"
-    want = {k for k in steps if k.startswith(GPU_PREFIXES) and k != "recommender/popularity"}
-    assert gpu_steps == want
+    assets = {asset for asset, _ in steps}
+    assert gpu_steps == {k for k in assets if k.startswith(GPU_PREFIXES) and k != "recommender/popularity"}
     for cpu in ("items", "quarantine", "code_table/pca_kmeans", "serving_index/lamia", "id_quality/rqvae",
                 "evaluation", "recommender/popularity"):
-        assert cpu in steps and cpu not in gpu_steps, cpu
+        assert cpu in assets and cpu not in gpu_steps, cpu
+    # a recommender's seeds are steps of their own (each its own pod), its data prepared once before them
+    assert {op for asset, op in steps if asset == "recommender/sasrec"} == {
+        f"recommender__sasrec__{role}" for role in ("prepare", "seed", "gather")}
 
 
 def test_the_executor_config_passes_dagster_k8s_schema(steps):

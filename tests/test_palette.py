@@ -311,11 +311,15 @@ def test_gpu_recipe_is_valid_run_config_with_the_papers_settings_and_trains_on_o
     run_config = yaml.safe_load(RECIPE.read_text())
     # raises DagsterInvalidConfigError on an unknown key or a wrong type (a typo would otherwise surface at launch)
     resolved = dg.validate_run_config(defs.resolve_job_def("full_pipeline_job"), run_config)
+    from assets.recommend import run_config as recommender_config
+    from ops import recommend
     from ops.recommend.generative import GenerativeConfig
 
     paper_rec = GenerativeConfig()  # the recommender's defaults are the paper's settings too
     for op in ("lamia", "pca_kmeans", "random"):
-        rec = resolved["ops"][f"recommender__generative_llm__{op}"]["config"]
+        # a recommender is a graph of steps: its config (defaults filled) is what its config mapping receives
+        given = run_config["ops"][f"recommender__generative_llm__{op}"]["config"]
+        rec = recommender_config(recommend.get("generative_llm"), op)(**given).model_dump()
         assert rec["model"] == "bert-base-uncased" and rec["seeds"] == [0, 1, 2] and rec["align"] is True
         for name in ("lr", "batch_size", "lora_rank", "patience", "max_history"):
             assert rec[name] == getattr(paper_rec, name), name

@@ -16,6 +16,7 @@ from ops.metrics import (
     per_user_metrics,
     ranks_from_lists,
     ranks_from_scores,
+    ranks_from_shared_scores,
     recall_ndcg,
     summarize,
 )
@@ -36,6 +37,16 @@ def test_ranks_break_ties_towards_the_lower_item_index_and_respect_exclusions():
     assert ranks_from_lists(np.array([[3, 1, 2], [0, -1, -1]]), np.array([2, 5])).tolist() == [2, 3]
     with pytest.raises(ValueError, match="outside the catalog"):
         ranks_from_scores(scores, np.array([0, 0, 4]))
+
+
+def test_one_ranking_for_every_user_ranks_as_the_users_x_items_matrix_would():
+    rng = np.random.default_rng(0)
+    shared = rng.integers(0, 5, 300).astype(float)  # many ties
+    targets = rng.integers(0, 300, 1000)
+    want = ranks_from_scores(np.tile(shared, (len(targets), 1)), targets)
+    assert ranks_from_shared_scores(shared, targets).tolist() == want.tolist()
+    with pytest.raises(ValueError, match="outside the catalog"):
+        ranks_from_shared_scores(shared, np.array([300]))
 
 
 def test_recall_and_ndcg_equal_their_formulas_and_cap_at_the_catalog():
@@ -309,6 +320,9 @@ def test_sasrec_and_popularity_beat_random_ranking_on_a_planted_sample(planted):
     result = train(model, train_rows)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     sas = evaluate(model, test_rows, (10,))
+    # ranked a few rows at a time (memory: one batch x catalog), as the whole matrix ranks them
+    assert model.ranks(test_rows, batch=7).tolist() == ranks_from_scores(model.scores(test_rows),
+                                                                         test_rows.targets).tolist()
     assert pop[("ndcg", 10)] > 1.5 * random[("ndcg", 10)], (pop, random)
     assert sas[("ndcg", 10)] > 1.5 * random[("ndcg", 10)], (sas, random)
 

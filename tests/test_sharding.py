@@ -1,6 +1,7 @@
-"""Embedding extraction split over workers (ops.embed.embed_shards, the graph-backed `item_embeddings`): worker
-steps each embed every N-th shard and the merged table equals the single-step one bit for bit, in one process and
-with the multiprocess executor, where the workers are processes of their own."""
+"""Work split into steps. Embedding extraction over workers (ops.embed.embed_shards, the graph-backed
+`item_embeddings`): worker steps each embed every N-th shard and the merged table equals the single-step one bit
+for bit, in one process and with the multiprocess executor, where the workers are processes of their own. A
+recommender's seeds (assets/recommend.py): one step each after one prepare step, the same rows either way."""
 from __future__ import annotations
 
 import os
@@ -97,3 +98,48 @@ def test_the_multiprocess_executor_runs_the_workers_in_processes_of_their_own(ra
     a = pl.read_parquet(tmp_path / "single" / PARTITION / "item_embeddings.parquet")
     b = pl.read_parquet(tmp_path / "mp" / PARTITION / "item_embeddings.parquet")
     assert np.stack(a["embedding"].to_numpy()).tobytes() == np.stack(b["embedding"].to_numpy()).tobytes()
+
+
+SASREC = {"grid_d_model": [16], "grid_layers": [1], "grid_dropout": [0.2, 0.5], "grid_lr": [0.003], "heads": 1,
+          "epochs": 2, "batch_size": 64, "micro_batch_size": 64, "seeds": [0, 1, 2]}
+
+
+def test_a_recommenders_seeds_are_steps_of_their_own_with_the_rows_of_one_process(raw, tmp_path, monkeypatch):
+    """SASRec tunes its dropout in the prepare step (the winning trial is seed 0's model, handed over pickled),
+    then each seed trains in a process of its own; the metric rows equal those of a single-process run."""
+    from assets import ingest, recommend
+    from pipeline.resources import ComputeResource, StorageResource
+
+    root, _ = raw
+    monkeypatch.setenv("SEMID_TEST_RAW", str(root))
+    monkeypatch.setenv("SEMID_TEST_STORE", str(tmp_path / "mp"))
+    from tests import sharding_location
+
+    run_config = {"ops": {"recommender__sasrec": {"config": SASREC}}}
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.reconstructable(sharding_location.sasrec_job), instance=instance,
+                                tags={"dagster/partition": PARTITION}, run_config=run_config)
+        assert result.success
+        pids = {}
+        for record in instance.all_logs(result.run_id):
+            event = record.dagster_event
+            if event is not None and event.event_type_value == "STEP_START" and ".recommender__sasrec__" in (
+                    event.step_key or ""):
+                pids[event.step_key.split(".", 1)[1]] = event.pid
+        (meta,) = [e.materialization.metadata for e in result.get_asset_materialization_events()
+                   if e.asset_key == dg.AssetKey(["recommender", "sasrec"])]
+    assert set(pids) == {"recommender__sasrec__prepare", "recommender__sasrec__gather",
+                         *(f"recommender__sasrec__seed[seed_{s}]" for s in (0, 1, 2))}
+    assert len(set(pids.values())) == 5 and os.getpid() not in pids.values()
+    tuning = meta["tuning"].value.splitlines()  # a markdown table: header, rule, the two dropout trials, once
+    assert meta["seeds"].value == 3 and len(tuning) == 4 and "0.5" in tuning[3]
+    sasrec = next(a for a in recommend.ASSETS if a.key == dg.AssetKey(["recommender", "sasrec"]))
+    one = dg.materialize([*ingest.ASSETS, sasrec], partition_key=PARTITION, run_config=run_config, resources={
+        "storage": StorageResource(raw_root=str(root), storage_root=str(tmp_path / "one")),
+        "compute": ComputeResource(device="cpu", dtype="float32", torch_threads=1)})
+    assert one.success
+    for table in ("metrics__sasrec__ids", "per_user__sasrec__ids"):
+        a = pl.read_parquet(tmp_path / "one" / PARTITION / f"{table}.parquet")
+        b = pl.read_parquet(tmp_path / "mp" / PARTITION / f"{table}.parquet")
+        assert a.height and a.equals(b), table
+    assert sorted(a["seed"].unique()) == [0, 1, 2]

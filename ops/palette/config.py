@@ -58,6 +58,9 @@ class PaletteConfig(TrainingConfig):
     # affordable (the CPU demo, bench/RESULTS.md), at the price of more correlated positions at the start.
     lap_init: LapInit = "random"
     attn_implementation: str | None = None  # transformers' choice when None (sdpa); "eager" works as well
+    # data-parallel processes the training step launches on its node (ops.distributed.launch, as torchrun does):
+    # one per GPU; the same steps at the same global batch as one process (within float tolerance)
+    processes: PositiveInt = 1
     layout: Layout = "split"  # "split": two short passes; "full": the paper's one row per pass (same numbers)
     extract_batch_size: PositiveInt = 64
     # Train on a seeded sample of this many items (None: every item; e.g. one CPU epoch over part of a catalog);

@@ -11,19 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from ops.config import Checked, NonNegativeInt, PositiveInt
 from ops.palette.config import PaletteConfig
 from ops.palette.losses import inter_palette_loss, intra_palette_loss, position_correlation
-from ops.palette.model import PaletteData, PaletteModel
+from ops.palette.model import PaletteData, PaletteModel, prepare_data
 from ops.progress import Progress
 from ops.shards import ShardRun, run_shards
 from ops.training import TrainResult, batch_indices, fit, latest_checkpoint, read_state
 from storage.artifacts import ArtifactStore
 
 __all__ = ["TrainResult", "batch_indices", "extract", "latest_checkpoint", "load_model", "loss_terms",
-           "run_fingerprint", "train", "training_data"]
+           "run_fingerprint", "train", "train_data_parallel", "training_data"]
 
 
 def loss_terms(model: PaletteModel, data: PaletteData, idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -69,6 +70,23 @@ def train(model: PaletteModel, data: PaletteData, checkpoints: ArtifactStore | s
     # loss_terms is looked up at call time (tests replace it to simulate a device without memory)
     return fit(model, model.cfg, len(data), lambda idx: loss_terms(model, data, idx), run_fingerprint(model, data),
                checkpoints, prefix, state, on_step)
+
+
+def train_data_parallel(cfg: PaletteConfig, items: pl.DataFrame, checkpoints: str, threads: int = 0
+                        ) -> TrainResult:
+    """`train` in `cfg.processes` data-parallel processes of this node (ops.distributed.launch: one per GPU, or
+    CPU processes with gloo), each `threads` CPU threads: each builds the model and data from `cfg` and `items` as
+    the palette_model step does, rank 0 writes the checkpoints (prefix: the run's fingerprint); rank 0's result. A
+    `train` of the same run afterwards resumes from the final checkpoint, trained already."""
+    from ops.distributed import launch
+
+    return launch(_train_member, (cfg, items, checkpoints), cfg.processes, threads)
+
+
+def _train_member(cfg: PaletteConfig, items: pl.DataFrame, checkpoints: str) -> TrainResult:
+    model = PaletteModel(cfg, cfg.tasks)
+    data = prepare_data(items, cfg.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
+    return train(model, data, checkpoints, prefix=f"{run_fingerprint(model, data)}-")
 
 
 def load_model(checkpoint: Path, cfg: PaletteConfig | None = None) -> PaletteModel:

@@ -47,19 +47,24 @@ class RecData:
 class SeedRun:
     """One seed's trained model, tested: its long metric rows (EVALUATION_SCHEMA, one recommender name or several,
     e.g. a CTR suite), per-user NDCG@10 for the paired tests (ranking models), the training loss per step, figures
-    for the asset's metadata, and the checkpoint version to publish as that family's latest model."""
+    for the asset's metadata (by seed), the checkpoint version to publish as that family's latest model, and
+    what the family's `metadata` sums up over its seeds. Seeds run as steps of their own (on other workers,
+    maybe), so a seed hands back everything the asset reports of it here: nothing it sets on the family counts."""
 
     rows: pl.DataFrame
     per_user: pl.DataFrame | None = None
     curves: dict[str, Any] = field(default_factory=dict)  # JSON-able, by seed (and model)
     report: dict[str, Any] = field(default_factory=dict)
     publish: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # for Recommender.metadata
 
 
 class Recommender(abc.ABC):
     """One family on one dataset: built from its ops configs (in its entry's `config_types` order, resource
-    settings applied), `prepare` reads the data once, `run(seed)` fits on train (validation for early stopping)
-    and tests, `metadata` sums up what the seeds did."""
+    settings applied), `prepare` reads the data once (and tunes, where the family does), `run(seed)` fits on train
+    (validation for early stopping) and tests, `metadata` sums up the seeds' runs. The prepared family is handed
+    to each seed's step (pickled, across processes), so `prepare` keeps plain data and models, and `run` may not
+    rely on what another seed's `run` did."""
 
     def __init__(self, name: str, configs: Sequence[Any], evaluation: Any):
         self.name = name  # the `recommender` column of its rows
@@ -72,7 +77,7 @@ class Recommender(abc.ABC):
     @abc.abstractmethod
     def run(self, seed: int) -> SeedRun: ...
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self, runs: Sequence[SeedRun]) -> dict[str, Any]:
         return {}
 
 

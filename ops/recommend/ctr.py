@@ -381,35 +381,34 @@ class CTRModels(Recommender):
         self.inputs = prepare(data.needed(data.impressions, "impressions"), data.items["item_id"].to_list(),
                               data.code_table)
         self.variants = [(m, 1) for m in suite.models] + [(m, k) for k in me if k > 1 for m in suite.models]
-        self.runs: list[dict[str, object]] = []
 
     def run(self, seed: int) -> SeedRun:
-        rows, curves = [], {}
+        rows, curves, runs = [], {}, []
         for model, tables in self.variants:
             cfg = replace(self.base, model=model, seed=seed, use_codes=self.data.code_table is not None,
                           id_embeddings=tables)
             _, result = train_and_test(self.inputs, cfg)
             rows.append(ctr_rows(result.metrics, self.data.dataset, result.recommender, self.data.tokenizer, seed))
-            self.runs.append({"recommender": result.recommender, "seed": seed,
+            runs.append({"recommender": result.recommender, "seed": seed,
                               **{k: round(v, 5) for k, v in result.metrics.items()},
                               "best_epoch": result.fit.best_epoch, "epochs_run": result.fit.epochs_run,
                               "parameters": result.parameters, "device": result.device,
                               "seconds": round(result.fit.seconds, 2)})
             curves[f"{result.recommender}/seed {seed}"] = {"valid_auc": [round(a, 5) for a in result.fit.valid_auc],
                                                            "train_loss": result.fit.train_loss}
-        return SeedRun(pl.concat(rows), None, curves)
+        return SeedRun(pl.concat(rows), None, curves, facts={"runs": runs})
 
-    def metadata(self) -> dict[str, object]:
-        runs = pl.DataFrame(self.runs)
-        summary = runs.group_by("recommender", maintain_order=True).agg(
+    def metadata(self, seeds: Sequence[SeedRun]) -> dict[str, object]:
+        runs = [run for seed in seeds for run in seed.facts["runs"]]
+        summary = pl.DataFrame(runs).group_by("recommender", maintain_order=True).agg(
             pl.col("auc").mean().round(5).alias("auc_mean"), pl.col("auc").std().round(5).alias("auc_std"),
             pl.col("logloss").mean().round(5).alias("logloss_mean"))
         inputs = self.inputs
         train_items = set(inputs.train.items.tolist())
         cold = float(sum(i not in train_items for i in inputs.test.items.tolist()) / max(len(inputs.test), 1))
-        return {"summary": summary.to_dicts(), "runs": self.runs,
+        return {"summary": summary.to_dicts(), "runs": runs,
                 **{f"{r}_auc_mean": float(a) for r, a in summary.select("recommender", "auc_mean").iter_rows()},
                 "train_rows": len(inputs.train), "valid_rows": len(inputs.valid), "test_rows": len(inputs.test),
                 "test_rows_with_items_unseen_in_train": round(cold, 4), "users": inputs.n_users,
                 "items": inputs.n_items, "code_positions": len(inputs.code_sizes) if inputs.code_sizes else 0,
-                "device": self.runs[0]["device"] if self.runs else ""}
+                "device": runs[0]["device"] if runs else ""}

@@ -530,11 +530,12 @@ def evaluate(model: GenerativeRecommender, data: Examples, index: PrefixIndex, k
     k = max(ks)
     if decoder == "exact":
         model.eval()
-        scores = []
+        parts = []  # ranked 64 users at a time: no users x catalog matrix
         for a in range(0, len(data), 64):
             model.prepare(data.contexts[a: a + 64])
-            scores.append(exact_scores(model.step, index, torch.arange(len(model._contexts))).cpu().numpy())
-        ranks = ranks_from_scores(np.concatenate(scores), data.target_items)
+            scores = exact_scores(model.step, index, torch.arange(len(model._contexts))).cpu().numpy()
+            parts.append(ranks_from_scores(scores, data.target_items[a: a + 64]))
+        ranks = np.concatenate(parts)
     else:
         ranks = ranks_from_lists(recommend(model, data, index, k, "beam", width), data.target_items)
     return recall_ndcg(ranks, ks)
@@ -564,20 +565,17 @@ class GenerativeFamily(Recommender):
         # evaluated is what is served
         serving = data.serving if data.serving is not None else ServingIndex.from_code_table(table)
         self.index = PrefixIndex.from_serving(serving, self.vocab.item_ids)
-        self.tokens, self.train_seconds = 0.0, 0.0
-        self.model: GenerativeRecommender | None = None
 
     def run(self, seed: int) -> SeedRun:
         import time
 
         from ops.recommend.base import ranking_run
 
-        model = self.model = GenerativeRecommender(replace(self.base, seed=seed), self.vocab, self.texts)
+        model = GenerativeRecommender(replace(self.base, seed=seed), self.vocab, self.texts)
         began = time.perf_counter()
         stopped = train_early_stopping(model, self.rows["train"], self.rows["valid"], self.index,
                                        self.data.checkpoints, self.evaluation.decoder, width=10)  # NDCG@10
-        self.train_seconds += time.perf_counter() - began
-        self.tokens += stopped.tokens
+        train_seconds = time.perf_counter() - began
         test = self.rows["test"]
         top = recommend(model, test, self.index, k=20, decoder=self.evaluation.decoder,
                         width=self.evaluation.beam_width)
@@ -586,12 +584,15 @@ class GenerativeFamily(Recommender):
                           early_stopping={"best_epoch": stopped.best_epoch, "epochs_run": stopped.epochs_run,
                                           "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases})
         run.publish = Path(stopped.checkpoint).name  # the best epoch's model
+        described = model.describe()
+        run.facts = {"tokens": stopped.tokens, "train_seconds": train_seconds,
+                     "model": {k: v for k, v in described.items() if k in (
+                         "model", "revision", "device", "dtype", "parameters", "trainable_parameters")}}
         return run
 
-    def metadata(self) -> dict[str, object]:
-        described: dict[str, object] = self.model.describe() if self.model is not None else {}
+    def metadata(self, runs: Sequence[SeedRun]) -> dict[str, object]:
+        tokens = sum(r.facts["tokens"] for r in runs)
+        seconds = sum(r.facts["train_seconds"] for r in runs)
         return {"train_rows": len(self.rows["train"]), "test_rows": len(self.rows["test"]),
-                "items": self.index.n_items,
-                **{k: v for k, v in described.items() if k in ("model", "revision", "device", "dtype", "parameters",
-                                                                "trainable_parameters")},
-                "train_tokens_per_s": round(self.tokens / max(self.train_seconds, 1e-9), 1)}
+                "items": self.index.n_items, **(runs[-1].facts["model"] if runs else {}),
+                "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}

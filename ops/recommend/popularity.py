@@ -1,10 +1,12 @@
 """The popularity baseline: every user gets the items ranked by how often they occur in the train split."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 
-from ops.metrics import ranks_from_scores
+from ops.metrics import ranks_from_shared_scores
 from ops.recommend.base import RecData, Recommender, SeedRun, ranking_run
 
 
@@ -36,9 +38,8 @@ class Popularity(Recommender):
         self.scores = popularity_scores(sequences, index)
 
     def run(self, seed: int) -> SeedRun:
-        scores = np.tile(self.scores, (len(self.test_rows), 1))
-        return ranking_run(ranks_from_scores(scores, self.test_rows.targets), self.test_rows.users, self.data,
-                           self.name, seed)
+        return ranking_run(ranks_from_shared_scores(self.scores, self.test_rows.targets), self.test_rows.users,
+                           self.data, self.name, seed)
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self, runs: Sequence[SeedRun]) -> dict[str, object]:
         return {"test_rows": len(self.test_rows)}

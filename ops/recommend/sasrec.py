@@ -112,6 +112,14 @@ class SASRec(LMRecommender):
             out.append(logits[torch.arange(len(rows), device=logits.device), last].cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.n_items), np.float32)
 
+    def ranks(self, data: ItemSequences, batch: int = 256) -> np.ndarray:
+        """Each row's target rank over the catalog (`ranks_from_scores`), `batch` rows at a time: memory grows
+        with the catalog, not with users x catalog."""
+        out = [ranks_from_scores(self.scores(ItemSequences(data.users[a: a + batch], data.histories[a: a + batch],
+                                                           data.targets[a: a + batch]), batch),
+                                 data.targets[a: a + batch]) for a in range(0, len(data), batch)]
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
 
 def train(model: SASRec, data: ItemSequences, checkpoints=None, prefix: str = "", on_step=None):
     fp = hashlib.sha256(json.dumps({"config": model.cfg.training_fields(), "items": model.n_items,
@@ -121,7 +129,7 @@ def train(model: SASRec, data: ItemSequences, checkpoints=None, prefix: str = ""
 
 
 def evaluate(model: SASRec, data: ItemSequences, ks: Sequence[int] = (1, 5, 10, 20)) -> dict[tuple[str, int], float]:
-    return recall_ndcg(ranks_from_scores(model.scores(data), data.targets), ks)
+    return recall_ndcg(model.ranks(data), ks)
 
 
 GRID: dict[str, tuple[Any, ...]] = {"d_model": (64, 128), "layers": (1, 2), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
@@ -185,7 +193,6 @@ class SASRecFamily(Recommender):
             self.base, self.trials, self.tuned = tune(self.base, self.n_items, self.train_rows,
                                                       item_sequences(sequences, index, "valid"), grid)
         self.chosen = {k: getattr(self.base, k) for k in grid}
-        self.model: SASRec | None = None
 
     def run(self, seed: int) -> SeedRun:
         from ops.recommend.base import ranking_run
@@ -195,13 +202,14 @@ class SASRecFamily(Recommender):
         else:
             model = SASRec(replace(self.base, seed=seed), self.n_items)
             result = train(model, self.train_rows)
-        self.model = model
-        return ranking_run(ranks_from_scores(model.scores(self.test_rows), self.test_rows.targets),
-                           self.test_rows.users, self.data, self.name, seed, [h["loss"] for h in result.history])
+        run = ranking_run(model.ranks(self.test_rows), self.test_rows.users, self.data, self.name, seed,
+                          [h["loss"] for h in result.history])
+        run.facts = {"device": str(model.device_),
+                     "dtype": str(model.autocast_dtype or "float32").removeprefix("torch.")}
+        return run
 
-    def metadata(self) -> dict[str, object]:
-        model = self.model
+    def metadata(self, runs: Sequence[SeedRun]) -> dict[str, object]:
+        last = runs[-1].facts if runs else {}
         return {"train_rows": len(self.train_rows), "test_rows": len(self.test_rows), "items": self.n_items,
-                "chosen": self.chosen, "device": str(model.device_) if model else "",
-                "dtype": str(model.autocast_dtype or "float32").removeprefix("torch.") if model else "",
+                "chosen": self.chosen, "device": last.get("device", ""), "dtype": last.get("dtype", ""),
                 "tuning": self.trials or "no grid (one setting)"}
