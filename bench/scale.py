@@ -68,6 +68,12 @@ def run_stage(stage: str, raw: Path, store: Path, partition: str, threads: int) 
     from pipeline.resources import ComputeResource, StorageResource
 
     keys, config = STAGES[stage]
+    if stage == "rqvae":  # 10 epochs, but at least 300 steps of 256 items: 50 steps leave a 1,200-item catalog's
+        # codebooks collapsed, and the blocking checks rightly refuse that table (utilization, collisions)
+        import polars as pl
+
+        items = pl.scan_parquet(store / partition / "items.parquet").select(pl.len()).collect().item()
+        config = {"code_table__rqvae": {"config": {"epochs": max(10.0, math.ceil(300 * 256 / items))}}}
     wanted = {dg.AssetKey.from_user_string(k) for k in keys}
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and set(a.keys) & wanted]
     resources = {"storage": StorageResource(raw_root=str(raw), storage_root=str(store)),
