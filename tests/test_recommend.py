@@ -320,6 +320,15 @@ def test_sasrec_and_popularity_beat_random_ranking_on_a_planted_sample(planted):
     result = train(model, train_rows)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     sas = evaluate(model, test_rows, (10,))
+    # scored through the tied output embeddings at the last position only: Hugging Face's full head's logits there
+    from ops.embed import collate
+    from ops.recommend.sasrec import PAD
+
+    ids, mask = collate([[i + 1 for i in h] for h in test_rows.histories], PAD, "right")
+    with torch.no_grad():
+        full = model.lm(input_ids=ids, attention_mask=mask).logits[..., 1:]
+    last = torch.as_tensor([len(h) - 1 for h in test_rows.histories])
+    np.testing.assert_allclose(model.scores(test_rows), full[torch.arange(len(last)), last].numpy(), atol=1e-5)
     # ranked a few rows at a time (memory: one batch x catalog), as the whole matrix ranks them
     assert model.ranks(test_rows, batch=7).tolist() == ranks_from_scores(model.scores(test_rows),
                                                                          test_rows.targets).tolist()
