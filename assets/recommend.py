@@ -93,6 +93,7 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
          *([serving_key(tokenizer)] if entry.serves else [])] if tokenizer else [])]
     on = f" on `code_table/{tokenizer}`" if tokenizer else (" without codes" if entry.per_tokenizer else "")
     model_op: dict[str, Any] = GPU_OP if entry.trains else {}  # SASRec tunes in its prepare step
+    checkpoint_dir = f"{entry.name}-{name}" if name else entry.name  # the family's checkpoints, per code table
 
     def prepare(context: dg.OpExecutionContext, config: OpsConfig, storage: StorageResource,
                 compute: ComputeResource) -> tuple[Recommender, list[tuple[str, int]]]:
@@ -108,7 +109,7 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
             code_table=tables.read(version) if tables is not None else None, tokenizer=tokenizer,
             serving=load_serving(store, spec.name, tokenizer, version) if tokenizer and version and entry.serves
             else None,
-            checkpoints=store.artifacts(spec.name, "recommenders", f"{entry.name}-{name}" if name else entry.name))
+            checkpoints=store.artifacts(spec.name, "recommenders", checkpoint_dir))
         evaluation = config.build(EvalConfig)
         model = entry.factory(entry.name, _ops_configs(entry, tokenizer, config, compute), evaluation)
         model.prepare(data)
@@ -128,7 +129,7 @@ def build_recommender_asset(entry: RecommenderEntry, tokenizer: str | None = Non
                compute: ComputeResource, model: Recommender, runs: list[SeedRun]) -> dg.Output:
         spec = datasets.get(context.partition_key)
         store = storage.store()
-        checkpoints = store.artifacts(spec.name, "recommenders", f"{entry.name}-{name}" if name else entry.name)
+        checkpoints = store.artifacts(spec.name, "recommenders", checkpoint_dir)
         reports: dict[str, dict[str, object]] = {}
         curves: dict[str, Any] = {}
         for run in runs:
