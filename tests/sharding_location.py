@@ -12,27 +12,24 @@ from pipeline.resources import ComputeResource, StorageResource
 EMBEDDINGS = next(a for a in embed.ASSETS if a.key.path[-1] == "item_embeddings")
 
 
-def embed_job() -> dg.JobDefinition:
+def _job(name: str, asset: dg.AssetsDefinition) -> dg.JobDefinition:
+    """Ingest and `asset` as job `name` with the multiprocess executor, one CPU thread per step."""
     storage = StorageResource(raw_root=os.environ["SEMID_TEST_RAW"], storage_root=os.environ["SEMID_TEST_STORE"])
     defs = dg.Definitions(
-        assets=[*ingest.ASSETS, EMBEDDINGS],
-        jobs=[dg.define_asset_job("embed_job", selection=dg.AssetSelection.assets(*ingest.ASSETS, EMBEDDINGS),
+        assets=[*ingest.ASSETS, asset],
+        jobs=[dg.define_asset_job(name, selection=dg.AssetSelection.assets(*ingest.ASSETS, asset),
                                   partitions_def=DATASETS, executor_def=dg.multiprocess_executor)],
         resources={"storage": storage, "compute": ComputeResource(device="cpu", dtype="float32",
                                                                   torch_threads=1)})
-    return defs.resolve_job_def("embed_job")
+    return defs.resolve_job_def(name)
+
+
+def embed_job() -> dg.JobDefinition:
+    return _job("embed_job", EMBEDDINGS)
 
 
 def sasrec_job() -> dg.JobDefinition:
-    """Ingest and `recommender/sasrec` (its seeds as steps of their own) with the multiprocess executor."""
+    """Ingest and `recommender/sasrec` (its seeds as steps of their own)."""
     from assets import recommend
 
-    sasrec = next(a for a in recommend.ASSETS if a.key == dg.AssetKey(["recommender", "sasrec"]))
-    storage = StorageResource(raw_root=os.environ["SEMID_TEST_RAW"], storage_root=os.environ["SEMID_TEST_STORE"])
-    defs = dg.Definitions(
-        assets=[*ingest.ASSETS, sasrec],
-        jobs=[dg.define_asset_job("sasrec_job", selection=dg.AssetSelection.assets(*ingest.ASSETS, sasrec),
-                                  partitions_def=DATASETS, executor_def=dg.multiprocess_executor)],
-        resources={"storage": storage, "compute": ComputeResource(device="cpu", dtype="float32",
-                                                                  torch_threads=1)})
-    return defs.resolve_job_def("sasrec_job")
+    return _job("sasrec_job", next(a for a in recommend.ASSETS if a.key == dg.AssetKey(["recommender", "sasrec"])))
