@@ -120,17 +120,17 @@ def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
     store = storage.store()
     items = store.read(spec.name, "items")
     cfg = palette_config(config, compute, spec)
+    checkpoints = palette_store(store, spec.name)
     parallel = None
     if cfg.processes > 1:  # trained before this process loads a model of its own (its GPU is rank 0's)
         threads = max(1, compute.torch_threads // cfg.processes) if compute.torch_threads else 0
         context.log.info(f"training in {cfg.processes} data-parallel processes (ops.distributed.launch), "
                          f"{threads or 'default'} CPU threads each")
-        parallel = train_data_parallel(cfg, items, str(palette_store(store, spec.name).dir), threads)
+        parallel = train_data_parallel(cfg, items, str(checkpoints.dir), threads)
     model = PaletteModel(cfg, cfg.tasks)
     context.log.info(f"palette model on {model.device_}, dtype {model.dtype_choice}")
     data = prepare_data(items, cfg.tasks, cfg.content_attributes or 1, model.tokenizer, cfg)
     fingerprint = run_fingerprint(model, data)
-    checkpoints = palette_store(store, spec.name)
     every = max(1, cfg.checkpoint_every or 10)
 
     def log(row: dict[str, float]) -> None:
@@ -138,7 +138,7 @@ def palette_model(context: dg.AssetExecutionContext, config: OpsConfig,
             context.log.info(f"step {int(row['step'])}: " + ", ".join(
                 f"{k} {row[k]:.4f}" for k in ("loss", "gen", "intra", "inter", "correlation")))
 
-    # after a data-parallel run: its final checkpoint is this run's (same fingerprint), nothing left to train here
+    # after a data-parallel run, rank 0's result: it trained this run (same fingerprint) to its final checkpoint
     result = parallel or train(model, data, checkpoints, on_step=log, prefix=f"{fingerprint}-")
     if result.checkpoint is None:
         raise dg.Failure("training finished without a checkpoint")
