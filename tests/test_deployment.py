@@ -170,7 +170,11 @@ def test_the_sensor_runs_new_raw_files_through_the_queue_and_ids_stay(deployment
 
     assert sensor_runs() == []
     folder = d["tmp"] / "raw" / PARTITION
-    generate("mind", folder, "tiny", seed=0)
+    # written beside it and moved in at once, as a deployment expects files to arrive: with the test's settle time
+    # of 0 s a sensor tick between two of the generator's files would otherwise ingest half a dataset
+    staging = d["tmp"] / "raw" / f".{PARTITION}.staging"
+    generate("mind", staging, "tiny", seed=0)
+    staging.rename(folder)
     first = _wait(lambda: [r for r in sensor_runs() if r.status == dg.DagsterRunStatus.SUCCESS], 240,
                   "the sensor's run", d["log"])
     assert len(sensor_runs()) == 1 and first[0].tags["dagster/partition"] == PARTITION
