@@ -67,17 +67,24 @@ def sum_gradients(parameters: list[torch.nn.Parameter], w: World) -> None:
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
+def gather(obj: Any, w: World) -> list[Any]:
+    """Every process's `obj` (picklable), in rank order, on every process."""
+    if w.size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * w.size
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
 def sum_terms(row: dict[str, float], w: World) -> dict[str, float]:
     """The step's loss terms summed over the processes (each holds its micro-batches' weighted share; a process
     that had no micro-batch this step holds none)."""
     if w.size == 1:
         return row
-    import torch.distributed as dist
-
-    rows: list[dict[str, float] | None] = [None] * w.size
-    dist.all_gather_object(rows, row)
     total: dict[str, float] = {}
-    for part in rows:  # in rank order: every process adds the same numbers in the same order
+    for part in gather(row, w):  # in rank order: every process adds the same numbers in the same order
         for k, v in (part or {}).items():
             total[k] = total.get(k, 0.0) + v
     return total

@@ -311,3 +311,38 @@ def test_palette_extraction_reuses_unchanged_items_of_the_same_checkpoint(env):
     meta = result.asset_materializations_for_node("palette_embeddings")[0].metadata
     assert meta["items_extracted"].value == 0 and meta["items_reused"].value == before.height
     assert storage.store().read(PARTITION, "palette_embeddings").equals(before)
+
+
+def test_an_lm_recommender_seed_trains_over_two_processes_as_over_one(env):
+    """`processes: 2` in a generative recommender's run config: its seed step launches two data-parallel gloo
+    processes (ops.recommend.generative.train_data_parallel) and reports one process's curves and figures."""
+    import shutil
+
+    from assets import recommend, serving
+
+    storage, _, _ = env
+    key = dg.AssetKey(["recommender", "generative_llm", "random"])
+    asset = next(a for a in recommend.ASSETS if a.key == key)
+    index = next(a for a in serving.ASSETS if a.key == dg.AssetKey(["serving_index", "random"]))
+    llama = str(save_random_model("llama", storage.storage_root + "/../llama2", causal_lm=True, init_std=0.2))
+    resources = {"storage": storage, "compute": ComputeResource(device="cpu", dtype="float32", torch_threads=2)}
+    checkpoints = storage.store().artifacts(PARTITION, "recommenders", "generative_llm-random").dir
+    meta = {}
+    for processes in (2, 1):
+        shutil.rmtree(checkpoints, ignore_errors=True)  # else the second run resumes the first's (same trajectory)
+        config = {"model": llama, "lora_rank": 4, "lora_alpha": 8, "epochs": 2, "align_epochs": 1, "batch_size": 32,
+                  "micro_batch_size": 16, "max_history": 5, "max_text_tokens": 8, "seeds": [0], "beam_width": 20,
+                  "processes": processes}
+        result = dg.materialize([index, asset], partition_key=PARTITION, resources=resources,
+                                run_config={"ops": {"recommender__generative_llm__random": {"config": config}}})
+        assert result.success
+        (meta[processes],) = [m.materialization.metadata for m in result.get_asset_materialization_events()
+                              if m.asset_key == key]
+    assert meta[2]["processes"].value == 2 and meta[1]["processes"].value == 1
+    (curve1,), (curve2,) = meta[1]["loss_curves"].value.values(), meta[2]["loss_curves"].value.values()
+    assert len(curve1) > 2 and curve2 == pytest.approx(curve1, rel=1e-4, abs=1e-5)
+    (stop1,), (stop2,) = meta[1]["early_stopping"].value.values(), meta[2]["early_stopping"].value.values()
+    assert [p["task"] for p in stop2["phases"]] == ["rip+align", "rip"] and stop2["best_epoch"] == stop1["best_epoch"]
+    assert stop2["valid_ndcg@10"] == pytest.approx(stop1["valid_ndcg@10"], abs=1e-5)
+    for figure in ("ndcg@10_mean", "recall@10_mean"):
+        assert meta[2][figure].value == pytest.approx(meta[1][figure].value, abs=1e-5)

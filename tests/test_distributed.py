@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +75,49 @@ def test_the_palette_step_launches_its_training_over_processes_with_one_process_
         assert steps == ["0000002", "0000004"]  # written once (rank 0), not per process
     # (the curve table rounds to 4 decimals: a last-digit flip is the only difference allowed)
     assert len(curves[1]) == 4 and curves[2] == pytest.approx(curves[1], abs=2e-4)
+
+
+def test_the_generative_recommender_trains_on_two_gloo_processes_as_one_does(tmp_path):
+    """The LM recommender's data-parallel path (ops.recommend.generative.train_data_parallel, torch's elastic
+    launcher): early stopping included (each process validates every other row, the ranks gathered), the loss and
+    validation curves, the best epoch and its weights equal one process's at the same global batch, dropout on."""
+    import polars as pl
+    import torch
+
+    from ops.codetable import build_code_table
+    from ops.recommend.decoding import PrefixIndex
+    from ops.recommend.generative import (
+        GenerativeConfig,
+        GenerativeRecommender,
+        examples,
+        train_data_parallel,
+        train_early_stopping,
+    )
+    from ops.recommend.tokens import SemanticVocab
+
+    codes = np.array([[i % 3, (i // 3) % 4] for i in range(12)])
+    table, _ = build_code_table([f"i{n}" for n in range(12)], codes, k=4)
+    vocab = SemanticVocab.from_code_table(table, "code_table/toy")
+    rng = np.random.default_rng(1)
+    seqs = pl.DataFrame([{"user_id": f"u{u}", "history": [f"i{a}", f"i{b}"], "target": f"i{(b + 5) % 12}",
+                          "split": "train" if u < 24 else "valid"}
+                         for u, (a, b) in enumerate(rng.integers(0, 12, (34, 2)))])  # 10 valid rows: 5 each
+    train_rows, valid_rows = examples(seqs, vocab, "train"), examples(seqs, vocab, "valid")
+    index = PrefixIndex.build(vocab.item_codes)
+    cfg = GenerativeConfig(layers=1, d_model=32, heads=2, d_ff=64, dropout=0.1, lr=3e-3, batch_size=8,
+                           micro_batch_size=4, epochs=4, patience=4, device="cpu", dtype="float32")
+    one_model = GenerativeRecommender(cfg, vocab)
+    one = train_early_stopping(one_model, train_rows, valid_rows, index, tmp_path / "one")
+    two = train_data_parallel(replace(cfg, processes=2), vocab, None, train_rows, valid_rows, index,
+                              tmp_path / "two", threads=1)
+    losses = [[row["loss"] for row in r.result.history] for r in (one, two)]
+    assert len(losses[0]) == 12  # 4 epochs of 3 steps
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-6)
+    assert two.valid_ndcg10 == pytest.approx(one.valid_ndcg10, abs=1e-6) and two.best_epoch == one.best_epoch
+    assert two.tokens == one.tokens  # summed over the processes' micro-batches
+    best = GenerativeRecommender(cfg, vocab)
+    best.load_weights(Path(two.checkpoint))
+    for a, b in zip(one_model.trainable_parameters(), best.trainable_parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)  # Adam: see the palette's test
+    written = sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "two").iterdir() if "step-" in p.name)
+    assert written == ["0000003", "0000006", "0000009", "0000012"]  # one checkpoint per epoch, rank 0's alone

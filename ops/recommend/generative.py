@@ -69,6 +69,9 @@ class GenerativeConfig(TrainingConfig):
     epochs: float = 10.0  # at most; training stops early when validation NDCG@10 has not improved for `patience`
     patience: PositiveInt = 5
     valid_users: PositiveInt | None = None  # early stopping validates on the first N validation rows (None: all)
+    # data-parallel processes each seed's training launches on its node (ops.distributed.launch, as torchrun
+    # does: one per GPU); validation is split among them too. 1: the step's own process
+    processes: PositiveInt = 1
 
     def check(self) -> None:
         if self.backbone == "scratch" and self.d_model % self.heads:
@@ -468,7 +471,7 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
             per_epoch, total = min(per_epoch, base.max_steps), base.max_steps
         prefix = f"{run_fingerprint(model, train_rows, align, Path(start).name if start else '')}-"
         model.cfg = replace(base, max_steps=total, checkpoint_every=0)
-        stopping = EarlyStopping(lambda: evaluate(model, valid, index, (10,), decoder, width or 10)[("ndcg", 10)],
+        stopping = EarlyStopping(lambda: _valid_ndcg10(model, valid, index, decoder, width or 10),
                                  every=per_epoch, patience=base.patience)
         result = train(model, train_rows, store, prefix, align=align, start=Path(start).name if start else "",
                        stopping=stopping)
@@ -485,6 +488,46 @@ def train_early_stopping(model: GenerativeRecommender, train_rows: Examples, val
     best_epoch = scores.index(best) + 1
     return EarlyStopped(best_epoch, len(scores), [round(x, 5) for x in scores], best_ck, result, phases,
                         model.tokens_seen - tokens_before)
+
+
+def _valid_ndcg10(model: GenerativeRecommender, valid: Examples, index: PrefixIndex, decoder: Decoder,
+                  width: int) -> float:
+    """Validation NDCG@10. Under data-parallel training (ops.distributed) each process ranks every N-th row and
+    the ranks are gathered back into row order: the processes share the decoding and agree on the score."""
+    from ops.distributed import gather, world
+
+    w = world()
+    if w.size == 1:
+        return evaluate(model, valid, index, (10,), decoder, width)[("ndcg", 10)]
+    parts = gather(ranks(model, subset(valid, range(w.rank, len(valid), w.size)), index, 10, decoder, width), w)
+    full = np.empty(len(valid), dtype=parts[0].dtype)
+    for r, part in enumerate(parts):
+        full[r::w.size] = part
+    return recall_ndcg(full, (10,))[("ndcg", 10)]
+
+
+def _train_member(cfg: GenerativeConfig, vocab: SemanticVocab, texts: list[str] | None, train_rows: Examples,
+                  valid_rows: Examples, index: PrefixIndex, checkpoints: Any, decoder: Decoder) -> EarlyStopped:
+    """One process of `train_data_parallel`: the model built from `cfg`, trained as one process would be."""
+    from ops.distributed import sum_terms, world
+
+    model = GenerativeRecommender(cfg, vocab, texts)
+    stopped = train_early_stopping(model, train_rows, valid_rows, index, checkpoints, decoder, width=10)
+    # each process counted the tokens of its own micro-batches
+    stopped.tokens = int(sum_terms({"tokens": float(stopped.tokens)}, world())["tokens"])
+    return stopped
+
+
+def train_data_parallel(cfg: GenerativeConfig, vocab: SemanticVocab, texts: list[str] | None, train_rows: Examples,
+                        valid_rows: Examples, index: PrefixIndex, checkpoints: Any, decoder: Decoder = "beam",
+                        threads: int = 0) -> EarlyStopped:
+    """`train_early_stopping` in `cfg.processes` data-parallel processes of this node (ops.distributed.launch: one
+    per GPU, or CPU processes with gloo), each `threads` CPU threads: the same steps as one process at the same
+    global batch; rank 0 writes the checkpoints; rank 0's result (its `checkpoint`: the best epoch's weights)."""
+    from ops.distributed import launch
+
+    return launch(_train_member, (cfg, vocab, texts, train_rows, valid_rows, index, checkpoints, decoder),
+                  cfg.processes, threads)
 
 
 @torch.inference_mode()
@@ -527,7 +570,12 @@ def _history_items(data: Examples, vocab: SemanticVocab) -> list[list[int]]:
 def evaluate(model: GenerativeRecommender, data: Examples, index: PrefixIndex, ks: Sequence[int] = (1, 5, 10, 20),
              decoder: Decoder = "beam", width: int | None = None) -> dict[tuple[str, int], float]:
     """Recall@K / NDCG@K of the held-out targets, ranked over the whole catalog (exact scoring) or the beam."""
-    k = max(ks)
+    return recall_ndcg(ranks(model, data, index, max(ks), decoder, width), ks)
+
+
+def ranks(model: GenerativeRecommender, data: Examples, index: PrefixIndex, k: int, decoder: Decoder = "beam",
+          width: int | None = None) -> np.ndarray:
+    """Each row's rank of its held-out target (ops.metrics: beyond the beam's `k` counts as not found)."""
     if decoder == "exact":
         model.eval()
         parts = []  # ranked 64 users at a time: no users x catalog matrix
@@ -535,10 +583,8 @@ def evaluate(model: GenerativeRecommender, data: Examples, index: PrefixIndex, k
             model.prepare(data.contexts[a: a + 64])
             scores = exact_scores(model.step, index, torch.arange(len(model._contexts))).cpu().numpy()
             parts.append(ranks_from_scores(scores, data.target_items[a: a + 64]))
-        ranks = np.concatenate(parts)
-    else:
-        ranks = ranks_from_lists(recommend(model, data, index, k, "beam", width), data.target_items)
-    return recall_ndcg(ranks, ks)
+        return np.concatenate(parts) if parts else np.empty(0)
+    return ranks_from_lists(recommend(model, data, index, k, "beam", width), data.target_items)
 
 
 class GenerativeFamily(Recommender):
@@ -571,10 +617,18 @@ class GenerativeFamily(Recommender):
 
         from ops.recommend.base import ranking_run
 
-        model = GenerativeRecommender(replace(self.base, seed=seed), self.vocab, self.texts)
+        cfg = replace(self.base, seed=seed)
         began = time.perf_counter()
-        stopped = train_early_stopping(model, self.rows["train"], self.rows["valid"], self.index,
-                                       self.data.checkpoints, self.evaluation.decoder, width=10)  # NDCG@10
+        if cfg.processes > 1:  # trained before this process builds a model of its own (its GPU is rank 0's)
+            stopped = train_data_parallel(cfg, self.vocab, self.texts, self.rows["train"], self.rows["valid"],
+                                          self.index, self.data.checkpoints, self.evaluation.decoder,
+                                          threads=max(1, torch.get_num_threads() // cfg.processes))
+            model = GenerativeRecommender(cfg, self.vocab, self.texts)
+            model.load_weights(Path(stopped.checkpoint))
+        else:
+            model = GenerativeRecommender(cfg, self.vocab, self.texts)
+            stopped = train_early_stopping(model, self.rows["train"], self.rows["valid"], self.index,
+                                           self.data.checkpoints, self.evaluation.decoder, width=10)  # NDCG@10
         train_seconds = time.perf_counter() - began
         test = self.rows["test"]
         top = recommend(model, test, self.index, k=20, decoder=self.evaluation.decoder,
@@ -585,7 +639,7 @@ class GenerativeFamily(Recommender):
                                           "valid_ndcg@10": stopped.valid_ndcg10, "phases": stopped.phases})
         run.publish = Path(stopped.checkpoint).name  # the best epoch's model
         described = model.describe()
-        run.facts = {"tokens": stopped.tokens, "train_seconds": train_seconds,
+        run.facts = {"tokens": stopped.tokens, "train_seconds": train_seconds, "processes": cfg.processes,
                      "model": {k: v for k, v in described.items() if k in (
                          "model", "revision", "device", "dtype", "parameters", "trainable_parameters")}}
         return run
@@ -595,4 +649,5 @@ class GenerativeFamily(Recommender):
         seconds = sum(r.facts["train_seconds"] for r in runs)
         return {"train_rows": len(self.rows["train"]), "test_rows": len(self.rows["test"]),
                 "items": self.index.n_items, **(runs[-1].facts["model"] if runs else {}),
+                "processes": max((r.facts["processes"] for r in runs), default=1),
                 "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
