@@ -5,8 +5,8 @@ the fitted growth: the exponent b of seconds ~ size^b over the sizes (1 = linear
 of peak RSS between the smallest and largest size.
 
 Real sizes (items, users, mean history): MIND-small 65,238 news / 50,000 users; Amazon 2014 Beauty 5-core 12,101 /
-22,363 / 8.9; H&M 105,542 articles / 1,371,980 customers / 23 (the generator's H&M writer produces ~1 M
-transactions a minute in Python, so H&M is run at fractions up to 10 %).
+22,363 / 8.9; H&M 105,542 articles / 1,371,980 customers / 23 (31.8 M transactions; the generator draws samples
+over 2 M events vectorized, ops.sample.LARGE_EVENTS).
 
 Stages: ingest (items, interactions, quarantine, user_sequences, impressions), item_embeddings (MiniLM, offline),
 code tables pca_kmeans / rqkmeans / opq / rqvae (10 epochs), SASRec (one setting, 2 epochs, seed 0), the scratch
@@ -14,7 +14,8 @@ generative recommender on pca_kmeans (1 epoch, seed 0; its test users decoded by
 whole catalog), popularity. Raw files are generated once per size under --cache (generation is not a stage).
 
 Usage: python bench/scale.py --dataset mind [--fractions 0.1 0.3 1.0] [--threads 2] [--stages ...]
-       [--cache data/scale_raw] [--out /tmp/scale-mind.json]
+       [--limit sasrec=0.1 ...] [--cache data/scale_raw] [--out /tmp/scale-mind.json]
+--limit STAGE=F runs STAGE only at fractions up to F (a stage that would take hours at the largest size).
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 1.0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    ap.add_argument("--limit", nargs="+", default=[], metavar="STAGE=F")
     ap.add_argument("--cache", default=str(ROOT / "data" / "scale_raw"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", nargs=4, metavar=("STAGE", "RAW", "STORE", "PARTITION"), help=argparse.SUPPRESS)
@@ -119,6 +121,10 @@ def main() -> None:
 
     from ops.sample import SampleSize, generate
 
+    limits = {stage: float(f) for stage, f in (item.split("=", 1) for item in args.limit)}
+    unknown = set(limits) - set(STAGES)
+    if unknown:
+        ap.error(f"--limit names unknown stages {sorted(unknown)}")
     source, partition, n_items, n_users, mean_length = REAL[args.dataset]
     print(f"bench/scale.py: {args.dataset} at {args.fractions} of {n_items} items / {n_users} users, "
           f"{args.threads} threads, stages {args.stages}", flush=True)
@@ -134,6 +140,8 @@ def main() -> None:
                   flush=True)
         store = Path(tempfile.mkdtemp(prefix=f"semid-scale-{args.dataset}-"))
         for stage in args.stages:
+            if fraction > limits.get(stage, math.inf):
+                continue
             env = {**os.environ, "DAGSTER_HOME": str(store / ".dagster")}
             (store / ".dagster").mkdir(exist_ok=True)
             done = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", stage,
@@ -156,7 +164,8 @@ def main() -> None:
         cells = []
         for f in args.fractions:
             r = next((r for r in mine if r["fraction"] == f), None)
-            cells.append(f"{r['seconds']:.1f} / {r['peak_rss_mb']:.0f}" if r else "failed")
+            skipped = f > limits.get(stage, math.inf)
+            cells.append(f"{r['seconds']:.1f} / {r['peak_rss_mb']:.0f}" if r else "not run" if skipped else "failed")
         b = fit_exponent([r["items"] for r in mine], [r["seconds"] for r in mine])
         last, first = (mine[-1], mine[0]) if mine else (None, None)
         rate = f"{last['items'] / last['seconds']:.0f}" if last else "-"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.atomic import atomic_write_bytes
+from storage.atomic import atomic_path, atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,12 @@ class _World:
         self.popularity = rng.zipf(1.6, size.n_items).clip(max=50).astype(float)
         self.size = size
         self.stickiness = stickiness
-        self.n_primary, self.n_secondary = n_primary, n_secondary
+        self.n_primary, self.n_sub, self.n_secondary = n_primary, n_sub, n_secondary
+
+    def large(self) -> bool:
+        """Whether `event_arrays` draws the events: the per-event loop of `sequences` writes about 1 M events a
+        minute, so real-size H&M (31.8 M transactions) takes the vectorized draw."""
+        return self.size.n_users * self.size.mean_length > LARGE_EVENTS
 
     def sequences(self) -> list[list[int]]:
         rng = self.rng
@@ -161,8 +166,71 @@ class _World:
             out.append(seq)
         return out
 
+    def event_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The planted model of `sequences` drawn for all users at once, one step of every user's chain at a time
+        (a random stream of its own, so not `sequences`' draws): (length per user, items: max length x users,
+        -1 past a user's end). Each step samples every user's item by one `searchsorted` over the concatenated
+        CDFs of all (primary, secondary, previous sub-aspect) pools, each offset by its pool number."""
+        rng, size = self.rng, self.size
+        n, n_p, n_s, n_q = size.n_users, self.n_primary, self.n_secondary, self.n_sub
+        liked = np.stack([first := rng.integers(0, n_p, n), (first + rng.integers(1, n_p, n)) % n_p])
+        weight_first = rng.random(n)  # the Dirichlet(1, 1) weight of the first liked aspect
+        fav = rng.integers(0, n_s, n)
+        cap = 4 * int(size.mean_length)
+        lengths = np.clip(rng.geometric(1.0 / size.mean_length, n), 3, cap)
+        # pool c = (primary p, favourite secondary s, previous item's sub-aspect q; q = n_q: no previous item)
+        items_of: list[np.ndarray] = []
+        cdfs: list[np.ndarray] = []
+        starts: list[int] = []
+        offset = 0
+        for p in range(n_p):
+            pool = np.flatnonzero(self.primary == p)
+            for s in range(n_s):
+                for q in range(n_q + 1):
+                    w = (self.popularity[pool] * np.where(self.secondary[pool] == s, 4.0, 1.0)
+                         * np.where(self.sub[pool] == q, 2.0, 1.0))
+                    cdf = np.cumsum(w) / w.sum()
+                    cdf[-1] = 1.0
+                    starts.append(offset)
+                    offset += len(cdf)
+                    cdfs.append(len(cdfs) + cdf)
+                    items_of.append(pool)
+        flat_cdf, flat_items = np.concatenate(cdfs), np.concatenate(items_of)
+        ends = np.append(np.array(starts[1:]), len(flat_cdf)) - 1
+
+        def choose(users: np.ndarray) -> np.ndarray:
+            return np.where(rng.random(len(users)) < weight_first[users], liked[0, users], liked[1, users])
+
+        def draw(users: np.ndarray, current: np.ndarray, prev_sub: np.ndarray) -> np.ndarray:
+            pool = (current * n_s + fav[users]) * (n_q + 1) + prev_sub
+            at = np.searchsorted(flat_cdf, pool + rng.random(len(users)), side="right")
+            return flat_items[np.minimum(at, ends[pool])]  # (u + pool may round up to pool + 1)
+
+        out = np.full((cap, n), -1, dtype=np.int32)
+        everyone = np.arange(n)
+        current = choose(everyone)
+        out[0] = draw(everyone, current, np.full(n, n_q))
+        for t in range(1, cap):
+            users = np.flatnonzero(lengths > t)
+            if not len(users):
+                break
+            switch = rng.random(len(users)) > self.stickiness
+            current[users[switch]] = choose(users[switch])
+            prev = out[t - 1, users]
+            item = draw(users, current[users], self.sub[prev])
+            for _ in range(20):  # no immediate repeat: redraw those (a pool of one item keeps it)
+                again = np.flatnonzero(item == prev)
+                if not len(again):
+                    break
+                item[again] = draw(users[again], current[users[again]], self.sub[prev[again]])
+            out[t, users] = item
+        return lengths, out
+
     def words(self, vocab: tuple[str, ...], k: int) -> list[str]:
         return list(self.rng.choice(vocab, size=k, replace=True))
+
+
+LARGE_EVENTS = 2_000_000
 
 
 def _planted(path: Path, ids: list[str], world: _World, names: tuple[str, str, str]) -> None:
@@ -330,6 +398,10 @@ def generate_hm(out_dir: Path, size: SampleSize, seed: int = 0, corrupt: bool = 
         w.writerow(["0999999999", "0999999", "Broken", "252"])  # too few columns
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir / "articles.csv", buf.getvalue(), gz)
+    if world.large():
+        _hm_large(out_dir, world, ids, gz, corrupt)
+        _planted(out_dir, ids, world, ("product_type", "graphical_appearance", "colour"))
+        return out_dir
 
     customers = [f"{int(rng.integers(0, 2**62)):016x}" * 4 for _ in range(size.n_users)]
     cbuf = io.StringIO()
@@ -360,6 +432,57 @@ def generate_hm(out_dir: Path, size: SampleSize, seed: int = 0, corrupt: bool = 
     _write(out_dir / "transactions_train.csv", "\n".join(tx) + "\n", gz)
     _planted(out_dir, ids, world, ("product_type", "graphical_appearance", "colour"))
     return out_dir
+
+
+def _hm_large(out_dir: Path, world: _World, ids: list[str], gz: bool, corrupt: bool) -> None:
+    """customers.csv and transactions_train.csv of a real-size H&M sample, the same columns and formats as the
+    per-row writer, drawn by `_World.event_arrays` and written by polars."""
+    import polars as pl
+
+    rng, n = world.rng, world.size.n_users
+    hexes = lambda: pl.Series([f"{v:016x}" * 4 for v in rng.integers(0, 2**62, n).tolist()])  # noqa: E731
+    customers = hexes()
+    blank_or_one = lambda: pl.Series([None if blank else "1.0" for blank in (rng.random(n) < 0.6).tolist()],  # noqa: E731
+                                     dtype=pl.String)
+    table = pl.DataFrame({"customer_id": customers, "FN": blank_or_one(), "Active": blank_or_one(),
+                          "club_member_status": "ACTIVE", "fashion_news_frequency": "NONE",
+                          "age": rng.integers(18, 70, n), "postal_code": hexes()})
+    _write_frame(out_dir / "customers.csv", table, gz)
+    del table
+
+    lengths, items = world.event_arrays()
+    cap = items.shape[0]
+    days = (rng.integers(0, 200, n)[None, :] + np.cumsum(rng.integers(0, 15, (cap, n)), axis=0)).astype(np.int32)
+    valid = items >= 0
+    user = np.broadcast_to(np.arange(n, dtype=np.int32), items.shape)[valid]  # users' events, step by step
+    day, item = days[valid], items[valid]
+    del days, items, valid
+    order = np.argsort(day, kind="stable")  # the real file is ordered by date
+    user, day, item = user[order], day[order], item[order]
+    dates = pl.Series([(datetime(2018, 9, 20) + timedelta(days=d)).strftime("%Y-%m-%d")
+                       for d in range(int(day.max()) + 1)])
+    frame = pl.DataFrame({
+        "t_dat": dates.gather(day), "customer_id": customers.gather(user), "article_id": pl.Series(ids).gather(item),
+        "price": rng.uniform(0.005, 0.1, len(day)), "sales_channel_id": rng.integers(1, 3, len(day))})
+    c, a = customers[0], ids[0]
+    bad = {3: f"2018-13-45,{c},{a},0.05,2", 5: f"2018-09-21,{c},0000000001,0.05,2", 7: f"2018-09-21,{c},{a},0.05",
+           9: f"2018-09-21,{c},{a},0.05,2,extra"} if corrupt else {}  # the per-row writer's, at its lines
+    _write_frame(out_dir / "transactions_train.csv", frame, gz, bad)
+
+
+def _write_frame(path: Path, frame, gz: bool, inserts: dict[int, str] | None = None) -> None:
+    """A frame as CSV (16 decimals, as the per-row writers format floats), atomically, gzipped where asked;
+    `inserts`: {line index (0 = header): raw line} put there, in ascending order, as list.insert would."""
+    if gz:
+        path = path.with_name(path.name + ".gz")
+    inserts = inserts or {}
+    head = max(inserts, default=0)
+    with atomic_path(path) as tmp, (gzip.GzipFile(tmp, "wb", mtime=0) if gz else open(tmp, "wb")) as fh:
+        lines = frame.head(head).write_csv(float_precision=16).splitlines()
+        for at in sorted(inserts):
+            lines.insert(at, inserts[at])
+        fh.write(("\n".join(lines) + "\n").encode())
+        frame.slice(head).write_csv(fh, float_precision=16, include_header=False)
 
 
 def generate(source: str, out_dir: Path, size: str | SampleSize = "demo", seed: int = 0,
