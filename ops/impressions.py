@@ -14,6 +14,7 @@ the `valid_fraction` before them valid, the rest train. A row without timestamp 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,17 +49,22 @@ class ImpressionStats:
     rows_per_split: dict[str, int]
 
 
-def _split_units(units: pl.DataFrame, cfg: ImpressionConfig) -> pl.DataFrame:
-    """`units` (one row per unit, in chronological order) with `split`: the last test_fraction test, the
-    valid_fraction before them valid, the rest train; each at least one unit when there are three or more."""
-    n = units.height
+def _split_sizes(n: int, cfg: ImpressionConfig) -> tuple[int, int]:
+    """Units (valid, test) of `n`: the last test_fraction test, the valid_fraction before them valid, the rest
+    train; each at least one unit when there are three or more."""
 
     def size(fraction: float) -> int:
         k = int(round(n * fraction))
         return max(k, 1) if fraction > 0 and n >= 3 else k
 
     n_test = size(cfg.test_fraction)
-    n_valid = min(size(cfg.valid_fraction), n - n_test)
+    return min(size(cfg.valid_fraction), n - n_test), n_test
+
+
+def _split_units(units: pl.DataFrame, cfg: ImpressionConfig) -> pl.DataFrame:
+    """`units` (one row per unit, in chronological order) with `split` (_split_sizes)."""
+    n = units.height
+    n_valid, n_test = _split_sizes(n, cfg)
     rank = pl.int_range(pl.len(), dtype=pl.Int64)
     return units.with_columns(
         pl.when(rank >= n - n_test).then(pl.lit("test"))
@@ -67,10 +73,10 @@ def _split_units(units: pl.DataFrame, cfg: ImpressionConfig) -> pl.DataFrame:
 
 
 def logged_impressions(interactions: pl.LazyFrame, shown: pl.LazyFrame, cfg: ImpressionConfig = ImpressionConfig()
-                       ) -> tuple[pl.DataFrame, ImpressionStats]:
+                       ) -> tuple[Iterator[pl.DataFrame], ImpressionStats]:
     """MIND: clicks (the `click` events of interactions, label 1) and impressions shown but not clicked (label 0).
     A unit is one impression: (timestamp, user, impression id) — the impression id alone repeats across split
-    files."""
+    files. The rows as one frame (MIND-small: 5.8 M rows), in the shape of `sampled_impressions`."""
     clicks = interactions.filter(pl.col("event") == "click").select(
         "user_id", "item_id", pl.lit(1, pl.Int8).alias("label"), "timestamp", "impression_id")
     rows = pl.concat([clicks, shown.select("user_id", "item_id", pl.lit(0, pl.Int8).alias("label"), "timestamp",
@@ -85,54 +91,89 @@ def logged_impressions(interactions: pl.LazyFrame, shown: pl.LazyFrame, cfg: Imp
            .sort("_unit", "label", "item_id", descending=[False, True, False], maintain_order=True)
            .with_columns(pl.lit("impression").alias("source"))
            .select(list(IMPRESSION_SCHEMA)).cast(IMPRESSION_SCHEMA))
-    return out, _stats(out, units.height, 0)
+    return iter([out]), _stats(out, units.height, 0)
 
 
-def sampled_impressions(interactions: pl.LazyFrame, item_ids: pl.Series, cfg: ImpressionConfig = ImpressionConfig()
-                        ) -> tuple[pl.DataFrame, ImpressionStats]:
+def sampled_impressions(interactions: pl.LazyFrame, item_ids: pl.Series, cfg: ImpressionConfig = ImpressionConfig(),
+                        chunk_units: int = 1 << 18) -> tuple[Iterator[pl.DataFrame], ImpressionStats]:
     """Amazon / H&M: every interaction a positive, `cfg.negatives` uniform catalog items per positive that the
     user never interacted with (rejection sampling, vectorised in rounds; a user who interacted with every item
-    gets no negatives, counted)."""
-    pos = (interactions.select("user_id", "item_id", "timestamp", "seq")
-           .sort("timestamp", "seq", nulls_last=False, maintain_order=True).collect())
-    catalog = item_ids.to_list()
+    gets no negatives, counted). The rows come as frames of `chunk_units` positives with their negatives each,
+    in table order, to be written one after the other: the sampling runs on integer indices, and user and item ids
+    are strings only inside one frame (real-size H&M: 159 M rows, ~12 GB as one frame of strings)."""
+    catalog = pl.Series("item_id", item_ids.to_list(), pl.String)
     n_items = len(catalog)
-    item_index = pl.DataFrame({"item_id": catalog, "_item": np.arange(n_items, dtype=np.int64)})
-    users = pos.select(pl.col("user_id").unique(maintain_order=True)).with_row_index("_user")
-    pos = pos.join(users, on="user_id", how="left", maintain_order="left").join(
-        item_index, on="item_id", how="left", maintain_order="left")
+    events = interactions.select("user_id", "item_id", "timestamp", "seq").with_row_index("_row")
+    users = events.select(pl.col("user_id").unique()).collect(engine="streaming")["user_id"].sort()
+    pos = (events.join(pl.LazyFrame({"user_id": users, "_user": np.arange(len(users), dtype=np.int64)}),
+                       on="user_id", how="left")
+           .join(pl.LazyFrame({"item_id": catalog, "_item": np.arange(n_items, dtype=np.int64)}), on="item_id",
+                 how="left")
+           .select("_user", "_item", "timestamp", "seq", "_row").collect(engine="streaming")
+           .sort("timestamp", "seq", "_row", nulls_last=False))  # chronological, ties in file order
     if pos["_item"].null_count():
         raise KeyError(f"{pos['_item'].null_count()} interactions name items that are not in the catalog")
-    units = _split_units(pos.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_unit")), cfg)
-    pos = pos.with_columns(units["_unit"], units["split"])
-    seen = np.unique(pos["_user"].cast(pl.Int64).to_numpy() * n_items + pos["_item"].to_numpy())
-    per_user = pos.group_by("_user").agg(pl.col("_item").n_unique().alias("n"))
-    full = set(per_user.filter(pl.col("n") >= n_items)["_user"].to_list())
-    k = cfg.negatives
-    owner = np.repeat(np.arange(pos.height), k)  # the positive each negative belongs to
-    if full:
-        owner = owner[~np.isin(pos["_user"].to_numpy()[owner], list(full))]
-    user_of = pos["_user"].cast(pl.Int64).to_numpy()[owner]
+    n_pos = pos.height
+    user, item = pos["_user"].to_numpy(), pos["_item"].to_numpy()
+    n_valid, n_test = _split_sizes(n_pos, cfg)
+    split = np.zeros(n_pos, dtype=np.int8)  # index into SPLITS, per positive
+    split[n_pos - n_test - n_valid: n_pos - n_test] = 1
+    split[n_pos - n_test:] = 2
+    seen = np.unique(user * n_items + item)
+    distinct = np.bincount(seen // max(n_items, 1), minlength=len(users)) if n_items else np.zeros(len(users))
+    full = np.flatnonzero(distinct >= n_items)  # users holding the whole catalog: no negatives to draw
+    owner = np.repeat(np.arange(n_pos, dtype=np.int32), cfg.negatives)  # the positive each negative belongs to
+    if full.size:
+        owner = owner[~np.isin(user[owner], full)]
     rng = np.random.default_rng(cfg.seed)
     drawn = rng.integers(0, n_items, size=owner.size) if n_items else np.zeros(0, np.int64)
-    todo = np.arange(owner.size)
-    while todo.size:  # redraw the draws that hit one of their user's items, in rounds
-        bad = todo[_member(seen, user_of[todo] * n_items + drawn[todo])]
-        if bad.size:
-            drawn[bad] = rng.integers(0, n_items, size=bad.size)
+    _redraw_seen(drawn, owner, user, seen, n_items, rng)
+    del seen
+    per_unit = 1 + np.bincount(owner, minlength=n_pos)  # rows per positive: itself and its negatives
+    timestamps = pos["timestamp"]
+    stats = ImpressionStats(
+        positives=n_pos, negatives=int(owner.size), units=n_pos,
+        rows_without_timestamp=int(per_unit[timestamps.is_null().to_numpy()].sum()),
+        users_without_negatives=int(full.size),
+        rows_per_split={s: int(per_unit[split == i].sum()) for i, s in enumerate(SPLITS)})
+    names = pl.Series(SPLITS)
+
+    def frames() -> Iterator[pl.DataFrame]:
+        for a in range(0, max(n_pos, 1), chunk_units):  # one (perhaps empty) frame at least: the schema
+            b = min(n_pos, a + chunk_units)
+            lo, hi = np.searchsorted(owner, [a, b])
+            unit = np.concatenate([np.arange(a, b), owner[lo:hi]]).astype(np.int64)
+            chunk = pl.DataFrame({
+                "_unit": unit, "_k": np.concatenate([np.full(b - a, -1), _positions(owner[lo:hi])]),
+                "_item": np.concatenate([item[a:b], drawn[lo:hi]])}).sort("_unit", "_k")
+            rows = chunk["_unit"].to_numpy()
+            positive = chunk["_k"].to_numpy() < 0
+            yield pl.DataFrame({
+                "user_id": users.gather(user[rows]), "item_id": catalog.gather(chunk["_item"].to_numpy()),
+                "label": positive.astype(np.int8), "timestamp": timestamps.gather(rows),
+                "impression_id": pl.Series([None] * len(rows), dtype=pl.String),
+                "source": np.where(positive, "impression", "sampled"),
+                "split": names.gather(split[rows])}).cast(IMPRESSION_SCHEMA)
+
+    return frames(), stats
+
+
+def _redraw_seen(drawn: np.ndarray, owner: np.ndarray, user: np.ndarray, seen: np.ndarray, n_items: int,
+                 rng: np.random.Generator, step: int = 1 << 22) -> None:
+    """Redraw, in rounds, every draw that hit an item its positive's user has (`seen`: sorted user x item keys),
+    `step` draws at a time: the keys of all draws at once would be another 8 bytes per negative."""
+    todo: np.ndarray | None = None  # None: every draw
+    while True:
+        total = owner.size if todo is None else todo.size
+        parts = []
+        for s in range(0, total, step):
+            t = np.arange(s, min(s + step, total)) if todo is None else todo[s: s + step]
+            parts.append(t[_member(seen, user[owner[t]] * n_items + drawn[t])])
+        bad = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if not bad.size:
+            return
+        drawn[bad] = rng.integers(0, n_items, size=bad.size)
         todo = bad
-    negs = pl.DataFrame({"_row": owner, "_k": _positions(owner), "_item": drawn})
-    negs = negs.join(pos.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), "user_id", "timestamp",
-                                "_unit", "split"), on="_row", how="left", maintain_order="left")
-    negs = negs.with_columns(pl.Series("item_id", catalog, pl.String).gather(negs["_item"]))
-    both = pl.concat([
-        pos.select("user_id", "item_id", pl.lit(1, pl.Int8).alias("label"), "timestamp", "_unit",
-                   pl.lit(-1, pl.Int64).alias("_k"), pl.lit("impression").alias("source"), "split"),
-        negs.select("user_id", "item_id", pl.lit(0, pl.Int8).alias("label"), "timestamp", "_unit",
-                    pl.col("_k").cast(pl.Int64), pl.lit("sampled").alias("source"), "split")])
-    out = (both.sort("_unit", "_k").with_columns(pl.lit(None, pl.String).alias("impression_id"))
-           .select(list(IMPRESSION_SCHEMA)).cast(IMPRESSION_SCHEMA))
-    return out, _stats(out, pos.height, len(full))
 
 
 def _member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -156,35 +197,40 @@ def _stats(out: pl.DataFrame, units: int, users_without_negatives: int) -> Impre
                            rows_per_split={s: int(counts.get(s, 0)) for s in SPLITS})
 
 
-def impression_figures(frame: pl.DataFrame) -> pl.DataFrame:
+def impression_figures(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Rows per split and label and the CTR (share of label 1) per split, in split order."""
-    return (frame.group_by("split").agg(pl.len().alias("rows"), (pl.col("label") == 1).sum().alias("label_1"),
+    return (frame.lazy().group_by("split").agg(pl.len().alias("rows"), (pl.col("label") == 1).sum().alias("label_1"),
                                         (pl.col("label") == 0).sum().alias("label_0"),
                                         pl.col("label").cast(pl.Float64).mean().round(4).alias("ctr"))
             .with_columns(pl.col("split").replace_strict({s: i for i, s in enumerate(SPLITS)}, default=len(SPLITS))
-                          .alias("_order")).sort("_order").drop("_order"))
+                          .alias("_order")).sort("_order").drop("_order").collect(engine="streaming"))
 
 
-def impression_problems(frame: pl.DataFrame, item_ids: pl.Series) -> list[str]:
+def impression_problems(frame: pl.DataFrame | pl.LazyFrame, item_ids: pl.Series) -> list[str]:
     """What breaks the table's contract: labels outside {0, 1}, items not in the catalog, empty user ids, a split
-    that is empty or lacks a label."""
+    that is empty or lacks a label. One streaming query (the table may not fit in memory as a frame)."""
+    counts = frame.lazy().select(
+        (~pl.col("label").is_in([0, 1]) | pl.col("label").is_null()).sum().alias("bad_labels"),
+        (~pl.col("item_id").is_in(item_ids.implode())).sum().alias("unknown"),
+        (pl.col("user_id").fill_null("") == "").sum().alias("empty_users")).collect(engine="streaming").row(0)
+    labels_by_split = (frame.lazy().group_by("split", "label").len().collect(engine="streaming")
+                       .group_by("split").agg(pl.col("label")))
+    labels_of = {split: set(labels) for split, labels in labels_by_split.iter_rows()}
     problems = []
-    bad_labels = frame.filter(~pl.col("label").is_in([0, 1]) | pl.col("label").is_null()).height
+    bad_labels, unknown, empty_users = counts
     if bad_labels:
         problems.append(f"{bad_labels} labels outside {{0, 1}}")
-    unknown = frame.filter(~pl.col("item_id").is_in(item_ids.implode())).height
     if unknown:
         problems.append(f"{unknown} rows with items not in items")
-    empty_users = frame.filter(pl.col("user_id").fill_null("") == "").height
     if empty_users:
         problems.append(f"{empty_users} rows without a user")
     for split in SPLITS:
-        labels = set(frame.filter(pl.col("split") == split)["label"].unique().to_list())
+        labels = labels_of.get(split, set()) - {None}
         if not labels:
             problems.append(f"split {split} is empty")
         elif not {0, 1} <= labels:
             problems.append(f"split {split} lacks label {({0, 1} - labels).pop()}")
-    other = set(frame["split"].unique().to_list()) - set(SPLITS)
+    other = set(labels_of) - set(SPLITS)
     if other:
         problems.append(f"unknown splits {sorted(map(str, other))}")
     return problems

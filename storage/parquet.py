@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,31 @@ def write_parquet(frame: pl.DataFrame, path: str | os.PathLike[str], metadata: M
 
 def write_frame(frame: pl.DataFrame, target: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None) -> int:
     """Write an in-memory frame atomically; returns the row count."""
+    return write_frames([frame], target, metadata)
+
+
+def write_frames(frames: Iterable[pl.DataFrame], target: str | os.PathLike[str],
+                 metadata: Mapping[str, Any] | None = None) -> int:
+    """Frames of one schema written one after the other into one Parquet file (at least one frame: the first
+    sets the schema), atomically: a table too large to hold as one frame of strings. Returns the row count."""
+    rows = 0
     with atomic_path(target) as tmp:
-        write_parquet(frame, tmp, metadata)
-    return frame.height
+        writer = None
+        try:
+            for frame in frames:
+                table = frame.to_arrow()
+                if writer is None:
+                    schema = table.schema.with_metadata(footer_metadata(metadata) or {})
+                    writer = pq.ParquetWriter(tmp, schema, compression=PARQUET_OPTIONS["compression"],
+                                              compression_level=PARQUET_OPTIONS["compression_level"])
+                writer.write_table(table.cast(writer.schema))
+                rows += frame.height
+            if writer is None:
+                raise ValueError(f"write_frames({target}): no frame to write (the first sets the schema)")
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
 
 
 Frame = pl.LazyFrame | pl.DataFrame

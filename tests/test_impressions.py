@@ -40,8 +40,9 @@ def test_mind_impressions_are_every_labelled_token_with_exact_accounting(tmp_pat
     assert shown.select("user_id", "item_id", "impression_id").rows() == [
         ("U1", "N3", "1"), ("U1", "N1", "1"), ("U2", "N3", "2"), ("U2", "N2", "5")]
 
-    frame, stats = logged_impressions(res.interactions.lazy(), shown.lazy(),
+    frames, stats = logged_impressions(res.interactions.lazy(), shown.lazy(),
                                       ImpressionConfig(valid_fraction=0.25, test_fraction=0.25))
+    frame = pl.concat(list(frames))
     t = [parse_time(x) for x in ("11/11/2019 8:00:00 AM", "11/11/2019 9:00:00 AM", "11/12/2019 9:00:00 AM",
                                  "11/14/2019 9:00:00 AM")]
     # four impressions in time order (line 2 is earlier than line 1); each stays whole in one split
@@ -67,12 +68,17 @@ def _interactions(n_users=30, n_items=40, per_user=6, seed=0):
     return pl.DataFrame(rows), pl.Series([f"i{i}" for i in range(n_items)])
 
 
+def _sampled(inter, items, cfg, chunk_units=1 << 20):
+    frames, stats = sampled_impressions(inter.lazy(), items, cfg, chunk_units)
+    return pl.concat(list(frames)), stats
+
+
 def test_sampled_negatives_are_seeded_exclude_the_users_items_and_number_negatives_per_positive():
     inter, items = _interactions()
     cfg = ImpressionConfig(negatives=3, seed=7)
-    frame, stats = sampled_impressions(inter.lazy(), items, cfg)
-    again, _ = sampled_impressions(inter.lazy(), items, cfg)
-    other, _ = sampled_impressions(inter.lazy(), items, ImpressionConfig(negatives=3, seed=8))
+    frame, stats = _sampled(inter, items, cfg)
+    again, _ = _sampled(inter, items, cfg, chunk_units=7)  # written in frames of 7 positives: the same rows
+    other, _ = _sampled(inter, items, ImpressionConfig(negatives=3, seed=8))
     assert frame.equals(again) and not frame.equals(other)  # same seed, same rows
     pos, neg = frame.filter(pl.col("label") == 1), frame.filter(pl.col("label") == 0)
     assert pos.height == inter.height and neg.height == 3 * inter.height == stats.negatives
@@ -92,7 +98,7 @@ def test_sampled_negatives_are_seeded_exclude_the_users_items_and_number_negativ
 def test_the_split_is_chronological_by_positive_and_ties_follow_file_order():
     inter, items = _interactions(n_users=20, per_user=5, seed=3)
     inter = inter.with_columns((pl.col("timestamp") // 500).alias("timestamp"))  # many ties
-    frame, stats = sampled_impressions(inter.lazy(), items, ImpressionConfig(negatives=1))
+    frame, stats = _sampled(inter, items, ImpressionConfig(negatives=1))
     pos = frame.filter(pl.col("label") == 1)
     assert stats.rows_per_split == {"train": 160, "valid": 20, "test": 20}
     order = inter.sort("timestamp", "seq", maintain_order=True)
@@ -105,7 +111,7 @@ def test_the_split_is_chronological_by_positive_and_ties_follow_file_order():
 def test_rows_without_timestamp_are_kept_and_a_user_with_every_item_gets_no_negatives():
     inter = pl.DataFrame({"user_id": ["a", "a", "b", "c", "c"], "item_id": ["i0", "i1", "i0", "i1", "i0"],
                           "timestamp": [None, 5, 3, 4, 9], "seq": [0, 1, 2, 3, 4], "event": "review"})
-    frame, stats = sampled_impressions(inter.lazy(), pl.Series(["i0", "i1"]), ImpressionConfig(negatives=2))
+    frame, stats = _sampled(inter, pl.Series(["i0", "i1"]), ImpressionConfig(negatives=2))
     assert stats.positives == 5 and stats.users_without_negatives == 2  # a and c hold the whole catalog
     assert frame.filter(pl.col("label") == 0)["user_id"].to_list() == ["b", "b"]
     assert frame.filter(pl.col("label") == 0)["item_id"].to_list() == ["i1", "i1"]
