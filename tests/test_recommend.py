@@ -230,7 +230,8 @@ def test_a_tiny_generative_recommender_overfits_a_tiny_dataset_to_recall_at_1(tm
 
 def test_beam_search_carrying_the_cache_equals_running_every_prefix():
     """The KV cache carried from level to level (one new token per beam and step) gives the same beams as
-    re-running each beam's whole prefix on the context cache."""
+    re-running each beam's whole prefix on the context cache, both with the scratch body's own attention over one
+    shared copy of each user's context and with Hugging Face's forward on a cache carried per beam."""
     from ops.recommend.decoding import beam_search
     from ops.recommend.generative import (
         GenerativeConfig,
@@ -251,10 +252,15 @@ def test_beam_search_carrying_the_cache_equals_running_every_prefix():
     index = PrefixIndex.build(vocab.item_codes)
     model.prepare(data.contexts)
     users = torch.arange(len(data))
-    carried = beam_search(model.step, index, users, k=8, width=12)
+    shared = beam_search(model.step, index, users, k=8, width=12)
+    assert isinstance(model._beam[1], list)  # the shared-context step ran
     rerun = beam_search(lambda u, p, level: model.step(u, p, level), index, users, k=8, width=12)
-    assert torch.equal(carried[0], rerun[0])
-    assert torch.allclose(carried[1], rerun[1], atol=1e-5)
+    model.shared_context = False
+    carried = beam_search(model.step, index, users, k=8, width=12)
+    assert not isinstance(model._beam[1], list)
+    for got in (shared, carried):
+        assert torch.equal(got[0], rerun[0])
+        assert torch.allclose(got[1], rerun[1], atol=1e-5)
 
 
 def test_training_on_all_positions_is_the_mean_over_every_prefix_as_its_own_example():

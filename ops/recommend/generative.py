@@ -169,6 +169,10 @@ class GenerativeRecommender(LMRecommender):
         self.to(self.device_)
         self._contexts: list[list[int]] = []  # what step() reads: the contexts of the users being decoded
         self.tokens_seen = 0  # tokens run through training losses (padding excluded): the throughput figure
+        # beam steps of the scratch body attend to one shared copy of each user's context (_shared_context_step);
+        # False: Hugging Face's forward on a key / value cache carried per beam (the comparison in bench/recommend)
+        self.shared_context = True
+        self._beam: tuple[Any, Any] = (None, None)  # a beam search's rows and their cache, from level to level
         forward = inspect.signature(self.body.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
@@ -360,6 +364,10 @@ class GenerativeRecommender(LMRecommender):
         tokens = prefixes.to(self.device_) + offsets + self.text_size
         mask = torch.cat([self._ctx_mask[users], torch.ones_like(tokens)], dim=1)
         positions = self._ctx_len[users][:, None] + torch.arange(level, device=self.device_)
+        if parents is not None and self.cfg.backbone == "scratch" and self.shared_context:
+            shared = self._shared_context_step(users, tokens[:, -1:], positions[:, -1:], level, parents)
+            if shared is not None:
+                return torch.log_softmax(self.level_logits(self._head(shared), level), dim=-1)
         if parents is None:  # the whole prefix on a copy of the context cache (feeding tokens appends to it)
             cache = copy.deepcopy(self._ctx_cache)
             cache.batch_select_indices(users)
@@ -371,6 +379,8 @@ class GenerativeRecommender(LMRecommender):
                     raise ValueError("a carried cache needs the calls of every level before, in order")
                 cache = copy.deepcopy(self._ctx_cache)
                 cache.batch_select_indices(previous_users[parents])
+            elif isinstance(previous, list):
+                raise ValueError("the previous level ran with a shared context (_shared_context_step)")
             else:  # the previous level's cache (owned by this search), reordered to the surviving beams
                 cache = previous
                 cache.batch_select_indices(parents)
@@ -379,6 +389,64 @@ class GenerativeRecommender(LMRecommender):
         if parents is not None:
             self._beam = (users, out.cache if hasattr(out, "cache") else out.past_key_values)
         return torch.log_softmax(self.level_logits(self._head(out.last_hidden_state[:, -1]), level), dim=-1)
+
+    def _shared_context_step(self, users: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
+                             level: int, parents: torch.Tensor) -> torch.Tensor | None:
+        """The beam step of the scratch (GPT-2) body with attention of our own: each row's new token attends to
+        its user's one copy of the context keys / values (the prepared cache, never copied per beam) and to its
+        own beam's prefix keys / values (a few tokens, reordered to the surviving beams each level). The same
+        arithmetic as the body's forward over context + prefix, without copying the context once per beam. Rows
+        must come as each user's beams side by side (beam_search's layout); None where they do not (the caller
+        then runs the body on a carried cache)."""
+        rows = len(users)
+        width = int((users == users[0]).cumprod(0).sum())  # the first user's beams
+        if rows % width:
+            return None
+        grouped = users.view(-1, width)
+        if not bool((grouped == grouped[:, :1]).all()):
+            return None
+        group = grouped[:, 0]
+        previous_users, previous = self._beam
+        if previous is None and level != 1:
+            raise ValueError("a carried cache needs the calls of every level before, in order")
+        if isinstance(previous, list):  # our prefix keys / values of the rows of the previous level
+            prefix_kv = [(k[parents], v[parents]) for k, v in previous]
+        elif previous is None:
+            prefix_kv = None
+        else:
+            return None  # the previous level ran on a carried cache (mixed paths): keep to it
+        body, n_groups = self.body, len(group)
+        heads = body.config.n_head
+        dim = body.config.n_embd // heads
+        bias = torch.zeros(self._ctx_mask.shape, device=self.device_).masked_fill(self._ctx_mask == 0,
+                                                                                   float("-inf"))[group]
+        bias = bias[:, None, None, :]  # (groups, 1, 1, context)
+        with autocast(self.device_, self.autocast_dtype):
+            h = self._embed(tokens) + body.wpe(positions)  # (rows, 1, d)
+            kept = []
+            for i, block in enumerate(body.h):
+                q, k, v = block.attn.c_attn(block.ln_1(h)).split(body.config.n_embd, dim=2)
+                q, k, v = (t.view(rows, 1, heads, dim).transpose(1, 2) for t in (q, k, v))  # (rows, heads, 1, dim)
+                if prefix_kv is not None:
+                    k = torch.cat([prefix_kv[i][0], k], dim=2)
+                    v = torch.cat([prefix_kv[i][1], v], dim=2)
+                kept.append((k, v))
+                layer = self._ctx_cache.layers[i]
+                ctx_k, ctx_v = layer.keys[group], layer.values[group]  # (groups, heads, context, dim)
+                scale = getattr(block.attn, "scaling", dim ** -0.5)
+                q_by_user = q.reshape(n_groups, width, heads, dim).transpose(1, 2)  # (groups, heads, width, dim)
+                s_ctx = (q_by_user @ ctx_k.transpose(-1, -2)) * scale + bias
+                s_own = ((q @ k.transpose(-1, -2)) * scale).reshape(n_groups, width, heads, -1).transpose(1, 2)
+                p = torch.softmax(torch.cat([s_ctx, s_own.to(s_ctx.dtype)], dim=-1), dim=-1)
+                context = ctx_k.shape[2]
+                out = p[..., :context].to(ctx_v.dtype) @ ctx_v  # (groups, heads, width, dim)
+                p_own = p[..., context:].transpose(1, 2).reshape(rows, heads, 1, -1).to(v.dtype)
+                out = out + (p_own @ v).reshape(n_groups, width, heads, dim).transpose(1, 2)
+                h = h + block.attn.c_proj(out.transpose(1, 2).reshape(rows, 1, heads * dim))
+                h = h + block.mlp(block.ln_2(h))
+            h = body.ln_f(h)
+        self._beam = (users, kept)
+        return h[:, -1]
 
     def hf_model(self):
         """The scratch backbone as Hugging Face's GPT2LMHeadModel over the code vocabulary (the same weights), for
