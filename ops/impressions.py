@@ -151,7 +151,7 @@ def sampled_impressions(interactions: pl.LazyFrame, item_ids: pl.Series, cfg: Im
             yield pl.DataFrame({
                 "user_id": users.gather(user[rows]), "item_id": catalog.gather(chunk["_item"].to_numpy()),
                 "label": positive.astype(np.int8), "timestamp": timestamps.gather(rows),
-                "impression_id": pl.Series([None] * len(rows), dtype=pl.String),
+                "impression_id": pl.repeat(None, len(rows), dtype=pl.String, eager=True),
                 "source": np.where(positive, "impression", "sampled"),
                 "split": names.gather(split[rows])}).cast(IMPRESSION_SCHEMA)
 
